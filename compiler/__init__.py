@@ -1,0 +1,18 @@
+"""convc: compile convolutional neural networks to specialized C, called from Python.
+
+    graph = compiler.load("model.yaml")       # parse, validate, infer shapes
+    print(graph.summary())
+    model = compiler.compile(graph)           # -> runtime.Model
+    y = model(x)
+    ref = compiler.interpret(graph, {"image": x})
+"""
+from runtime import __version__  # one version for both packages
+
+from .errors import BuildError, ConvcError, ConvcWarning, LibraryError, ModelError, ShapeError  # noqa: E402
+from .interpret import interpret  # noqa: E402
+from .ir import Graph, Layer  # noqa: E402
+from .ops.spatial import conv_output_size  # noqa: E402
+from .pipeline import compile, generate_c, load  # noqa: E402
+
+__all__ = ["load", "compile", "interpret", "generate_c", "Graph", "Layer", "conv_output_size", "ConvcError",
+           "ModelError", "ShapeError", "BuildError", "LibraryError", "ConvcWarning", "__version__"]

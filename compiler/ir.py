@@ -1,0 +1,101 @@
+"""The intermediate representation: a `Graph` of `Layer`s over a networkx.DiGraph.
+
+Nodes are layer names carrying the frozen `Layer` (and, after shape inference, its
+per-sample output shape); an edge u -> v means v reads u's output tensor. A layer's
+`inputs` tuple gives the order of its operands (the edges alone cannot: add(a, a)).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import networkx as nx
+import numpy as np
+
+from .ops import get_op
+from .ops.base import Op, Shape
+
+
+@dataclass(frozen=True)
+class Layer:
+    name: str
+    op: str
+    attrs: Any
+    inputs: tuple[str, ...] = ()
+    source: str = "<memory>"  # the file it came from, for error messages
+
+    @property
+    def where(self) -> str:
+        return f"{self.source}: layer '{self.name}' ({self.op})"
+
+    @property
+    def spec(self) -> Op:
+        return get_op(self.op)
+
+
+@dataclass
+class Graph:
+    """A CNN: layers in a DAG, its input and output names, and its weights ("layer.suffix" -> array)."""
+    name: str
+    nx: nx.DiGraph
+    inputs: list[str]
+    outputs: list[str]
+    weights: dict[str, np.ndarray] = field(default_factory=dict)
+    source: str = "<memory>"
+    warnings: list[str] = field(default_factory=list)
+
+    # -- access
+    def layer(self, name: str) -> Layer:
+        return self.nx.nodes[name]["layer"]
+
+    def shape(self, name: str) -> Shape:
+        return self.nx.nodes[name]["shape"]
+
+    def in_shapes(self, name: str) -> list[Shape]:
+        return [self.shape(i) for i in self.layer(name).inputs]
+
+    def layers(self) -> list[Layer]:
+        """Layers in a deterministic topological order (inputs first)."""
+        order = {n: i for i, n in enumerate(self.nx.nodes)}
+        return [self.layer(n) for n in nx.lexicographical_topological_sort(self.nx, key=order.__getitem__)]
+
+    def layer_weights(self, name: str) -> dict[str, np.ndarray]:
+        layer = self.layer(name)
+        suffixes = set(layer.spec.weight_shapes(layer, self.in_shapes(name))) | layer.spec.optional_weights(layer)
+        return {s: self.weights[f"{name}.{s}"] for s in suffixes if f"{name}.{s}" in self.weights}
+
+    def consumers(self, name: str) -> list[str]:
+        return list(self.nx.successors(name))
+
+    # -- building (used by front ends and passes)
+    @classmethod
+    def from_layers(cls, name: str, layers: list[Layer], outputs: list[str] | None = None,
+                    weights: dict[str, np.ndarray] | None = None, source: str = "<memory>") -> "Graph":
+        g = nx.DiGraph()
+        for layer in layers:
+            g.add_node(layer.name, layer=layer)
+        for layer in layers:
+            for src in layer.inputs:
+                g.add_edge(src, layer.name)
+        inputs = [layer.name for layer in layers if layer.op == "input"]
+        if outputs is None:
+            outputs = [layer.name for layer in layers if g.out_degree(layer.name) == 0]
+        return cls(name, g, inputs, list(outputs), dict(weights or {}), source)
+
+    def copy(self) -> "Graph":
+        return Graph(self.name, self.nx.copy(), list(self.inputs), list(self.outputs), dict(self.weights),
+                     self.source, list(self.warnings))
+
+    def replace_layer(self, layer: Layer) -> None:
+        self.nx.nodes[layer.name]["layer"] = layer
+
+    # -- reporting
+    def summary(self) -> "Summary":
+        from .summary import summarize
+        return summarize(self)
+
+    def __repr__(self) -> str:
+        return f"<Graph {self.name!r}: {self.nx.number_of_nodes()} layers from {self.source}>"
+
+
+__all__ = ["Layer", "Graph", "replace"]

@@ -1,0 +1,146 @@
+"""Lowering: Graph + memory plan -> kernel instances (template, integers, mangled names) and the run body.
+
+Everything the C needs is decided here, in Python: buffer offsets, weight offsets,
+loop bounds and tables. Nothing from the model file reaches C except through
+`c_identifier` / `c_comment`, which keep only [A-Za-z0-9_].
+"""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from . import __version__
+from .errors import ModelError
+from .ir import Graph
+from .memory import ALIGN_FLOATS, Arena, Buffer, plan_memory
+from .ops.base import fmt_shape
+
+ABI_VERSION = 1
+INDEX_LIMIT = 2**31 - 1  # kernels index with C int
+
+
+def c_identifier(index: int, name: str, prefix: str = "L") -> str:
+    """A C identifier that is unique by `index` and readable by `name` (characters outside [A-Za-z0-9_] become _)."""
+    return f"{prefix}{index}_{re.sub(r'[^A-Za-z0-9_]', '_', name)[:40]}"
+
+
+def c_comment(text: str) -> str:
+    """Text safe inside /* */: ASCII letters, digits and a few symbols only (no '*/', no trigraphs, no newlines)."""
+    text = (text.replace("−", "-").replace("·", "*").replace("×", "x").replace("⌊", "floor(").replace("⌋", ")")
+            .replace("⌈", "ceil(").replace("⌉", ")"))
+    return re.sub(r"[^A-Za-z0-9_ .,:;=+\-()\[\]<>x]", "_", text)
+
+
+@dataclass
+class WeightBlob:
+    """All constant arrays of the model, packed as float32 with 64-byte aligned offsets."""
+    offsets: dict[tuple[str, str], int] = field(default_factory=dict)
+    parts: list[np.ndarray] = field(default_factory=list)
+    floats: int = 0
+
+    def add(self, layer: str, suffix: str, array: np.ndarray) -> int:
+        data = np.ascontiguousarray(array, dtype=np.float32).ravel()
+        pad = -self.floats % ALIGN_FLOATS
+        if pad:
+            self.parts.append(np.zeros(pad, np.float32))
+        offset = self.floats + pad
+        self.parts.append(data)
+        self.offsets[(layer, suffix)] = offset
+        self.floats = offset + data.size
+        return offset
+
+    def data(self) -> np.ndarray:
+        return np.concatenate(self.parts).astype("<f4") if self.parts else np.zeros(0, "<f4")
+
+
+@dataclass
+class Kernel:
+    """One generated C function: its template and everything the template reads."""
+    layer: str
+    template: str
+    context: dict[str, Any]
+
+
+@dataclass
+class LoweredModel:
+    name: str
+    kernels: list[Kernel]
+    sample_decls: list[str]  # per-sample input/output pointers inside the batch loop
+    calls: list[str]  # statements of one sample's forward pass
+    arena: Arena
+    weights: WeightBlob
+    metadata: dict[str, Any]
+
+    @property
+    def metadata_bytes(self) -> bytes:
+        return json.dumps(self.metadata, sort_keys=True, ensure_ascii=True).encode("ascii")
+
+
+def check_sizes(graph: Graph, arena: Arena, weights: WeightBlob) -> None:
+    """Refuse models whose per-sample indices would overflow a C int."""
+    for layer in graph.layers():
+        n = int(np.prod(graph.shape(layer.name), dtype=np.int64))
+        if n > INDEX_LIMIT:
+            raise ModelError(f"{layer.where}: output has {n} values per sample; convc supports at most {INDEX_LIMIT}")
+    for what, n in (("arena", arena.floats), ("weights", weights.floats)):
+        if n > INDEX_LIMIT:
+            raise ModelError(f"{graph.source}: the {what} needs {n} floats; convc supports at most {INDEX_LIMIT}")
+
+
+def _pointer(buf: Buffer) -> str:
+    if buf.kind == "arena":
+        return f"arena + {buf.index}"
+    return f"{'x' if buf.kind == 'input' else 'y'}{buf.index}"
+
+
+def lower(graph: Graph, arena: Arena | None = None) -> LoweredModel:
+    arena = arena or plan_memory(graph)
+    blob = WeightBlob()
+    kernels: list[Kernel] = []
+    calls: list[str] = []
+    for index, layer in enumerate(graph.layers()):
+        spec = layer.spec
+        if layer.op == "input" or spec.is_view:
+            continue
+        ins, out = graph.in_shapes(layer.name), graph.shape(layer.name)
+        offsets = {suffix: blob.add(layer.name, suffix, array)
+                   for suffix, array in spec.lower_weights(layer, graph.layer_weights(layer.name)).items()}
+        fn = c_identifier(index, layer.name)
+        in_names = [f"x{i}" for i in range(len(ins))]
+        formula = spec.formula(layer, ins, out)
+        ins_text = ", ".join(fmt_shape(s) for s in ins)
+        header = [f"layer {index} '{layer.name}' ({layer.op}): {ins_text} -> {fmt_shape(out)}"]
+        if formula:
+            header.append(f"out = {formula}")
+        context = dict(spec.kernel_args(layer, ins, out))
+        context.update(
+            fn=fn, w=offsets, inputs=in_names,
+            header="/* " + "\n * ".join(c_comment(h) for h in header) + " */",
+            params=", ".join([f"const float *restrict {x}" for x in in_names] + ["float *restrict y"]))
+        kernels.append(Kernel(layer.name, spec.template, context))
+        args = [_pointer(arena.buffers[i]) for i in layer.inputs] + [_pointer(arena.buffers[layer.name])]
+        calls.append(f"{fn}({', '.join(args)});")
+    for out, src in arena.copies:
+        out_buf = f"y{graph.outputs.index(out)}"
+        calls.append(f"memcpy({out_buf}, {_pointer(arena.buffers[src])}, "
+                     f"{int(np.prod(graph.shape(out)))} * sizeof(float));")
+    check_sizes(graph, arena, blob)
+
+    decls = [f"const float *const x{i} = inputs[{i}] + b * {int(np.prod(graph.shape(n)))};"
+             for i, n in enumerate(graph.inputs)]
+    decls += [f"float *const y{i} = outputs[{i}] + b * {int(np.prod(graph.shape(n)))};"
+              for i, n in enumerate(graph.outputs)]
+    metadata = {
+        "abi": ABI_VERSION,
+        "convc_version": __version__,
+        "name": graph.name,
+        "dtype": "float32",
+        "inputs": [{"name": n, "shape": list(graph.shape(n))} for n in graph.inputs],
+        "outputs": [{"name": n, "shape": list(graph.shape(n))} for n in graph.outputs],
+        "arena_floats": arena.floats,
+    }
+    return LoweredModel(graph.name, kernels, decls, calls, arena, blob, metadata)

@@ -1,0 +1,123 @@
+"""Pointwise activations: one NumPy reference and one C expression of `v` each, sharing ops/unary.c.j2."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import ModelError
+from . import register
+from .base import Op, attr, c_float, parse_float, parse_optional_float
+
+
+class _Pointwise(Op):
+    template = "ops/unary.c.j2"
+
+    def infer_shape(self, layer, in_shapes):
+        return in_shapes[0]
+
+    def c_expr(self, attrs) -> str:
+        raise NotImplementedError
+
+    def kernel_args(self, layer, in_shapes, out_shape):
+        return {"N": int(np.prod(out_shape)), "expr": self.c_expr(layer.attrs)}
+
+
+@register
+class Relu(_Pointwise):
+    name = "relu"
+    doc = "max(x, 0)"
+
+    def reference(self, layer, inputs, weights):
+        return np.maximum(inputs[0], 0.0)
+
+    def c_expr(self, attrs):
+        return "v > 0.0f ? v : 0.0f"
+
+
+@dataclass(frozen=True)
+class LeakyReluAttrs:
+    negative_slope: float = attr(parse_float, 0.01, doc="slope for x < 0")
+
+
+@register
+class LeakyRelu(_Pointwise):
+    name = "leaky_relu"
+    Attrs = LeakyReluAttrs
+    doc = "x if x > 0 else negative_slope·x"
+
+    def reference(self, layer, inputs, weights):
+        x = inputs[0]
+        return np.where(x > 0, x, layer.attrs.negative_slope * x)
+
+    def c_expr(self, attrs):
+        return f"v > 0.0f ? v : {c_float(attrs.negative_slope)} * v"
+
+
+@register
+class Relu6(_Pointwise):
+    name = "relu6"
+    doc = "min(max(x, 0), 6)"
+
+    def reference(self, layer, inputs, weights):
+        return np.clip(inputs[0], 0.0, 6.0)
+
+    def c_expr(self, attrs):
+        return "fminf(fmaxf(v, 0.0f), 6.0f)"
+
+
+@dataclass(frozen=True)
+class ClipAttrs:
+    min: float | None = attr(parse_optional_float, None, doc="lower bound (none: unbounded)")
+    max: float | None = attr(parse_optional_float, None, doc="upper bound (none: unbounded)")
+
+
+@register
+class Clip(_Pointwise):
+    name = "clip"
+    Attrs = ClipAttrs
+    doc = "min(max(x, min), max), as torch.clamp"
+
+    def infer_shape(self, layer, in_shapes):
+        a = layer.attrs
+        if a.min is not None and a.max is not None and a.min > a.max:
+            raise ModelError(f"{layer.where}: attribute 'min' ({a.min}) is greater than 'max' ({a.max})")
+        return in_shapes[0]
+
+    def reference(self, layer, inputs, weights):
+        a = layer.attrs
+        return np.clip(inputs[0], -np.inf if a.min is None else a.min, np.inf if a.max is None else a.max)
+
+    def c_expr(self, attrs):
+        expr = "v"
+        if attrs.min is not None:
+            expr = f"fmaxf({expr}, {c_float(attrs.min)})"
+        if attrs.max is not None:
+            expr = f"fminf({expr}, {c_float(attrs.max)})"
+        return expr
+
+
+@register
+class Sigmoid(_Pointwise):
+    name = "sigmoid"
+    doc = "1 / (1 + exp(−x))"
+
+    def reference(self, layer, inputs, weights):
+        return 1.0 / (1.0 + np.exp(-inputs[0]))
+
+    def c_expr(self, attrs):
+        return "1.0f / (1.0f + expf(-v))"
+
+
+@register
+class Tanh(_Pointwise):
+    name = "tanh"
+    doc = "tanh(x)"
+
+    def reference(self, layer, inputs, weights):
+        return np.tanh(inputs[0])
+
+    def c_expr(self, attrs):
+        return "tanhf(v)"
+
+

@@ -1,0 +1,72 @@
+"""The pipeline, top to bottom: parse -> graph -> validate -> infer shapes -> optimize -> plan memory
+-> lower -> render -> build -> load."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import runtime
+from runtime.build import build_library, compile_flags
+
+from .codegen import CSource, render
+from .errors import ModelError
+from .frontends.description import parse_description, parse_file
+from .ir import Graph
+from .lower import lower
+from .memory import plan_memory
+from .passes import optimize
+from .shapes import infer_shapes
+from .validate import init_weights, validate_structure, validate_weights
+
+DEFAULT_OPT_LEVEL = 0
+
+
+def load(model: str | os.PathLike | dict[str, Any], *, allow_outside_paths: bool = False) -> Graph:
+    """A model description (.yaml, .yml, .json path, or an already-parsed dict) -> a shape-inferred Graph."""
+    if isinstance(model, Graph):
+        return model
+    if isinstance(model, dict):
+        graph, seed = parse_description(model, allow_outside_paths=allow_outside_paths)
+    elif isinstance(model, (str, os.PathLike)):
+        path = Path(model)
+        if path.suffix.lower() == ".onnx":
+            from .frontends.onnx import parse_onnx  # optional dependency
+            graph, seed = parse_onnx(path, allow_outside_paths=allow_outside_paths)
+        elif path.suffix.lower() in (".yaml", ".yml", ".json"):
+            graph, seed = parse_file(path, allow_outside_paths=allow_outside_paths)
+        else:
+            raise ModelError(f"{path}: unknown model format {path.suffix!r}; expected .yaml, .yml, .json or .onnx")
+    else:
+        raise TypeError(f"load() takes a path or a dict, got {type(model).__name__}")
+    validate_structure(graph)
+    infer_shapes(graph)
+    if seed is not None:
+        init_weights(graph, seed)
+    validate_weights(graph)
+    return graph
+
+
+def generate_c(graph: Graph, *, opt_level: int = DEFAULT_OPT_LEVEL, weights_mode: str = "incbin") -> CSource:
+    """Graph -> the model's C source (optimize, plan memory, lower, render)."""
+    graph = optimize(graph, opt_level)
+    return render(lower(graph, plan_memory(graph)), weights_mode=weights_mode)
+
+
+def compile(model: Graph | str | os.PathLike | dict[str, Any], *, opt_level: int = DEFAULT_OPT_LEVEL,
+            march: str | None = "native", cflags: list[str] | tuple[str, ...] = (), cc: str | None = None,
+            cache_dir: str | os.PathLike | None = None, sanitize: bool = False) -> runtime.Model:
+    """Compile a model (Graph, path or dict) to a shared library and load it.
+
+    march: -march value ("native" by default; None for the compiler's default target).
+    cflags: extra compiler flags. cc: the C compiler (default $CC, else cc).
+    cache_dir: where libraries are cached (default $CONVC_CACHE_DIR, else ~/.cache/convc).
+    sanitize: build with AddressSanitizer + UBSan (the process must preload their runtimes).
+    """
+    graph = load(model)
+    source = generate_c(graph, opt_level=opt_level)
+    flags = compile_flags(march=march, sanitize=sanitize, extra=tuple(cflags))
+    result = build_library(source.code, source.files, cc=cc, flags=flags, cache_dir=cache_dir)
+    model_ = runtime.load(result.path)
+    model_.build_info = result
+    return model_

@@ -1,0 +1,23 @@
+"""Shape inference: each layer's per-sample output shape by its op's rule, in topological order."""
+from __future__ import annotations
+
+import warnings
+
+from .ir import Graph
+
+
+def infer_shapes(graph: Graph) -> Graph:
+    """Annotate every node with its output shape; errors show the formula with the numbers.
+
+    Warnings (e.g. input rows a stride never reads) are raised as ConvcWarning and kept in graph.warnings.
+    """
+    graph.warnings.clear()
+    for layer in graph.layers():
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            shape = layer.spec.infer_shape(layer, [graph.shape(i) for i in layer.inputs])
+        graph.nx.nodes[layer.name]["shape"] = tuple(int(d) for d in shape)
+        for w in caught:
+            graph.warnings.append(str(w.message))
+            warnings.warn(w.message, stacklevel=2)
+    return graph

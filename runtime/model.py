@@ -1,0 +1,151 @@
+"""A compiled model: a shared library loaded through cffi, called with NumPy arrays.
+
+The library carries its own metadata (names, shapes, dtype, versions), so this
+module never needs the compiler. Every argument is checked before a pointer reaches C.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import cffi
+import numpy as np
+
+from . import __version__
+from .errors import LibraryError
+
+ABI_VERSION = 1
+_ffi = cffi.FFI()
+_ffi.cdef("""
+int convc_abi_version(void);
+const unsigned char *convc_metadata(size_t *size);
+size_t convc_arena_floats(void);
+int convc_run(size_t batch, const float *const *inputs, float *const *outputs, float *arena);
+""")
+
+
+class Model:
+    """Call it: `model(x)` -> output array (a tuple for several outputs), or `model.run({name: x})` -> dict."""
+
+    def __init__(self, path: str | os.PathLike):
+        self._path = Path(path).resolve()
+        if not self._path.is_file():
+            raise LibraryError(f"{path}: no such compiled model")
+        try:
+            self._lib = _ffi.dlopen(str(self._path))
+        except OSError as e:
+            raise LibraryError(f"{path}: cannot load the library (corrupt, or built for another system): {e}") from None
+        try:
+            abi = self._lib.convc_abi_version()
+            size = _ffi.new("size_t *")
+            raw = _ffi.buffer(self._lib.convc_metadata(size), size[0])[:]
+        except AttributeError:
+            raise LibraryError(f"{path}: not a convc model (its convc_* functions are missing)") from None
+        if abi != ABI_VERSION:
+            raise LibraryError(f"{path}: built for convc ABI {abi}, this runtime speaks ABI {ABI_VERSION}; "
+                               "recompile the model with this convc")
+        try:
+            self.metadata: dict[str, Any] = json.loads(raw.decode("ascii"))
+        except (UnicodeDecodeError, ValueError):
+            raise LibraryError(f"{path}: its metadata is corrupt; recompile the model") from None
+        if self.metadata.get("convc_version") != __version__:
+            raise LibraryError(f"{path}: built by convc {self.metadata.get('convc_version')}, this is convc "
+                               f"{__version__}; recompile the model")
+        self.name: str = self.metadata["name"]
+        self.input_names = [d["name"] for d in self.metadata["inputs"]]
+        self.output_names = [d["name"] for d in self.metadata["outputs"]]
+        self.input_shapes = {d["name"]: tuple(d["shape"]) for d in self.metadata["inputs"]}
+        self.output_shapes = {d["name"]: tuple(d["shape"]) for d in self.metadata["outputs"]}
+        self.arena_floats = int(self._lib.convc_arena_floats())
+        self.build_info = None  # set by compiler.compile: runtime.build.BuildResult
+
+    @property
+    def path(self) -> Path:
+        return self._path
+
+    def __repr__(self) -> str:
+        ins = ", ".join(f"{n} [N, {', '.join(map(str, s))}]" for n, s in self.input_shapes.items())
+        outs = ", ".join(f"{n} [N, {', '.join(map(str, s))}]" for n, s in self.output_shapes.items())
+        return f"<convc.Model {self.name!r}: {ins} -> {outs}>"
+
+    # -- calling
+    def _check(self, name: str, x: Any) -> np.ndarray:
+        want = self.input_shapes[name]
+        if not isinstance(x, np.ndarray):
+            raise ValueError(f"input {name!r}: expected a numpy.ndarray of float32 [N, {', '.join(map(str, want))}], "
+                             f"got {type(x).__name__}")
+        if x.dtype != np.float32:
+            raise ValueError(f"input {name!r}: expected dtype float32, got {x.dtype} (use x.astype(numpy.float32))")
+        if x.ndim != len(want) + 1 or tuple(x.shape[1:]) != want:
+            raise ValueError(f"input {name!r}: expected shape [N, {', '.join(map(str, want))}], got {list(x.shape)}")
+        if x.shape[0] < 1:
+            raise ValueError(f"input {name!r}: the batch size N must be at least 1, got {x.shape[0]}")
+        if not x.flags.c_contiguous:
+            raise ValueError(f"input {name!r}: expected a C-contiguous array, got a strided view "
+                             "(use numpy.ascontiguousarray(x))")
+        if not x.flags.aligned:
+            raise ValueError(f"input {name!r}: expected an aligned array (use x.copy())")
+        if x.dtype.byteorder == ">":
+            raise ValueError(f"input {name!r}: expected native byte order")
+        return x
+
+    def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if not isinstance(inputs, dict):
+            raise ValueError(f"run() takes a dict of input name -> array, got {type(inputs).__name__}")
+        unknown = sorted(set(inputs) - set(self.input_names))
+        missing = [n for n in self.input_names if n not in inputs]
+        if unknown or missing:
+            raise ValueError(f"model {self.name!r} takes inputs {self.input_names}; missing {missing}, unknown {unknown}")
+        xs = [self._check(n, inputs[n]) for n in self.input_names]
+        batch = xs[0].shape[0]
+        for n, x in zip(self.input_names, xs):
+            if x.shape[0] != batch:
+                raise ValueError(f"input {n!r}: batch size {x.shape[0]} differs from {self.input_names[0]!r}'s {batch}")
+        outs = [np.empty((batch, *self.output_shapes[n]), np.float32) for n in self.output_names]
+        arena = np.empty(max(self.arena_floats, 1), np.float32)  # per call: concurrent calls never share scratch
+        in_ptrs = _ffi.new("const float *[]", [_ffi.from_buffer("float[]", x) for x in xs])
+        out_ptrs = _ffi.new("float *[]", [_ffi.from_buffer("float[]", y, require_writable=True) for y in outs])
+        rc = self._lib.convc_run(batch, in_ptrs, out_ptrs, _ffi.from_buffer("float[]", arena, require_writable=True))
+        if rc != 0:
+            raise LibraryError(f"model {self.name!r}: the library returned error code {rc}")
+        return dict(zip(self.output_names, outs))
+
+    def __call__(self, *xs: np.ndarray):
+        if len(xs) != len(self.input_names):
+            raise ValueError(f"model {self.name!r} takes {len(self.input_names)} input(s) "
+                             f"({', '.join(self.input_names)}), got {len(xs)}")
+        outs = self.run(dict(zip(self.input_names, xs)))
+        values = [outs[n] for n in self.output_names]
+        return values[0] if len(values) == 1 else tuple(values)
+
+    # -- files and pickling
+    def save(self, path: str | os.PathLike) -> Path:
+        """Copy the library to `path`; `runtime.load(path)` reopens it without the compiler."""
+        path = Path(path)
+        shutil.copyfile(self._path, path)
+        return path
+
+    def __reduce__(self):
+        return (_from_bytes, (self._path.read_bytes(),))
+
+
+def _from_bytes(data: bytes) -> Model:
+    """Re-create a pickled model: its library bytes land (once) in a private folder keyed by their hash."""
+    folder = Path(tempfile.gettempdir()) / f"convc-{os.getuid()}-models"
+    folder.mkdir(mode=0o700, exist_ok=True)
+    path = folder / f"{hashlib.sha256(data).hexdigest()[:40]}.so"
+    if not path.is_file() or path.read_bytes() != data:
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    return Model(path)
+
+
+def load(path: str | os.PathLike) -> Model:
+    """Open a compiled model (.so written by `convc compile` or Model.save)."""
+    return Model(path)
