@@ -34,18 +34,24 @@ def _hex_floats(data: np.ndarray) -> list[str]:
     return [f"{float(v).hex()}f" if np.isfinite(v) else "0.0f" for v in data]
 
 
+def render_kernels(model: LoweredModel, env: jinja2.Environment | None = None) -> list[str]:
+    """One static C function per kernel, in call order."""
+    env = env or environment()
+    return [env.get_template(k.template).render(**k.context).rstrip() for k in model.kernels]
+
+
 def render(model: LoweredModel, weights_mode: str = "incbin") -> CSource:
     """weights_mode: "incbin" embeds weights.bin with the assembler (fast to compile, ELF targets);
     "array" writes the weights as C99 hex-float literals (portable, slow for millions of weights)."""
     env = environment()
-    kernels = [env.get_template(k.template).render(**k.context).rstrip() for k in model.kernels]
+    kernels = render_kernels(model, env)
     blob = model.weights.data()
     mode = weights_mode if blob.size else "none"
     meta = model.metadata_bytes
     io = [f"{d['name']} [N, {', '.join(map(str, d['shape']))}]" for d in model.metadata["inputs"]]
     io_out = [f"{d['name']} [N, {', '.join(map(str, d['shape']))}]" for d in model.metadata["outputs"]]
     code = env.get_template("model.c.j2").render(
-        title=c_comment(f"model '{model.name}'"),
+        title=c_comment(f"model {model.name}"),
         version=__version__,
         io_comment=c_comment("; ".join(io) + "  output(s): " + "; ".join(io_out)),
         arena_floats=model.arena.floats,

@@ -32,7 +32,8 @@ def c_comment(text: str) -> str:
     """Text safe inside /* */: ASCII letters, digits and a few symbols only (no '*/', no trigraphs, no newlines)."""
     text = (text.replace("−", "-").replace("·", "*").replace("×", "x").replace("⌊", "floor(").replace("⌋", ")")
             .replace("⌈", "ceil(").replace("⌉", ")"))
-    return re.sub(r"[^A-Za-z0-9_ .,:;=+\-()\[\]<>x]", "_", text)
+    text = re.sub(r"[^A-Za-z0-9_ .,:;=+\-()\[\]<>*/]", "_", text)
+    return text.replace("*/", "* /").replace("/*", "/ *")
 
 
 @dataclass
@@ -113,7 +114,8 @@ def lower(graph: Graph, arena: Arena | None = None) -> LoweredModel:
         in_names = [f"x{i}" for i in range(len(ins))]
         formula = spec.formula(layer, ins, out)
         ins_text = ", ".join(fmt_shape(s) for s in ins)
-        header = [f"layer {index} '{layer.name}' ({layer.op}): {ins_text} -> {fmt_shape(out)}"]
+        header = [f"layer {index} {c_identifier(index, layer.name, '')[len(str(index)) + 1:]} ({layer.op}): "
+                  f"{ins_text} -> {fmt_shape(out)}"]
         if formula:
             header.append(f"out = {formula}")
         context = dict(spec.kernel_args(layer, ins, out))

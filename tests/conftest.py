@@ -1,0 +1,45 @@
+"""Shared test helpers: one compiled-library cache per checkout, and the comparison tolerances."""
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples"
+# Compiled libraries are cached across tests (and xdist workers) by content hash.
+os.environ.setdefault("CONVC_CACHE_DIR", str(ROOT / ".test-cache"))
+
+# float32 compiled kernels vs. the float64 NumPy interpreter.
+RTOL, ATOL = 1e-4, 1e-5
+
+
+def assert_close(got: np.ndarray, ref: np.ndarray, rtol: float = RTOL, atol: float = ATOL) -> None:
+    assert got.shape == ref.shape, f"shape {got.shape} != {ref.shape}"
+    np.testing.assert_allclose(got, ref, rtol=rtol, atol=atol)
+
+
+def random_input(shape, batch: int = 2, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal((batch, *shape)).astype(np.float32)
+
+
+def model_dict(layers, shape=(3, 8, 8), name="m", **extra) -> dict:
+    """A description dict with input 'x' of per-sample `shape`."""
+    return {"name": name, "input": {"name": "x", "shape": list(shape)}, "layers": layers, **extra}
+
+
+@pytest.fixture
+def compile_and_compare():
+    """Compile a description, run it on a random batch, and compare every output with the interpreter."""
+    import compiler
+
+    def run(description, batch: int = 2, seed: int = 0, **compile_kw):
+        graph = compiler.load(description)
+        model = compiler.compile(graph, **compile_kw)
+        x = random_input(graph.shape(graph.inputs[0]), batch, seed)
+        got = model.run({graph.inputs[0]: x})
+        ref = compiler.interpret(graph, {graph.inputs[0]: x}, dtype=np.float64)
+        for name in graph.outputs:
+            assert_close(got[name], ref[name])
+        return graph, model, got, ref
+    return run
