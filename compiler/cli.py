@@ -1,0 +1,173 @@
+"""The `convc` command line: compile, summary, run, check."""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+import runtime
+
+from .errors import ConvcError, ConvcWarning
+
+RTOL, ATOL = 1e-4, 1e-5  # float32 kernels vs. the float64 interpreter
+
+
+def _compile_kwargs(args) -> dict:
+    kw = {"opt_level": args.opt_level, "march": None if args.march == "none" else args.march,
+          "cflags": tuple(args.cflag or ()), "sanitize": args.sanitize}
+    if args.cache_dir:
+        kw["cache_dir"] = args.cache_dir
+    if args.cc:
+        kw["cc"] = args.cc
+    return kw
+
+
+def _add_build_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--opt-level", type=int, default=0, help="0: plain loops (default)")
+    p.add_argument("--march", default="native", help='-march for cc (default native; "none" to omit)')
+    p.add_argument("--cflag", action="append", help="extra C compiler flag (repeatable)")
+    p.add_argument("--cc", help="C compiler (default $CC, else cc)")
+    p.add_argument("--cache-dir", help="compiled-library cache (default $CONVC_CACHE_DIR, else ~/.cache/convc)")
+    p.add_argument("--sanitize", action="store_true", help="build with AddressSanitizer and UBSan")
+
+
+def cmd_compile(args) -> int:
+    import compiler
+    graph = compiler.load(args.model)
+    start = time.perf_counter()
+    model = compiler.compile(graph, **_compile_kwargs(args))
+    out = Path(args.output) if args.output else Path(Path(args.model).stem + ".so")
+    model.save(out)
+    info = model.build_info
+    print(f"compiled {graph.name} -> {out} ({'cache hit' if info.cache_hit else 'built'} in "
+          f"{time.perf_counter() - start:.2f} s)")
+    return 0
+
+
+def cmd_summary(args) -> int:
+    import compiler
+    summary = compiler.load(args.model).summary()
+    print(summary.to_json() if args.json else summary)
+    return 0
+
+
+def _open_model(path: str, args):
+    """A .so opens with the runtime alone; a description is compiled first."""
+    if Path(path).suffix == ".so":
+        return runtime.load(path)
+    import compiler
+    return compiler.compile(path, **_compile_kwargs(args))
+
+
+def _read_input(path: str) -> np.ndarray:
+    try:
+        x = np.load(path, allow_pickle=False)
+    except Exception as e:
+        raise ConvcError(f"{path}: cannot read the input array: {type(e).__name__}: {e}") from None
+    if not isinstance(x, np.ndarray):
+        raise ConvcError(f"{path}: expected a .npy array, got an archive")
+    if x.dtype.kind not in "fiu":
+        raise ConvcError(f"{path}: expected numbers, got dtype {x.dtype}")
+    return np.ascontiguousarray(x, dtype=np.float32)
+
+
+def cmd_run(args) -> int:
+    model = _open_model(args.model, args)
+    x = _read_input(args.input)
+    want = model.input_shapes[model.input_names[0]]
+    if x.shape == want:  # one sample without its batch axis
+        x = x[None]
+    y = model(x)
+    if isinstance(y, tuple):
+        if not args.output:
+            raise ConvcError("the model has several outputs: give -o OUT.npz")
+        np.savez(args.output, **dict(zip(model.output_names, y)))
+    elif args.output:
+        np.save(args.output, y)
+    else:
+        np.set_printoptions(precision=5, suppress=True, linewidth=120)
+        print(y)
+    if args.output:
+        print(f"wrote {args.output}")
+    return 0
+
+
+def cmd_check(args) -> int:
+    import compiler
+    graph = compiler.load(args.model)
+    start = time.perf_counter()
+    model = compiler.compile(graph, **_compile_kwargs(args))
+    seconds = time.perf_counter() - start
+    rng = np.random.default_rng(args.seed)
+    x = rng.standard_normal((args.batch, *graph.shape(graph.inputs[0]))).astype(np.float32)
+    got = model.run({graph.inputs[0]: x})
+    ref = compiler.interpret(graph, {graph.inputs[0]: x}, dtype=np.float64)
+    if args.output:
+        model.save(args.output)
+    print(f"model {graph.name}: compiled in {seconds:.2f} s "
+          f"({'cache hit' if model.build_info.cache_hit else 'built'}), batch {args.batch}")
+    ok = True
+    for name in graph.outputs:
+        err = np.abs(got[name].astype(np.float64) - ref[name])
+        rel = err / np.maximum(np.abs(ref[name]), 1e-30)
+        fine = bool(np.all(err <= ATOL + RTOL * np.abs(ref[name])))
+        ok &= fine
+        print(f"  output {name}: max abs error {err.max():.3g}, max rel error {rel.max():.3g} "
+              f"(tolerance {RTOL:g} rel + {ATOL:g} abs): {'OK' if fine else 'MISMATCH'}")
+    print("check passed" if ok else "check FAILED: the compiled model disagrees with the interpreter")
+    return 0 if ok else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="convc", description="Compile CNN descriptions to native code.")
+    parser.add_argument("--version", action="version", version=f"convc {runtime.__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("compile", help="compile MODEL to a shared library")
+    p.add_argument("model")
+    p.add_argument("-o", "--output", help="the .so to write (default: MODEL's stem + .so)")
+    _add_build_options(p)
+    p.set_defaults(func=cmd_compile)
+
+    p = sub.add_parser("summary", help="per-layer shapes, parameters, MACs, receptive fields")
+    p.add_argument("model")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_summary)
+
+    p = sub.add_parser("run", help="run a model (description or .so) on an input .npy")
+    p.add_argument("model")
+    p.add_argument("--input", "-i", required=True, help="a .npy of shape [N, ...] or one sample")
+    p.add_argument("-o", "--output", help="write the output .npy (default: print it)")
+    _add_build_options(p)
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("check", help="compile, run on a random batch and compare with the interpreter")
+    p.add_argument("model")
+    p.add_argument("--batch", type=int, default=2)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("-o", "--output", help="also save the compiled .so here")
+    _add_build_options(p)
+    p.set_defaults(func=cmd_check)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", ConvcWarning)
+        warnings.formatwarning = lambda msg, cat, *a, **k: f"warning: {msg}\n"
+        try:
+            return args.func(args)
+        except (ConvcError, ValueError) as e:
+            print(f"convc: error: {e}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
