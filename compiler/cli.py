@@ -50,7 +50,9 @@ def cmd_compile(args) -> int:
 
 def cmd_summary(args) -> int:
     import compiler
-    summary = compiler.load(args.model).summary()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvcWarning)  # the summary lists them itself
+        summary = compiler.load(args.model).summary()
     print(summary.to_json() if args.json else summary)
     return 0
 

@@ -53,8 +53,14 @@ class AxisSize:
 
     @property
     def dropped(self) -> int:
-        """Input rows/columns at the far edge that no window reaches (floor mode only)."""
-        return 0 if self.ceil_mode or self.numerator < 0 else self.numerator % self.stride
+        """Input rows/columns at the far edge that no window reaches because the division is not whole.
+
+        Only real input counts: when the remainder falls in the trailing padding nothing is lost.
+        """
+        if self.numerator < 0 or self.numerator % self.stride == 0:
+            return 0
+        last_end = (self.out - 1) * self.stride - self.pad_lo + self.span
+        return max(0, self.size - last_end)
 
     def formula(self) -> str:
         if self.dilation == 1:
