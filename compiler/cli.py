@@ -79,7 +79,11 @@ def _read_input(path: str) -> np.ndarray:
 
 def cmd_run(args) -> int:
     model = _open_model(args.model, args)
-    x = _read_input(args.input)
+    if args.input:
+        x = _read_input(args.input)
+    else:
+        shape = model.input_shapes[model.input_names[0]]
+        x = np.random.default_rng(args.seed).standard_normal((args.random, *shape)).astype(np.float32)
     want = model.input_shapes[model.input_names[0]]
     if x.shape == want:  # one sample without its batch axis
         x = x[None]
@@ -142,7 +146,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="run a model (description or .so) on an input .npy")
     p.add_argument("model")
-    p.add_argument("--input", "-i", required=True, help="a .npy of shape [N, ...] or one sample")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--input", "-i", help="a .npy of shape [N, ...] or one sample")
+    source.add_argument("--random", type=int, metavar="N", help="run on N random samples instead")
+    p.add_argument("--seed", type=int, default=0, help="seed for --random")
     p.add_argument("-o", "--output", help="write the output .npy (default: print it)")
     _add_build_options(p)
     p.set_defaults(func=cmd_run)
