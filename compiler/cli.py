@@ -128,6 +128,10 @@ def cmd_check(args) -> int:
     return 0 if ok else 1
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"warning: {message}", file=sys.stderr)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="convc", description="Compile CNN descriptions to native code.")
     parser.add_argument("--version", action="version", version=f"convc {runtime.__version__}")
@@ -168,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     with warnings.catch_warnings():
         warnings.simplefilter("always", ConvcWarning)
-        warnings.formatwarning = lambda msg, cat, *a, **k: f"warning: {msg}\n"
+        warnings.showwarning = _show_warning  # restored when the block ends
         try:
             return args.func(args)
         except (ConvcError, ValueError) as e:
