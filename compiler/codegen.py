@@ -8,7 +8,7 @@ import jinja2
 import numpy as np
 
 from . import __version__
-from .lower import ABI_VERSION, LoweredModel, c_comment
+from .lower import ABI_VERSION, LoweredModel, c_comment, c_name
 
 TEMPLATE_DIR = Path(__file__).resolve().parent.parent / "templates"
 WEIGHTS_FILE = "weights.bin"
@@ -48,10 +48,10 @@ def render(model: LoweredModel, weights_mode: str = "incbin") -> CSource:
     blob = model.weights.data()
     mode = weights_mode if blob.size else "none"
     meta = model.metadata_bytes
-    io = [f"{d['name']} [N, {', '.join(map(str, d['shape']))}]" for d in model.metadata["inputs"]]
-    io_out = [f"{d['name']} [N, {', '.join(map(str, d['shape']))}]" for d in model.metadata["outputs"]]
+    io = [f"{c_name(d['name'])} [N, {', '.join(map(str, d['shape']))}]" for d in model.metadata["inputs"]]
+    io_out = [f"{c_name(d['name'])} [N, {', '.join(map(str, d['shape']))}]" for d in model.metadata["outputs"]]
     code = env.get_template("model.c.j2").render(
-        title=c_comment(f"model {model.name}"),
+        title=f"model {c_name(model.name)}",
         version=__version__,
         io_comment=c_comment("; ".join(io) + "  output(s): " + "; ".join(io_out)),
         arena_floats=model.arena.floats,

@@ -23,9 +23,14 @@ ABI_VERSION = 1
 INDEX_LIMIT = 2**31 - 1  # kernels index with C int
 
 
+def c_name(name: str) -> str:
+    """A name from a model file as it may appear in C (comments, identifiers): [A-Za-z0-9_], at most 40."""
+    return re.sub(r"[^A-Za-z0-9_]", "_", name)[:40]
+
+
 def c_identifier(index: int, name: str, prefix: str = "L") -> str:
-    """A C identifier that is unique by `index` and readable by `name` (characters outside [A-Za-z0-9_] become _)."""
-    return f"{prefix}{index}_{re.sub(r'[^A-Za-z0-9_]', '_', name)[:40]}"
+    """A C identifier that is unique by `index` and readable by `name`."""
+    return f"{prefix}{index}_{c_name(name)}"
 
 
 def c_comment(text: str) -> str:
@@ -114,7 +119,7 @@ def lower(graph: Graph, arena: Arena | None = None) -> LoweredModel:
         in_names = [f"x{i}" for i in range(len(ins))]
         formula = spec.formula(layer, ins, out)
         ins_text = ", ".join(fmt_shape(s) for s in ins)
-        header = [f"layer {index} {c_identifier(index, layer.name, '')[len(str(index)) + 1:]} ({layer.op}): "
+        header = [f"layer {index} {c_name(layer.name)} ({layer.op}): "
                   f"{ins_text} -> {fmt_shape(out)}"]
         if formula:
             header.append(f"out = {formula}")
