@@ -6,7 +6,7 @@ per-sample output shape); an edge u -> v means v reads u's output tensor. A laye
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import networkx as nx
@@ -97,5 +97,3 @@ class Graph:
     def __repr__(self) -> str:
         return f"<Graph {self.name!r}: {self.nx.number_of_nodes()} layers from {self.source}>"
 
-
-__all__ = ["Layer", "Graph", "replace"]
