@@ -120,6 +120,8 @@ def parse_description(data: dict[str, Any], source: str = "<dict>", base: Path |
     if outputs is not None:
         if not isinstance(outputs, list) or not outputs or not all(isinstance(o, str) for o in outputs):
             raise ModelError(f"{source}: 'outputs' must be a list of layer names, got {outputs!r}")
+        if len(set(outputs)) != len(outputs):
+            raise ModelError(f"{source}: 'outputs' lists a layer more than once: {outputs}")
         missing = [o for o in outputs if o not in names]
         if missing:
             raise ModelError(f"{source}: 'outputs' names unknown layer(s) {', '.join(map(repr, missing))}")

@@ -274,6 +274,12 @@ class _Pool(Op):
                 raise ModelError(f"{layer.where}: attribute 'padding' ({label} = {ax.pad_lo}/{ax.pad_hi}) must be "
                                  f"smaller than the window ({ax.span}), or some windows see only padding")
         _check_axes(layer, axes)
+        for label, ax in zip(("height", "width"), axes):
+            # With dilation, every tap of a window can miss the input (a 1-row input between two taps).
+            empty = [o for o, (lo, hi) in enumerate(zip(*tap_ranges(ax))) if lo >= hi]
+            if empty:
+                raise ModelError(f"{layer.where}: output {label} index {empty[0]}: the window of attributes 'padding' "
+                                 f"({ax.pad_lo}/{ax.pad_hi}) and 'dilation' ({ax.dilation}) sees only padding")
         return (in_shapes[0][0], axes[0].out, axes[1].out)
 
     def window(self, layer, in_shapes):
