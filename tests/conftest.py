@@ -1,4 +1,5 @@
 """Shared test helpers: one compiled-library cache per checkout, and the comparison tolerances."""
+import math
 import os
 from pathlib import Path
 
@@ -43,3 +44,17 @@ def compile_and_compare():
             assert_close(got[name], ref[name])
         return graph, model, got, ref
     return run
+
+
+def out_size(size: int, kernel: int, stride: int, dilation: int, lo: int, hi: int, ceil_mode: bool = False) -> int:
+    """PyTorch's documented output size per axis (torch.nn.Conv2d / MaxPool2d), with its ceil_mode rule.
+
+    An oracle written from PyTorch's docs, independent of convc's conv_output_size.
+    """
+    num = size + lo + hi - dilation * (kernel - 1) - 1
+    if num < 0:
+        return 0
+    out = (math.ceil(num / stride) if ceil_mode else num // stride) + 1
+    if ceil_mode and (out - 1) * stride >= size + lo:
+        out -= 1
+    return out

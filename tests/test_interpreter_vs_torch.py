@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 import compiler
-from conftest import model_dict
+from conftest import model_dict, out_size
 
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
@@ -52,17 +52,6 @@ def size_or_pair(rng, lo: int, hi: int):
         return v, (v, v)
     h, w = (int(v) for v in rng.integers(lo, hi + 1, size=2))
     return [h, w], (h, w)
-
-
-def out_size(size, kernel, stride, dilation, lo, hi, ceil_mode=False):
-    """PyTorch's documented output size (torch.nn.MaxPool2d / Conv2d docs), with its ceil_mode rule."""
-    num = size + lo + hi - dilation * (kernel - 1) - 1
-    if num < 0:
-        return 0
-    out = (math.ceil(num / stride) if ceil_mode else num // stride) + 1
-    if ceil_mode and (out - 1) * stride >= size + lo:
-        out -= 1
-    return out
 
 
 # ---------------------------------------------------------------- conv2d configurations

@@ -17,22 +17,11 @@ from hypothesis import strategies as st
 
 import compiler
 from compiler import passes as compiler_passes
-from conftest import assert_close, model_dict
+from conftest import assert_close, model_dict, out_size
 
 MAX_C, MAX_HW = 8, 16
 SETTINGS = settings(max_examples=40, deadline=None, derandomize=True, database=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-
-
-def out_size(size: int, kernel: int, stride: int, dilation: int, lo: int, hi: int, ceil_mode: bool = False) -> int:
-    """PyTorch's output size per axis, including its ceil_mode rule."""
-    num = size + lo + hi - dilation * (kernel - 1) - 1
-    if num < 0:
-        return 0
-    out = (math.ceil(num / stride) if ceil_mode else num // stride) + 1
-    if ceil_mode and (out - 1) * stride >= size + lo:
-        out -= 1
-    return out
 
 
 def windows_see_input(out: int, size: int, kernel: int, stride: int, dilation: int, lo: int) -> bool:
