@@ -8,7 +8,6 @@ shared on-disk cache.
 """
 from __future__ import annotations
 
-import math
 import warnings
 
 import numpy as np
