@@ -222,3 +222,11 @@ def test_conv_by_hand():
         assert y.shape == (1, 1, 4, 4)
         assert y[0, 0, 0, 0] == pytest.approx(top_left)
         assert y[0, 0, 1, 1] == pytest.approx(center)
+
+
+def test_subsampling_window_narrower_than_stride_does_not_warn():
+    """A 1×1 stride-2 projection (ResNet) reads every other column by design; the unread last column is not news."""
+    graph = load(model_dict([{"name": "proj", "op": "conv2d", "filters": 2, "kernel": 1, "stride": 2}],
+                            shape=(1, 16, 16)))
+    assert graph.shape("proj") == (2, 8, 8)
+    assert graph.warnings == []

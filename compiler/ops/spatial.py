@@ -56,8 +56,10 @@ class AxisSize:
         """Input rows/columns at the far edge that no window reaches because the division is not whole.
 
         Only real input counts: when the remainder falls in the trailing padding nothing is lost.
+        Windows narrower than the stride (a 1×1 stride-2 projection) skip rows between windows by
+        design, so the unread edge is no surprise and is not reported.
         """
-        if self.numerator < 0 or self.numerator % self.stride == 0:
+        if self.numerator < 0 or self.numerator % self.stride == 0 or self.span < self.stride:
             return 0
         last_end = (self.out - 1) * self.stride - self.pad_lo + self.span
         return max(0, self.size - last_end)
