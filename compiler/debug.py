@@ -1,0 +1,128 @@
+"""Per-layer debugging: compile a build that exposes every layer's tensor and compare each with the interpreter.
+
+The debug build is a copy of the (optimized) graph whose outputs are all its non-input layers, so
+every tensor gets its own output buffer (the arena then holds none of them: this localizes a wrong
+kernel, not an arena overlap; for those use `convc check --sanitize`). Rows come in topological
+order; the first one beyond tolerance is where the compiled model starts to diverge.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+import runtime
+from runtime.build import build_library, compile_flags
+
+from .codegen import render
+from .interpret import interpret
+from .ir import Graph
+from .lower import lower
+from .memory import plan_memory
+from .ops.base import fmt_shape
+from .passes import optimize
+
+RTOL, ATOL = 1e-4, 1e-5  # float32 kernels vs. the float64 interpreter (as `convc check`)
+
+
+@dataclass(frozen=True)
+class LayerError:
+    name: str
+    op: str
+    shape: tuple[int, ...]
+    max_abs: float
+    max_rel: float  # max_abs / max |reference| over the tensor (elementwise ratios explode near zeros)
+    ok: bool  # every value within ATOL + RTOL * |reference|
+
+
+@dataclass(frozen=True)
+class LayerReport:
+    model: str
+    opt_level: int
+    batch: int
+    rows: list[LayerError]
+    rtol: float
+    atol: float
+
+    @property
+    def first_divergent(self) -> LayerError | None:
+        return next((r for r in self.rows if not r.ok), None)
+
+    @property
+    def ok(self) -> bool:
+        return self.first_divergent is None
+
+    def format(self, color: bool = False) -> str:
+        head = ("", "layer", "op", "shape", "max abs err", "rel to max", "")
+        first = self.first_divergent
+        body = [(">>" if r is first else "", r.name, r.op, fmt_shape(r.shape), f"{r.max_abs:.3g}", f"{r.max_rel:.3g}",
+                 "OK" if r.ok else "DIVERGES") for r in self.rows]
+        widths = [max(len(h), *(len(b[i]) for b in body)) if body else len(h) for i, h in enumerate(head)]
+        right = {4, 5}
+
+        def line(cells):
+            return "  ".join(c.rjust(w) if i in right else c.ljust(w)
+                             for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+        out = [f"model {self.model}: every layer vs. the interpreter (opt level {self.opt_level}, batch {self.batch}, "
+               f"tolerance {self.rtol:g} rel + {self.atol:g} abs)", line(head), line(["-" * w for w in widths])]
+        for row, cells in zip(self.rows, body):
+            text = line(cells)
+            if color and row is first:
+                text = f"\x1b[1;31m{text}\x1b[0m"
+            elif color and not row.ok:
+                text = f"\x1b[33m{text}\x1b[0m"
+            out.append(text)
+        if first is None:
+            out.append(f"all {len(self.rows)} layers agree")
+        else:
+            bad = sum(not r.ok for r in self.rows)
+            out.append(f"first divergent layer: {first.name} ({first.op}); {bad} of {len(self.rows)} layers beyond "
+                       "tolerance (the later ones may only inherit its error)")
+        return "\n".join(out)
+
+    def __str__(self) -> str:
+        return self.format()
+
+
+def with_all_outputs(graph: Graph) -> Graph:
+    """A copy of `graph` whose outputs are every non-input layer, in topological order."""
+    debug = graph.copy()
+    debug.outputs = [layer.name for layer in graph.layers() if layer.op != "input"]
+    return debug
+
+
+def check_layers(model: Graph | str | os.PathLike | dict[str, Any], *, batch: int = 2, seed: int = 0,
+                 opt_level: int = 0, march: str | None = "native", cflags: tuple[str, ...] = (),
+                 cc: str | None = None, cache_dir: str | os.PathLike | None = None,
+                 transform_source: Callable[[str], str] | None = None,
+                 rtol: float = RTOL, atol: float = ATOL) -> LayerReport:
+    """Run the debug build of `model` on a random batch and compare every layer with the interpreter.
+
+    The passes of `opt_level` run first, so the rows are the layers that exist after optimization
+    and the compiled kernels are the ones the optimized build uses. transform_source: applied to
+    the generated C before it is built (tests inject bugs through it).
+    """
+    from .pipeline import load
+    graph = optimize(load(model), opt_level)
+    debug = with_all_outputs(graph)
+    source = render(lower(debug, plan_memory(debug)))
+    code = transform_source(source.code) if transform_source else source.code
+    result = build_library(code, source.files, cc=cc, flags=compile_flags(march=march, extra=tuple(cflags)),
+                           cache_dir=cache_dir)
+    compiled = runtime.load(result.path)
+    rng = np.random.default_rng(seed)
+    inputs = {n: rng.standard_normal((batch, *graph.shape(n))).astype(np.float32) for n in graph.inputs}
+    got = compiled.run(inputs)
+    ref = interpret(graph, inputs, all_layers=True, dtype=np.float64)
+    rows = []
+    for name in debug.outputs:
+        err = np.abs(got[name].astype(np.float64) - ref[name])
+        scale = np.abs(ref[name])
+        ok = bool(np.all(err <= atol + rtol * scale))  # NaN compares False: a NaN is a divergence
+        max_abs = float(np.max(err))
+        layer = graph.layer(name)
+        rows.append(LayerError(name, layer.op, graph.shape(name), max_abs,
+                               max_abs / max(float(np.max(scale)), 1e-30), ok))
+    return LayerReport(graph.name, opt_level, batch, rows, rtol, atol)
