@@ -12,7 +12,7 @@ that cancels to near zero would fail an elementwise relative test without anythi
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import numpy as np
@@ -49,6 +49,8 @@ class LayerReport:
     rows: list[LayerError]
     rtol: float
     atol: float
+    # With optimization passes: the model's outputs vs. the interpreter on the unoptimized graph.
+    outputs_vs_source: list[LayerError] = field(default_factory=list)
 
     @property
     def first_divergent(self) -> LayerError | None:
@@ -56,7 +58,7 @@ class LayerReport:
 
     @property
     def ok(self) -> bool:
-        return self.first_divergent is None
+        return self.first_divergent is None and all(r.ok for r in self.outputs_vs_source)
 
     def format(self, color: bool = False) -> str:
         head = ("", "layer", "op", "shape", "max abs err", "rel to max", "")
@@ -78,7 +80,13 @@ class LayerReport:
             elif color and not row.ok:
                 text = f"\x1b[33m{text}\x1b[0m"
             out.append(text)
-        if first is None:
+        for r in self.outputs_vs_source:
+            out.append(f"output {r.name} vs. the unoptimized graph: max abs err {r.max_abs:.3g}, "
+                       f"rel to max {r.max_rel:.3g}: {'OK' if r.ok else 'DIVERGES'}")
+        if first is None and not self.ok:
+            out.append("every layer agrees with the optimized graph, but the outputs differ from the unoptimized "
+                       f"graph: an optimization pass of opt level {self.opt_level} changed the result")
+        elif first is None:
             out.append(f"all {len(self.rows)} layers agree")
         else:
             bad = sum(not r.ok for r in self.rows)
@@ -109,7 +117,8 @@ def check_layers(model: Graph | str | os.PathLike | dict[str, Any], *, batch: in
     the generated C before it is built (tests inject bugs through it).
     """
     from .pipeline import load
-    graph = optimize(load(model), opt_level)
+    source_graph = load(model)
+    graph = optimize(source_graph, opt_level)
     debug = with_all_outputs(graph)
     source = render(lower(debug, plan_memory(debug)))
     code = transform_source(source.code) if transform_source else source.code
@@ -120,12 +129,18 @@ def check_layers(model: Graph | str | os.PathLike | dict[str, Any], *, batch: in
     inputs = {n: rng.standard_normal((batch, *graph.shape(n))).astype(np.float32) for n in graph.inputs}
     got = compiled.run(inputs)
     ref = interpret(graph, inputs, all_layers=True, dtype=np.float64)
-    rows = []
-    for name in debug.outputs:
-        err = np.abs(got[name].astype(np.float64) - ref[name])
-        scale = float(np.max(np.abs(ref[name])))
+
+    def compare(name: str, reference: np.ndarray, layer_graph: Graph) -> LayerError:
+        err = np.abs(got[name].astype(np.float64) - reference)
+        scale = float(np.max(np.abs(reference)))
         max_abs = float(np.max(err))
         ok = bool(max_abs <= atol + rtol * scale)  # NaN compares False: a NaN is a divergence
-        layer = graph.layer(name)
-        rows.append(LayerError(name, layer.op, graph.shape(name), max_abs, max_abs / max(scale, 1e-30), ok))
-    return LayerReport(graph.name, opt_level, batch, rows, rtol, atol)
+        layer = layer_graph.layer(name)
+        return LayerError(name, layer.op, layer_graph.shape(name), max_abs, max_abs / max(scale, 1e-30), ok)
+
+    rows = [compare(name, ref[name], graph) for name in debug.outputs]
+    vs_source = []
+    if graph is not source_graph:  # passes ran: they must not change what the model computes
+        source_ref = interpret(source_graph, inputs, dtype=np.float64)
+        vs_source = [compare(name, source_ref[name], source_graph) for name in source_graph.outputs if name in got]
+    return LayerReport(graph.name, opt_level, batch, rows, rtol, atol, vs_source)

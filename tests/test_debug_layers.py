@@ -83,3 +83,20 @@ def test_cli_check_layers(capsys):
     out = capsys.readouterr().out
     assert "conv1" in out and "fc3" in out and "all 12 layers agree" in out
     assert "\x1b[" not in out  # not a terminal: no colour
+
+
+def test_a_wrong_optimization_pass_shows_at_the_outputs(monkeypatch):
+    """Rows compare with the optimized graph; its outputs are also compared with the unoptimized one."""
+    from compiler import passes
+
+    def scale_fc3_weights(graph):  # a deliberately wrong pass
+        graph = graph.copy()
+        graph.weights["fc3.weight"] = graph.weights["fc3.weight"] * 1.5
+        return graph
+
+    monkeypatch.setitem(passes.PIPELINES, 9, [scale_fc3_weights])
+    report = check_layers(load(EXAMPLES / "lenet5.yaml"), opt_level=9)
+    assert report.first_divergent is None and not report.ok
+    assert [r.name for r in report.outputs_vs_source] == ["fc3"] and not report.outputs_vs_source[0].ok
+    assert "an optimization pass of opt level 9 changed the result" in str(report)
+    assert check_layers(load(EXAMPLES / "lenet5.yaml")).outputs_vs_source == []  # level 0: no passes
