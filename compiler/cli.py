@@ -1,4 +1,4 @@
-"""The `convc` command line: compile, summary, run, check."""
+"""The `convc` command line: compile, summary, run, check, graph."""
 from __future__ import annotations
 
 import argparse
@@ -18,12 +18,17 @@ RTOL, ATOL = 1e-4, 1e-5  # float32 kernels vs. the float64 interpreter
 
 def _compile_kwargs(args) -> dict:
     kw = {"opt_level": args.opt_level, "march": None if args.march == "none" else args.march,
-          "cflags": tuple(args.cflag or ()), "sanitize": args.sanitize}
+          "cflags": tuple(args.cflag or ()), "sanitize": args.sanitize, "progress": _progress(args)}
     if args.cache_dir:
         kw["cache_dir"] = args.cache_dir
     if args.cc:
         kw["cc"] = args.cc
     return kw
+
+
+def _progress(args):
+    from .progress import terminal_progress
+    return terminal_progress(quiet=getattr(args, "quiet", False))
 
 
 def _add_build_options(p: argparse.ArgumentParser) -> None:
@@ -33,13 +38,22 @@ def _add_build_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cc", help="C compiler (default $CC, else cc)")
     p.add_argument("--cache-dir", help="compiled-library cache (default $CONVC_CACHE_DIR, else ~/.cache/convc)")
     p.add_argument("--sanitize", action="store_true", help="build with AddressSanitizer and UBSan")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress lines on stderr (shown only on a terminal)")
 
 
 def cmd_compile(args) -> int:
     import compiler
-    graph = compiler.load(args.model)
+    kw = _compile_kwargs(args)  # one progress reporter for loading and compiling
+    graph = compiler.load(args.model, progress=kw["progress"])
+    if args.emit_c:
+        from .emit import emit_c
+        emitted = emit_c(graph, args.emit_c, weights=args.weights, opt_level=args.opt_level, prefix=args.prefix)
+        print(f"wrote the standalone C library of {graph.name} to {emitted.directory} (API {emitted.prefix}_run, "
+              f"weights: {emitted.weights}); build the example with: make -C {emitted.directory / 'example'}")
+        if not args.output:
+            return 0
     start = time.perf_counter()
-    model = compiler.compile(graph, **_compile_kwargs(args))
+    model = compiler.compile(graph, **kw)
     out = Path(args.output) if args.output else Path(Path(args.model).stem + ".so")
     model.save(out)
     info = model.build_info
@@ -102,8 +116,30 @@ def cmd_run(args) -> int:
     return 0
 
 
+def cmd_check_layers(args) -> int:
+    from .debug import check_layers
+    kw = _compile_kwargs(args)
+    report = check_layers(args.model, batch=args.batch, seed=args.seed, opt_level=kw["opt_level"], march=kw["march"],
+                          cflags=kw["cflags"], cc=kw.get("cc"), cache_dir=kw.get("cache_dir"))
+    print(report.format(color=sys.stdout.isatty()))
+    return 0 if report.ok else 1
+
+
+def cmd_graph(args) -> int:
+    import compiler
+    from .draw import draw
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvcWarning)  # a picture, not a diagnosis
+        graph = compiler.load(args.model)
+    out = draw(graph, args.output or Path(args.model).stem + ".svg")
+    print(f"wrote {out}")
+    return 0
+
+
 def cmd_check(args) -> int:
     import compiler
+    if args.layers:
+        return cmd_check_layers(args)
     graph = compiler.load(args.model)
     start = time.perf_counter()
     model = compiler.compile(graph, **_compile_kwargs(args))
@@ -139,7 +175,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("compile", help="compile MODEL to a shared library")
     p.add_argument("model")
-    p.add_argument("-o", "--output", help="the .so to write (default: MODEL's stem + .so)")
+    p.add_argument("-o", "--output", help="the .so to write (default: MODEL's stem + .so; none with --emit-c)")
+    p.add_argument("--emit-c", metavar="DIR", help="write a standalone C99 library (model.c, model.h, example/) to DIR")
+    p.add_argument("--weights", choices=("auto", "array", "file"), default="auto",
+                   help="--emit-c weights: a const array in model.c, or weights.bin + a loader (auto: by size)")
+    p.add_argument("--prefix", help="--emit-c: C name prefix of the API (default: the model's name)")
     _add_build_options(p)
     p.set_defaults(func=cmd_compile)
 
@@ -163,8 +203,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("-o", "--output", help="also save the compiled .so here")
+    p.add_argument("--layers", action="store_true",
+                   help="compare every layer's tensor (debug build) and name the first that diverges")
     _add_build_options(p)
     p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("graph", help="draw the network (.svg, .html, or .dot)")
+    p.add_argument("model")
+    p.add_argument("-o", "--output", help="the picture: .svg, .html or .dot/.gv (default: MODEL's stem + .svg)")
+    p.set_defaults(func=cmd_graph)
     return parser
 
 

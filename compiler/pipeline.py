@@ -16,16 +16,19 @@ from .ir import Graph
 from .lower import lower
 from .memory import plan_memory
 from .passes import optimize
+from .progress import Progress, no_progress
 from .shapes import infer_shapes
 from .validate import init_weights, validate_structure, validate_weights
 
 DEFAULT_OPT_LEVEL = 0
 
 
-def load(model: str | os.PathLike | dict[str, Any], *, allow_outside_paths: bool = False) -> Graph:
+def load(model: str | os.PathLike | dict[str, Any], *, allow_outside_paths: bool = False,
+         progress: Progress = no_progress) -> Graph:
     """A model description (.yaml, .yml, .json path, or an already-parsed dict) -> a shape-inferred Graph."""
     if isinstance(model, Graph):
         return model
+    progress("parse")
     if isinstance(model, dict):
         graph, seed = parse_description(model, allow_outside_paths=allow_outside_paths)
     elif isinstance(model, (str, os.PathLike)):
@@ -39,6 +42,7 @@ def load(model: str | os.PathLike | dict[str, Any], *, allow_outside_paths: bool
             raise ModelError(f"{path}: unknown model format {path.suffix!r}; expected .yaml, .yml, .json or .onnx")
     else:
         raise TypeError(f"load() takes a path or a dict, got {type(model).__name__}")
+    progress("infer")
     validate_structure(graph)
     infer_shapes(graph)
     if seed is not None:
@@ -47,26 +51,33 @@ def load(model: str | os.PathLike | dict[str, Any], *, allow_outside_paths: bool
     return graph
 
 
-def generate_c(graph: Graph, *, opt_level: int = DEFAULT_OPT_LEVEL, weights_mode: str = "incbin") -> CSource:
+def generate_c(graph: Graph, *, opt_level: int = DEFAULT_OPT_LEVEL, weights_mode: str = "incbin",
+               progress: Progress = no_progress) -> CSource:
     """Graph -> the model's C source (optimize, plan memory, lower, render)."""
+    progress("optimize")
     graph = optimize(graph, opt_level)
+    progress("generate")
     return render(lower(graph, plan_memory(graph)), weights_mode=weights_mode)
 
 
 def compile(model: Graph | str | os.PathLike | dict[str, Any], *, opt_level: int = DEFAULT_OPT_LEVEL,
             march: str | None = "native", cflags: list[str] | tuple[str, ...] = (), cc: str | None = None,
-            cache_dir: str | os.PathLike | None = None, sanitize: bool = False) -> runtime.Model:
+            cache_dir: str | os.PathLike | None = None, sanitize: bool = False,
+            progress: Progress = no_progress) -> runtime.Model:
     """Compile a model (Graph, path or dict) to a shared library and load it.
 
     march: -march value ("native" by default; None for the compiler's default target).
     cflags: extra compiler flags. cc: the C compiler (default $CC, else cc).
     cache_dir: where libraries are cached (default $CONVC_CACHE_DIR, else ~/.cache/convc).
     sanitize: build with AddressSanitizer + UBSan (the process must preload their runtimes).
+    progress: called with each stage's name as it starts (compiler.progress.STAGES), then "done".
     """
-    graph = load(model)
-    source = generate_c(graph, opt_level=opt_level)
+    graph = load(model, progress=progress)
+    source = generate_c(graph, opt_level=opt_level, progress=progress)
     flags = compile_flags(march=march, sanitize=sanitize, extra=tuple(cflags))
+    progress("cc")
     result = build_library(source.code, source.files, cc=cc, flags=flags, cache_dir=cache_dir)
+    progress("done")
     model_ = runtime.load(result.path)
     model_.build_info = result
     return model_
