@@ -385,9 +385,10 @@ def test_lrn_even_size_vs_onnx_reference():
         node = helper.make_node("LRN", ["x"], ["y"], size=size, alpha=0.0625, beta=0.75, bias=1.25)
         model = helper.make_model(helper.make_graph(
             [node], "lrn", [helper.make_tensor_value_info("x", TensorProto.DOUBLE, None)],
-            [helper.make_tensor_value_info("y", TensorProto.DOUBLE, None)]), opset_imports=[helper.make_opsetid("", 13)])
-        graph = load(model_dict([{"name": "y", "op": "lrn", "size": size, "alpha": 0.0625, "beta": 0.75, "bias": 1.25}],
-                                shape=(6, 3, 4)))
+            [helper.make_tensor_value_info("y", TensorProto.DOUBLE, None)]),
+            opset_imports=[helper.make_opsetid("", 13)])
+        layer = {"name": "y", "op": "lrn", "size": size, "alpha": 0.0625, "beta": 0.75, "bias": 1.25}
+        graph = load(model_dict([layer], shape=(6, 3, 4)))
         x = 2.0 * np.random.default_rng(size).standard_normal((6, 6, 3, 4))  # float32 attributes: exact values
         (want,) = ReferenceEvaluator(model).run(None, {"x": x})
         close(run(graph, x, "y"), want)
