@@ -672,12 +672,10 @@ def _dims(value_info) -> list:
     return [d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in t.tensor_type.shape.dim]
 
 
-def graph_from_model(model, source: str = "<onnx>", bind: dict[str, np.ndarray] | None = None,
-                     flat_inputs: bool = False) -> Graph:
+def graph_from_model(model, source: str = "<onnx>", bind: dict[str, np.ndarray] | None = None) -> Graph:
     """An onnx.ModelProto -> Graph without shapes (the pipeline infers and validates them).
 
     bind: values for graph inputs to treat as constants (all inputs but the run-time one).
-    flat_inputs: an input whose per-sample rank is not 1 or 3 is read flat and reshaped inside the model.
     """
     g = model.graph
     opset = 1
@@ -738,15 +736,7 @@ def graph_from_model(model, source: str = "<onnx>", bind: dict[str, np.ndarray] 
     b.opset = opset
     b.used = {i for n in g.node for i in n.input if i} | {o.name for o in g.output}
     b.batch = batch if batch is not None else 1
-    shape = tuple(int(d) for d in per_sample)
-    if len(shape) in (1, 3):
-        x = b.add(inp.name, "input", {"shape": list(shape)}, [])
-    elif flat_inputs:
-        flat = b.add(b.helper_name(f"{inp.name}_flat"), "input", {"shape": [int(np.prod(shape))]}, [])
-        x = b.add(inp.name, "reshape", {"shape": list(shape)}, [flat])
-    else:
-        raise ModelError(f"{source}: input '{inp.name}' has per-sample shape {list(shape)}; convc model inputs are "
-                         "N×C×H×W or N×F")
+    x = b.add(inp.name, "input", {"shape": [int(d) for d in per_sample]}, [])
     values[inp.name] = x
 
     for node in g.node:
