@@ -14,7 +14,7 @@ class LrnAttrs:
     size: int = attr(int_at_least(1), doc="channels in the window")
     alpha: float = attr(parse_float, 1e-4, doc="scale of the sum of squares (divided by size)")
     beta: float = attr(parse_float, 0.75, doc="exponent")
-    bias: float = attr(parse_positive_float, 1.0, doc="added before the power (k in torch)")
+    bias: float = attr(parse_positive_float, 1.0, doc="added before the power, > 0 (k in torch)")
 
 
 @register
@@ -22,7 +22,7 @@ class Lrn(Op):
     name = "lrn"
     Attrs = LrnAttrs
     template = "ops/lrn.c.j2"
-    doc = ("y = x / (bias + alpha/size · Σ x[c′]²)^beta, the sum over channels "
+    doc = ("local response normalization across channels: y = x / (bias + alpha/size · Σ x[c′]²)^beta, the sum over channels "
            "c′ ∈ [c − ⌊(size−1)/2⌋, c + ⌈(size−1)/2⌉] clipped to the input (per-sample axis 0), as ONNX LRN; "
            "torch.nn.LocalResponseNorm is the same for odd sizes (for even sizes torch's window starts one "
            "channel earlier); inputs of any rank")
