@@ -22,10 +22,10 @@ class Lrn(Op):
     name = "lrn"
     Attrs = LrnAttrs
     template = "ops/lrn.c.j2"
-    doc = ("local response normalization across channels: y = x / (bias + alpha/size · Σ x[c′]²)^beta, the sum over channels "
-           "c′ ∈ [c − ⌊(size−1)/2⌋, c + ⌈(size−1)/2⌉] clipped to the input (per-sample axis 0), as ONNX LRN; "
-           "torch.nn.LocalResponseNorm is the same for odd sizes (for even sizes torch's window starts one "
-           "channel earlier); inputs of any rank")
+    doc = ("local response normalization across channels: y = x / (bias + alpha/size · Σ x[c′]²)^beta, "
+           "the sum over channels c′ ∈ [c − ⌊(size−1)/2⌋, c + ⌈(size−1)/2⌉] clipped to the input "
+           "(per-sample axis 0), as ONNX LRN; torch.nn.LocalResponseNorm is the same for odd sizes (for even "
+           "sizes torch's window starts one channel earlier); inputs of any rank")
 
     def windows(self, layer, channels: int) -> tuple[list[int], list[int]]:
         """Per channel c, the channels [lo, hi) summed."""
