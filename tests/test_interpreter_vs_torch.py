@@ -444,6 +444,14 @@ def test_broadcasting_arithmetic_and_concat_vs_torch():
     close(got["k3"], k3.expand(2, 3, 1, 1))
 
 
+def test_squeeze_excitation_gate_vs_torch():
+    """Broadcasting between two activations: x · sigmoid(global mean of x), C×H×W times C×1×1."""
+    graph = load(model_dict([{"name": "gap", "op": "global_avgpool"}, {"name": "gate", "op": "sigmoid"},
+                             {"name": "se", "op": "mul", "inputs": ["x", "gate"]}], shape=(4, 5, 6)))
+    x = np.random.default_rng(10).standard_normal((3, 4, 5, 6))
+    close(run(graph, x, "se"), t(x) * torch.sigmoid(F.adaptive_avg_pool2d(t(x), 1)))
+
+
 def test_channel_shuffle_vs_torch():
     """ShuffleNet's channel shuffle as reshape -> transpose [1, 0, 2, 3] -> reshape, vs torch.nn.ChannelShuffle."""
     graph = load(model_dict([
