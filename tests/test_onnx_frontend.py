@@ -409,3 +409,21 @@ def test_convert_writes_an_editable_description(tmp_path):
     lib = compiler.compile(out)
     x = rand(3, 2, 4, 4, seed=9)
     np.testing.assert_allclose(lib(x), run_onnxruntime(model, x)[0], rtol=RTOL, atol=ATOL)
+
+
+@pytest.mark.parametrize("op", ["ReduceMean", "ReduceMax"])
+@pytest.mark.parametrize("opset,keepdims", [(13, 0), (13, 1), (LATEST, 0)])
+def test_reduce_over_the_spatial_axes_is_global_pooling(tmp_path, op, opset, keepdims):
+    if opset >= 18:
+        nodes = [helper.make_node(op, ["x", "axes"], ["y"], keepdims=keepdims)]
+        inits = {"axes": np.array([-1, 2], np.int64)}
+    else:
+        nodes, inits = [helper.make_node(op, ["x"], ["y"], axes=[2, 3], keepdims=keepdims)], {}
+    check(make_model(nodes, [3, 4, 5], inits, opset=opset), tmp_path)
+
+
+def test_reduce_over_other_axes_is_an_error(tmp_path):
+    path = save(make_model([helper.make_node("ReduceMean", ["x"], ["y"], axes=[1], name="rm")], [3, 4, 5],
+                           opset=13), tmp_path)
+    with pytest.raises(ModelError, match=r"node 'rm' \(ReduceMean\).*axes \[2, 3\]"):
+        compiler.load(path)

@@ -323,6 +323,23 @@ def _global_pool(b, node, ins, attrs, name):
     return [b.add(name, "global_avgpool" if node.op_type == "GlobalAveragePool" else "global_maxpool", {}, [x])]
 
 
+@handles("ReduceMean", "ReduceMax")
+def _reduce_spatial(b, node, ins, attrs, name):
+    """Only the global-pooling case: a mean or max over the last two axes of N×C×H×W."""
+    x = first_act(b, ins)
+    axes = ints(const_input(b, ins[1], "input axes")) if len(ins) > 1 and ins[1] is not None else attrs.get("axes")
+    full = len(x.shape) + 1
+    axes = sorted(a + full if a < 0 else a for a in axes) if axes is not None else None
+    if len(x.shape) != 3 or axes != [2, 3]:
+        raise b.fail(f"convc maps {node.op_type} only over axes [2, 3] of N×C×H×W (global pooling); got axes "
+                     f"{attrs.get('axes', axes)} on N×{'×'.join(map(str, x.shape))}")
+    op = "global_avgpool" if node.op_type == "ReduceMean" else "global_maxpool"
+    if int(attrs.get("keepdims", 1)):
+        return [b.add(name, op, {}, [x])]
+    pooled = b.helper(f"{name}_pool", op, {}, [x])
+    return [b.add(name, "flatten", {}, [pooled])]
+
+
 def _as_vector(x: Act) -> bool:
     return len(x.shape) == 1
 
