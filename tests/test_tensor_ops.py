@@ -8,7 +8,6 @@ import pytest
 import compiler
 from compiler.lower import lower
 from compiler.memory import plan_memory
-from compiler.ops import REGISTRY
 from compiler.ops.strided import broadcast_strides, contiguous_strides, loop_nest
 from conftest import model_dict
 
