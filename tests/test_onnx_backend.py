@@ -3,6 +3,7 @@ convc supports. Node test data comes from the installed onnx package; nothing is
 
 Every test that cannot pass is excluded by name below, with the reason.
 """
+import re
 import warnings
 
 import pytest
@@ -48,6 +49,7 @@ FAMILIES = {
 
 # name (without the _cpu suffix) -> why it cannot pass. Keep one line each.
 EXCLUDED = {
+    "test_add": "the second input differs per sample; extra inputs are bound as per-sample constants",
     "test_add_int16": "integer tensors: convc computes in float32",
     "test_add_int8": "integer tensors: convc computes in float32",
     "test_add_uint16": "integer tensors: convc computes in float32",
@@ -97,6 +99,7 @@ EXCLUDED = {
     "test_concat_3d_axis_negative_1": "the second input differs per sample; extra inputs are bound as per-sample constants",
     "test_concat_3d_axis_negative_2": "the second input differs per sample; extra inputs are bound as per-sample constants",
     "test_concat_3d_axis_negative_3": "concatenation along the batch axis",
+    "test_div": "the second input differs per sample; extra inputs are bound as per-sample constants",
     "test_div_example": "a rank-1 input has no per-sample axes (its only axis is the batch)",
     "test_div_int16": "integer tensors: convc computes in float32",
     "test_div_int32_trunc": "integer tensors: convc computes in float32",
@@ -126,8 +129,8 @@ EXCLUDED = {
     "test_matmul_1d_1d": "a rank-1 input has no per-sample axes (its only axis is the batch)",
     "test_matmul_1d_3d": "a rank-1 input has no per-sample axes (its only axis is the batch)",
     "test_matmul_3d": "batched matrix product: the constant operand is not 2-D",
-    "test_matmul_4d_1d": "batched matrix product: the constant operand is not 2-D",
     "test_matmul_4d": "batched matrix product: the constant operand is not 2-D",
+    "test_matmul_4d_1d": "batched matrix product: the constant operand is not 2-D",
     "test_matmul_bcast": "batched matrix product: the constant operand is not 2-D",
     "test_maxpool_1d_default": "1-D or 3-D window: convc pools and convolves over 2-D maps only",
     "test_maxpool_2d_uint8": "integer tensors: convc computes in float32",
@@ -137,6 +140,7 @@ EXCLUDED = {
     "test_maxpool_3d_dilations_use_ref_impl_large": "1-D or 3-D window: convc pools and convolves over 2-D maps only",
     "test_maxpool_with_argmax_2d_precomputed_pads": "MaxPool's Indices output is not supported",
     "test_maxpool_with_argmax_2d_precomputed_strides": "MaxPool's Indices output is not supported",
+    "test_mul": "the second input differs per sample; extra inputs are bound as per-sample constants",
     "test_mul_example": "a rank-1 input has no per-sample axes (its only axis is the batch)",
     "test_mul_int16": "integer tensors: convc computes in float32",
     "test_mul_int8": "integer tensors: convc computes in float32",
@@ -144,6 +148,16 @@ EXCLUDED = {
     "test_mul_uint32": "integer tensors: convc computes in float32",
     "test_mul_uint64": "integer tensors: convc computes in float32",
     "test_mul_uint8": "integer tensors: convc computes in float32",
+    "test_operator_add_broadcast": "integer tensors: convc computes in float32",
+    "test_operator_add_size1_broadcast": "integer tensors: convc computes in float32",
+    "test_operator_add_size1_right_broadcast": "integer tensors: convc computes in float32",
+    "test_operator_add_size1_singleton_broadcast": "integer tensors: convc computes in float32",
+    "test_operator_addconstant": "integer tensors: convc computes in float32",
+    "test_operator_addmm": "bias C is a full M×N matrix, different for every sample",
+    "test_operator_concat2": "the second input differs per sample; extra inputs are bound as per-sample constants",
+    "test_operator_maxpool": "1-D or 3-D window: convc pools and convolves over 2-D maps only",
+    "test_operator_pad": "reflect padding; only constant mode is in scope",
+    "test_operator_view": "a rank-1 input has no per-sample axes (its only axis is the batch)",
     "test_prelu_broadcast_expanded": "expanded into Exp/ReduceMax/ReduceSum, which convc does not map",
     "test_prelu_example": "the second input differs per sample; extra inputs are bound as per-sample constants",
     "test_prelu_example_expanded": "expanded into Exp/ReduceMax/ReduceSum, which convc does not map",
@@ -168,6 +182,7 @@ EXCLUDED = {
     "test_softmax_large_number_expanded_ver18": "expanded into Exp/ReduceMax/ReduceSum, which convc does not map",
     "test_softmax_negative_axis_expanded": "expanded into Exp/ReduceMax/ReduceSum, which convc does not map",
     "test_softmax_negative_axis_expanded_ver18": "expanded into Exp/ReduceMax/ReduceSum, which convc does not map",
+    "test_sub": "the second input differs per sample; extra inputs are bound as per-sample constants",
     "test_sub_example": "a rank-1 input has no per-sample axes (its only axis is the batch)",
     "test_sub_int16": "integer tensors: convc computes in float32",
     "test_sub_int8": "integer tensors: convc computes in float32",
@@ -175,6 +190,9 @@ EXCLUDED = {
     "test_sub_uint32": "integer tensors: convc computes in float32",
     "test_sub_uint64": "integer tensors: convc computes in float32",
     "test_sub_uint8": "integer tensors: convc computes in float32",
+    "test_sum_example": "a rank-1 input has no per-sample axes (its only axis is the batch)",
+    "test_sum_one_input": "a rank-1 input has no per-sample axes (its only axis is the batch)",
+    "test_sum_two_inputs": "a rank-1 input has no per-sample axes (its only axis is the batch)",
     "test_tanh_example": "a rank-1 input has no per-sample axes (its only axis is the batch)",
     "test_training_dropout": "training-mode Dropout (random output)",
     "test_training_dropout_default": "training-mode Dropout (random output)",
@@ -187,62 +205,21 @@ EXCLUDED = {
     "test_transpose_all_permutations_4": "the permutation moves the batch axis",
     "test_transpose_all_permutations_5": "the permutation moves the batch axis",
     "test_transpose_default": "the permutation moves the batch axis",
-    "test_AvgPool2d": "opset 6 model; convc reads opsets 7 and newer",
-    "test_AvgPool2d_stride": "opset 6 model; convc reads opsets 7 and newer",
-    "test_BatchNorm1d_3d_input_eval": "opset 6 model; convc reads opsets 7 and newer",
-    "test_BatchNorm2d_eval": "opset 6 model; convc reads opsets 7 and newer",
-    "test_BatchNorm2d_momentum_eval": "opset 6 model; convc reads opsets 7 and newer",
-    "test_ConstantPad2d": "opset 6 model; convc reads opsets 7 and newer",
-    "test_Conv2d": "opset 6 model; convc reads opsets 7 and newer",
-    "test_Conv2d_depthwise": "opset 6 model; convc reads opsets 7 and newer",
-    "test_Conv2d_depthwise_padded": "opset 6 model; convc reads opsets 7 and newer",
-    "test_Conv2d_depthwise_strided": "opset 6 model; convc reads opsets 7 and newer",
-    "test_Conv2d_depthwise_with_multiplier": "opset 6 model; convc reads opsets 7 and newer",
-    "test_Conv2d_dilated": "opset 6 model; convc reads opsets 7 and newer",
-    "test_Conv2d_groups": "opset 6 model; convc reads opsets 7 and newer",
-    "test_Conv2d_groups_thnn": "opset 6 model; convc reads opsets 7 and newer",
-    "test_Conv2d_no_bias": "opset 6 model; convc reads opsets 7 and newer",
-    "test_Conv2d_padding": "opset 6 model; convc reads opsets 7 and newer",
-    "test_Conv2d_strided": "opset 6 model; convc reads opsets 7 and newer",
-    "test_LeakyReLU": "opset 6 model; convc reads opsets 7 and newer",
-    "test_LeakyReLU_with_negval": "opset 6 model; convc reads opsets 7 and newer",
-    "test_Linear": "opset 6 model; convc reads opsets 7 and newer",
-    "test_Linear_no_bias": "opset 6 model; convc reads opsets 7 and newer",
-    "test_MaxPool2d": "opset 6 model; convc reads opsets 7 and newer",
-    "test_PReLU_1d": "opset 6 model; convc reads opsets 7 and newer",
-    "test_PReLU_1d_multiparam": "opset 6 model; convc reads opsets 7 and newer",
-    "test_PReLU_2d": "opset 6 model; convc reads opsets 7 and newer",
-    "test_PReLU_2d_multiparam": "opset 6 model; convc reads opsets 7 and newer",
-    "test_PReLU_3d": "opset 6 model; convc reads opsets 7 and newer",
-    "test_PReLU_3d_multiparam": "opset 6 model; convc reads opsets 7 and newer",
-    "test_ZeroPad2d": "opset 6 model; convc reads opsets 7 and newer",
-    "test_softmax_functional_dim3": "opset 6 model; convc reads opsets 7 and newer",
-    "test_softmax_lastdim": "opset 6 model; convc reads opsets 7 and newer",
-    "test_operator_add_broadcast": "opset 6 model; convc reads opsets 7 and newer",
-    "test_operator_add_size1_broadcast": "opset 6 model; convc reads opsets 7 and newer",
-    "test_operator_add_size1_right_broadcast": "opset 6 model; convc reads opsets 7 and newer",
-    "test_operator_add_size1_singleton_broadcast": "opset 6 model; convc reads opsets 7 and newer",
-    "test_operator_addconstant": "opset 6 model; convc reads opsets 7 and newer",
-    "test_operator_addmm": "opset 6 model; convc reads opsets 7 and newer",
 }
 
 backend_test = onnx.backend.test.BackendTest(ConvcBackend, __name__)
 for pattern in FAMILIES.values():
-    backend_test.include("^" + pattern + r".*_cpu$")
+    backend_test.include("^" + pattern + r".*cpu$")
 for name in EXCLUDED:
     backend_test.exclude(rf"^{name}_cpu$")
 
-import re  # noqa: E402
-
-_IN_SCOPE = re.compile("|".join(f"(?:{p}.*_cpu$)" for p in FAMILIES.values()))
-_EXCLUDED_MODELS = re.compile(r"test_(bvlc_alexnet|densenet121|inception_v1|inception_v2|resnet50|shufflenet|"
-                              r"squeezenet|vgg19|zfnet512)_")
+_IN_SCOPE = re.compile("|".join(f"(?:{p}.*cpu$)" for p in FAMILIES.values()))
 
 
 def in_scope(test_name: str) -> bool:
-    """A CPU node test of an in-scope family (excluded ones stay, reported as skipped)."""
-    return (_IN_SCOPE.match(test_name) is not None
-            and not _EXCLUDED_MODELS.match(test_name))
+    """A CPU test of an in-scope family (excluded ones stay, reported as skipped). The light models are
+    tested in test_onnx_light_models.py."""
+    return test_name.endswith("_cpu") and _IN_SCOPE.match(test_name) is not None
 
 
 _cases = backend_test.test_cases  # a property that builds new classes on every access
@@ -250,6 +227,7 @@ for _case in _cases.values():
     for _attr in [a for a in vars(_case) if a.startswith("test_")]:
         if not in_scope(_attr):
             delattr(_case, _attr)
+del _case, _attr  # a module-level TestCase class would be collected twice
 globals().update({k: v for k, v in _cases.items()
                   if any(a.startswith("test_") for a in vars(v))})
 

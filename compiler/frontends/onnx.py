@@ -25,6 +25,7 @@ from ..ops.base import attrs_to_dict, parse_attrs
 
 try:
     import onnx
+    import onnx.version_converter
     from onnx import numpy_helper
 except ImportError as e:  # pragma: no cover - exercised only without the extra
     raise ModelError("reading .onnx models needs the onnx package: pip install convc[onnx]") from e
@@ -426,6 +427,8 @@ def _clip(b, node, ins, attrs, name):
 def _prelu(b, node, ins, attrs, name):
     x = first_act(b, ins)
     slope = per_sample_constant(b, const_input(b, ins[1], "the slope"), len(x.shape) + 1, "the slope")
+    if b.upgraded_from is not None and slope.ndim == 1 and slope.size == x.shape[0]:
+        slope = slope.reshape((-1,) + (1,) * (len(x.shape) - 1))  # opset < 7: one slope per channel
     padded = slope.reshape((1,) * (len(x.shape) - slope.ndim) + slope.shape)
     if slope.size == 1:
         return [b.add(name, "prelu", {"num_parameters": 1}, [x], {"weight": slope.reshape(1)})]
@@ -655,6 +658,10 @@ def fold(b: Builder, node, ins: list, opset_imports, batch_value: int) -> list[n
         return [np.array(shape[start:end] if "end" in attrs else shape[start:], dtype=np.int64)]
     if t == "Size" and isinstance(ins[0], Act):
         return [np.array(batch_value * int(np.prod(ins[0].shape)), dtype=np.int64)]
+    if t == "ConstantOfShape":  # fast path: exporters build whole weight tensors this way
+        fill = _attr_dict(node).get("value")
+        fill = np.zeros(1, np.float32) if fill is None else numpy_helper.to_array(fill).reshape(-1)
+        return [np.full([int(d) for d in np.asarray(ins[0]).reshape(-1)], fill[0], dtype=fill.dtype)]
     from onnx.reference import ReferenceEvaluator
     feeds = {name: v for name, v in zip(node.input, ins) if name}
     graph = onnx.helper.make_graph(
@@ -689,7 +696,8 @@ def _dims(value_info) -> list:
     return [d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in t.tensor_type.shape.dim]
 
 
-def graph_from_model(model, source: str = "<onnx>", bind: dict[str, np.ndarray] | None = None) -> Graph:
+def graph_from_model(model, source: str = "<onnx>", bind: dict[str, np.ndarray] | None = None,
+                     _upgraded_from: int | None = None) -> Graph:
     """An onnx.ModelProto -> Graph without shapes (the pipeline infers and validates them).
 
     bind: values for graph inputs to treat as constants (all inputs but the run-time one).
@@ -699,9 +707,13 @@ def graph_from_model(model, source: str = "<onnx>", bind: dict[str, np.ndarray] 
     for imp in model.opset_import:
         if imp.domain in ("", "ai.onnx"):
             opset = imp.version
-    if opset < 7:
-        raise ModelError(f"{source}: opset {opset} is older than the oldest convc reads (7); "
-                         "convert it with onnx.version_converter")
+    if opset < 7:  # before numpy-style broadcasting: let onnx's version converter rewrite it
+        try:
+            model = onnx.version_converter.convert_version(model, 7)
+        except Exception as e:
+            raise ModelError(f"{source}: opset {opset} is older than 7 and onnx's version converter cannot "
+                             f"upgrade it: {type(e).__name__}: {e}") from None
+        return graph_from_model(model, source, bind, _upgraded_from=opset)
 
     values: dict[str, Value] = {}
     for init in g.initializer:
@@ -751,6 +763,7 @@ def graph_from_model(model, source: str = "<onnx>", bind: dict[str, np.ndarray] 
     reserved = {i.name for i in g.input} | {o for n in g.node for o in n.output} | {o.name for o in g.output}
     b = Builder(source, reserved)
     b.opset = opset
+    b.upgraded_from = _upgraded_from
     b.used = {i for n in g.node for i in n.input if i} | {o.name for o in g.output}
     b.batch = batch if batch is not None else 1
     x = b.add(inp.name, "input", {"shape": [int(d) for d in per_sample]}, [])
