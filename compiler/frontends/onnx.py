@@ -797,7 +797,7 @@ def graph_from_model(model, source: str = "<onnx>", bind: dict[str, np.ndarray] 
         if not isinstance(v, Act):
             raise ModelError(f"{source}: output '{out.name}' is a constant; convc models compute their outputs "
                              "from the input")
-        if v.layer != out.name or v.layer in outputs or b.layers[[l.name for l in b.layers].index(v.layer)].op == "input":
+        if v.layer != out.name or v.layer in outputs or v.layer == inp.name:
             v = b.add(out.name if out.name not in b.shapes else b.helper_name(out.name), "identity", {}, [v])
         outputs.append(v.layer)
     name = g.name or Path(source).stem
