@@ -427,3 +427,30 @@ def test_reduce_over_other_axes_is_an_error(tmp_path):
                            opset=13), tmp_path)
     with pytest.raises(ModelError, match=r"node 'rm' \(ReduceMean\).*axes \[2, 3\]"):
         compiler.load(path)
+
+
+def small_cnn(opset: int) -> onnx.ModelProto:
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("BatchNormalization", ["c", "s", "bb", "m", "v"], ["n"]),
+             helper.make_node("Relu", ["n"], ["r"]),
+             helper.make_node("MaxPool", ["r"], ["p"], kernel_shape=[2, 2], strides=[2, 2]),
+             helper.make_node("Reshape", ["p", "shape"], ["f"]),
+             helper.make_node("Gemm", ["f", "g", "gb"], ["z"], transB=1),
+             helper.make_node("Softmax", ["z"], ["y"])]
+    inits = {"w": rand(4, 2, 3, 3), "b": rand(4, seed=2), "s": rand(4, seed=3), "bb": rand(4, seed=4),
+             "m": rand(4, seed=5), "v": np.abs(rand(4, seed=6)) + 0.5, "shape": np.array([0, -1], np.int64),
+             "g": rand(5, 4 * 3 * 3, seed=7), "gb": rand(5, seed=8)}
+    return make_model(nodes, [2, 6, 6], inits, opset=opset)
+
+
+@pytest.mark.parametrize("opset", sorted({7, 9, 11, 13, 18, LATEST}))
+def test_the_same_cnn_in_every_opset(tmp_path, opset):
+    # onnx's converter rewrites the opset-7 model (attributes that became inputs, ...); the reference is
+    # onnxruntime on the opset-7 original, whose semantics every version keeps.
+    from onnx import version_converter
+    original = small_cnn(7)
+    model = version_converter.convert_version(original, opset) if opset != 7 else original
+    path = save(model, tmp_path)
+    lib = compiler.compile(path)
+    x = rand(3, 2, 6, 6, seed=11)
+    np.testing.assert_allclose(lib(x), run_onnxruntime(original, x)[0], rtol=RTOL, atol=ATOL)
