@@ -31,6 +31,7 @@ except ImportError as e:  # pragma: no cover - exercised only without the extra
     raise ModelError("reading .onnx models needs the onnx package: pip install convc[onnx]") from e
 
 MAX_MODEL_BYTES = 2 * 1024 ** 3
+LATEST_OPSET = onnx.defs.onnx_opset_version()
 # Ops never folded even with constant inputs: their value is not a function of their inputs.
 NONDETERMINISTIC = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial",
                     "Bernoulli"}
@@ -116,6 +117,10 @@ class Builder:
         self.weights: dict[str, np.ndarray] = {}
         self.reserved = reserved  # every ONNX tensor name: helper layers never take one
         self.node = None  # the ONNX node being converted, for error messages
+        self.opset = LATEST_OPSET  # the model's default-domain opset
+        self.upgraded_from: int | None = None  # the opset before onnx's converter upgraded it to 7
+        self.batch = 1  # the batch size the model was exported with (1 when symbolic)
+        self.used: set[str] = set()  # tensor names some node or graph output reads
 
     @property
     def at(self) -> str:
