@@ -137,8 +137,11 @@ def cmd_convert(args) -> int:
     out = Path(args.output) if args.output else Path(Path(args.model).stem + ".yaml")
     weights = out.with_suffix(".npz")
     description = to_description(graph, weights.name)
-    np.savez(weights, **graph.weights)
-    out.write_text(yaml.safe_dump(description, sort_keys=False, allow_unicode=True), encoding="utf-8")
+    try:
+        np.savez(weights, **graph.weights)
+        out.write_text(yaml.safe_dump(description, sort_keys=False, allow_unicode=True, default_flow_style=None, width=120), encoding="utf-8")
+    except OSError as e:
+        raise ConvcError(f"cannot write {out} / {weights}: {e}") from None
     print(f"wrote {out} and {weights} ({len(graph.layers()) - 1} layers, {len(graph.weights)} weight arrays)")
     return 0
 
