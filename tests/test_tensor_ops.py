@@ -134,7 +134,7 @@ def new_op_cases():
 
 
 def test_new_op_kernels_compile_without_warnings(tmp_path):
-    """Every golden case that uses a new op or attribute, compiled with the build's flags plus -Werror."""
+    """Every golden case that uses a new op or attribute: ASCII C that builds with the build's flags plus -Werror."""
     from runtime.build import compile_flags
     from test_golden_ops import load_quietly
     flags = [f for f in compile_flags() if f not in ("-shared", "-fPIC")] + ["-Werror", "-c"]
@@ -142,6 +142,7 @@ def test_new_op_kernels_compile_without_warnings(tmp_path):
     assert len(cases) >= 40
     for case in cases:
         code = compiler.generate_c(load_quietly(case.description()), weights_mode="array").code
+        assert code.isascii(), case.id
         path = tmp_path / f"{case.id}.c"
         path.write_text(code)
         result = subprocess.run(["cc", *flags, str(path), "-o", str(path.with_suffix(".o"))],

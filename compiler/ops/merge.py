@@ -49,7 +49,6 @@ class _Broadcast(Op):
     """y = x0 ∘ x1 ∘ ... folded from the left, with broadcasting."""
     arity = None
     template = "ops/elementwise.c.j2"
-    symbol: ClassVar[str]  # for docs and comments
     mults_per_operand: ClassVar[int] = 0  # MACs counted per output value and operand after the first
 
     def infer_shape(self, layer, in_shapes):
@@ -77,7 +76,7 @@ class _Broadcast(Op):
         nest = loop_nest(out_shape, strides)
         operands = [f"x{i}[{nest.index(i + 1)}]" for i in range(len(in_shapes))]
         statement = f"y[{nest.index(0)}] = {functools.reduce(self.c_expr, operands)}"
-        comment = f"y = {f' {self.symbol} '.join(f'x{i}' for i in range(len(in_shapes)))}"
+        comment = f"y = {functools.reduce(self.c_expr, [f'x{i}' for i in range(len(in_shapes))])}"
         if len(set(map(tuple, in_shapes))) > 1:
             comment += "; size-1 axes of an input repeat (stride 0)"
         return {"comment": comment, **nest.template_args(statement)}
@@ -86,7 +85,6 @@ class _Broadcast(Op):
 @register
 class Add(_Broadcast):
     name = "add"
-    symbol = "+"
     doc = ("element-wise sum x0 + x1 + ... of two or more inputs (residual connections, ONNX Sum), "
            "with NumPy broadcasting of the per-sample shapes (aligned at the right; a size-1 axis repeats)")
 
@@ -100,7 +98,6 @@ class Add(_Broadcast):
 @register
 class Sub(_Broadcast):
     name = "sub"
-    symbol = "−"
     doc = "element-wise difference x0 − x1 − ... (folded from the left), broadcasting as `add`"
 
     def numpy(self, a, b):
@@ -113,7 +110,6 @@ class Sub(_Broadcast):
 @register
 class Mul(_Broadcast):
     name = "mul"
-    symbol = "·"
     mults_per_operand = 1
     doc = "element-wise product x0 · x1 · ..., broadcasting as `add`"
 
@@ -128,7 +124,6 @@ class Mul(_Broadcast):
 class Div(_Broadcast):
     name = "div"
     arity = 2
-    symbol = "/"
     mults_per_operand = 1
     doc = "element-wise quotient x0 / x1 (float division), broadcasting as `add`"
 
@@ -143,7 +138,6 @@ class Div(_Broadcast):
 @register
 class Max(_Broadcast):
     name = "max"
-    symbol = "max"
     doc = "element-wise maximum of two or more inputs, broadcasting as `add`"
 
     def numpy(self, a, b):
@@ -156,7 +150,6 @@ class Max(_Broadcast):
 @register
 class Min(_Broadcast):
     name = "min"
-    symbol = "min"
     doc = "element-wise minimum of two or more inputs, broadcasting as `add`"
 
     def numpy(self, a, b):
@@ -170,7 +163,6 @@ class Min(_Broadcast):
 class Pow(_Broadcast):
     name = "pow"
     arity = 2
-    symbol = "^"
     mults_per_operand = 1
     doc = ("element-wise power x0 ^ x1 (C powf: a negative base with a non-integer exponent gives NaN), "
            "broadcasting as `add`")
