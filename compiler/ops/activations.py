@@ -133,7 +133,7 @@ class PRelu(Op):
     name = "prelu"
     Attrs = PReluAttrs
     template = "ops/prelu.c.j2"
-    doc = ("x if x ≥ 0 else weight[c]·x, with c the index on per-sample axis 0 (channels); "
+    doc = ("parametric ReLU: x if x ≥ 0 else weight[c]·x, with c the index on per-sample axis 0 (channels); "
            "weight [num_parameters]")
 
     def infer_shape(self, layer, in_shapes):

@@ -98,7 +98,7 @@ class Reshape(Op):
 class Identity(Op):
     name = "identity"
     is_view = True
-    doc = "y = x (ONNX Identity)"
+    doc = "the input unchanged, y = x (ONNX Identity); no kernel, no copy"
 
     def infer_shape(self, layer, in_shapes):
         return in_shapes[0]
