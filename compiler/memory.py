@@ -16,7 +16,7 @@ ALIGN_FLOATS = 16  # 64-byte alignment for every buffer
 
 @dataclass(frozen=True)
 class Buffer:
-    """Where a tensor lives: in the arena at `offset` floats, or in an input/output array."""
+    """Where a tensor lives: in the arena at `offset` floats, in an input/output array, or in the weights."""
     kind: str  # "arena", "input", "output" or "const" (a constant's tensor in the weights)
     index: int  # arena offset in floats, or the position among inputs / outputs / constants
     size: int  # floats per sample
