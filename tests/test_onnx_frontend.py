@@ -454,3 +454,33 @@ def test_the_same_cnn_in_every_opset(tmp_path, opset):
     lib = compiler.compile(path)
     x = rand(3, 2, 6, 6, seed=11)
     np.testing.assert_allclose(lib(x), run_onnxruntime(original, x)[0], rtol=RTOL, atol=ATOL)
+
+
+# ---------------------------------------------------------------- 1-D windows, Squeeze/Unsqueeze, Max/Min
+@pytest.mark.parametrize("node", [
+    helper.make_node("Conv", ["x", "w1", "b1"], ["y"], pads=[2, 1], strides=[2], dilations=[2]),
+    helper.make_node("Conv", ["x", "w1"], ["y"], auto_pad="SAME_UPPER"),
+    helper.make_node("MaxPool", ["x"], ["y"], kernel_shape=[3], strides=[2], pads=[1, 1], ceil_mode=1),
+    helper.make_node("AveragePool", ["x"], ["y"], kernel_shape=[3], pads=[1, 0], count_include_pad=0),
+], ids=["conv", "conv_same", "maxpool", "avgpool"])
+def test_1d_windows_run_as_2d(tmp_path, node):
+    check(make_model([node], [4, 11], {"w1": rand(5, 4, 3), "b1": rand(5, seed=2)}), tmp_path)
+
+
+@pytest.mark.parametrize("opset", [11, LATEST])
+def test_squeeze_unsqueeze_of_activations(tmp_path, opset):
+    if opset < 13:
+        nodes = [helper.make_node("Unsqueeze", ["x"], ["u"], axes=[2, -1]),
+                 helper.make_node("Relu", ["u"], ["r"]), helper.make_node("Squeeze", ["r"], ["y"], axes=[2, 4])]
+        inits = {}
+    else:
+        nodes = [helper.make_node("Unsqueeze", ["x", "ua"], ["u"]),
+                 helper.make_node("Relu", ["u"], ["r"]), helper.make_node("Squeeze", ["r", "sa"], ["y"])]
+        inits = {"ua": np.array([2, -1], np.int64), "sa": np.array([2, 4], np.int64)}
+    check(make_model(nodes, [3, 5], inits, opset=opset), tmp_path)
+
+
+@pytest.mark.parametrize("op", ["Max", "Min"])
+def test_max_min(tmp_path, op):
+    nodes = [helper.make_node("Tanh", ["x"], ["t"]), helper.make_node(op, ["x", "t", "c"], ["y"])]
+    check(make_model(nodes, [3, 4], {"c": rand(4, seed=2) * 0.1}), tmp_path)

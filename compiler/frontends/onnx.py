@@ -220,9 +220,28 @@ def first_act(b: Builder, ins: list[Value | None], what: str = "the data input")
     return x
 
 
+def lift_1d(b: Builder, x: Act, attrs: dict, name: str) -> tuple[Act, dict]:
+    """A window over N×C×L runs as a 2-D window over N×C×1×L: the input gains a size-1 height and the
+    attributes a leading 1 (kernel, strides, dilations) or zero (pads)."""
+    lifted = dict(attrs)
+    for key in ("kernel_shape", "strides", "dilations"):
+        if key in attrs:
+            lifted[key] = [1, *attrs[key]]
+    if "pads" in attrs:
+        if len(attrs["pads"]) != 2:
+            raise b.fail(f"attribute 'pads' must have 2 values for a 1-D window, got {list(attrs['pads'])}")
+        lifted["pads"] = [0, attrs["pads"][0], 0, attrs["pads"][1]]
+    x2 = b.helper(f"{name}_2d", "reshape", {"shape": [x.shape[0], 1, x.shape[1]]}, [x])
+    return x2, lifted
+
+
+def unlift_1d(b: Builder, y: Act, name: str) -> Act:
+    return b.add(name, "reshape", {"shape": [y.shape[0], y.shape[2]]}, [y])
+
+
 def spatial_2d(b: Builder, x: Act) -> None:
     if len(x.shape) != 3:
-        raise b.fail(f"convc supports 2-D windows over N×C×H×W tensors; this input is "
+        raise b.fail(f"convc supports 1-D and 2-D windows (N×C×L, N×C×H×W); this input is "
                      f"N×{'×'.join(map(str, x.shape))}")
 
 
@@ -273,8 +292,12 @@ def handles(*op_types: str):
 @handles("Conv")
 def _conv(b, node, ins, attrs, name):
     x = first_act(b, ins)
-    spatial_2d(b, x)
     w = const_input(b, ins[1], "the weight W")
+    if len(x.shape) == 2 and w.ndim == 3:
+        x2, lifted = lift_1d(b, x, attrs, name)
+        y = _conv(b, node, [x2, w[:, :, None, :], *ins[2:]], lifted, b.helper_name(f"{name}_conv"))[0]
+        return [unlift_1d(b, y, name)]
+    spatial_2d(b, x)
     bias = const_input(b, ins[2] if len(ins) > 2 else None, "the bias B")
     if w.ndim != 4:
         raise b.fail(f"weight W has shape {list(w.shape)}; convc supports 2-D convolutions (4-D weights)")
@@ -294,13 +317,15 @@ def _pool(b, node, ins, attrs, name, op):
     if len(node.output) > 1 and node.output[1] in b.used:
         raise b.fail("the Indices output of MaxPool is not supported")
     x = first_act(b, ins)
+    if len(x.shape) == 2:
+        x2, lifted = lift_1d(b, x, attrs, name)
+        y = _pool(b, node, [x2], lifted, b.helper_name(f"{name}_pool"), op)[0]
+        return [unlift_1d(b, y, name)]
     spatial_2d(b, x)
     kernel = pair(b, attrs, "kernel_shape", 1) if "kernel_shape" in attrs else None
     if kernel is None:
         raise b.fail("missing attribute 'kernel_shape'")
     strides, dilations = pair(b, attrs, "strides", 1), pair(b, attrs, "dilations", 1)
-    if int(attrs.get("storage_order", 0)) != 0 and op == "maxpool2d":
-        pass  # storage_order only changes the Indices output
     pads = window_padding(b, attrs, x, kernel, strides, dilations)
     out = {"kernel": kernel, "stride": strides, "padding": pads, "ceil_mode": bool(attrs.get("ceil_mode", 0))}
     if op == "maxpool2d":
@@ -522,6 +547,40 @@ def _reshape(b, node, ins, attrs, name):
     if len(target) == 1 and len(x.shape) == 3:
         return [b.add(name, "flatten", {}, [x])]
     return [b.add(name, "reshape", {"shape": target}, [x])]
+
+
+def _axes_of(b, node, ins, attrs) -> list[int] | None:
+    if len(ins) > 1 and ins[1] is not None:  # opset ≥ 13
+        return ints(const_input(b, ins[1], "input axes"))
+    return [int(a) for a in attrs["axes"]] if "axes" in attrs else None
+
+
+@handles("Unsqueeze", "Squeeze")
+def _squeeze(b, node, ins, attrs, name):
+    """Adding or removing size-1 axes is a reshape of the per-sample shape (never of the batch axis)."""
+    x = first_act(b, ins)
+    axes = _axes_of(b, node, ins, attrs)
+    shape = list(x.shape)
+    if node.op_type == "Unsqueeze":
+        if axes is None:
+            raise b.fail("missing the axes to insert")
+        rank = len(shape) + 1 + len(axes)
+        for a in sorted(axis_per_sample(b, a, rank, "axis") for a in axes):
+            shape.insert(a, 1)
+    else:
+        full = len(shape) + 1
+        if axes is None:
+            drop = {i for i, d in enumerate(shape) if d == 1}
+        else:
+            drop = {axis_per_sample(b, a, full, "axis") for a in axes}
+            if any(shape[i] != 1 for i in drop):
+                raise b.fail(f"cannot squeeze axes {axes} of N×{'×'.join(map(str, x.shape))}: not all of size 1")
+        shape = [d for i, d in enumerate(shape) if i not in drop]
+    if not shape:
+        raise b.fail("the result would have no per-sample axes")
+    if tuple(shape) == x.shape:
+        return [x]
+    return [b.add(name, "reshape", {"shape": shape}, [x])]
 
 
 @handles("Transpose")
