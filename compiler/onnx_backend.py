@@ -1,10 +1,11 @@
 """An onnx.backend.base.Backend over convc, so ONNX's own backend test suite can measure it.
 
 prepare = parse + compile (the same pipeline as `compiler.compile`); run = call the compiled library.
-The batch is the first axis of the run-time input. convc models have one run-time input: when a test model
-has several graph inputs (e.g. Add(x, y) node tests), the first is the run-time input and the others are
-bound as constants at run time, which compiles one library per distinct set of bound values (cached by
-content hash like every other build).
+The batch is the first axis of every run-time input. When a model has several graph inputs (the node tests'
+Add(x, y), Gemm(A, B, C) ...), run() decides which carry the batch: first every input shaped like the first
+one (same rank, same leading size), and if the model needs some of those as constants (Gemm's B), the first
+input alone. The others are bound as constants, so one library is compiled per set of bound values (cached
+by content hash like every other build).
 """
 from __future__ import annotations
 
@@ -38,22 +39,41 @@ class ConvcRep(BackendRep):
         if len(self.input_names) <= 1:
             self._compiled[b""] = _compile(model, {}, opt_level)
 
+    def _plans(self, inputs: list[np.ndarray]) -> list[frozenset[int]]:
+        """Which inputs run with the batch (the rest are bound as constants), in the order to try:
+        every input shaped like the first (same rank, same leading size), then the first alone."""
+        first = inputs[0]
+        alike = frozenset(i for i, v in enumerate(inputs) if v.ndim == first.ndim and v.shape[:1] == first.shape[:1])
+        return [alike, frozenset({0})] if len(alike) > 1 else [frozenset({0})]
+
+    def _library(self, inputs: list[np.ndarray]):
+        if b"" in self._compiled:
+            return self._compiled[b""], 0
+        errors = []
+        for plan in self._plans(inputs):
+            bind = {n: v for i, (n, v) in enumerate(zip(self.input_names, inputs)) if i not in plan}
+            key = repr(sorted(plan)).encode() + b"".join(
+                n.encode() + v.dtype.str.encode() + repr(v.shape).encode() + v.tobytes() for n, v in bind.items())
+            if key not in self._compiled:
+                try:
+                    self._compiled[key] = _compile(self.model, bind, self.opt_level)
+                except ModelError as e:
+                    errors.append(e)
+                    continue
+            return self._compiled[key], len(errors)
+        raise errors[0]
+
     def run(self, inputs: Any, **kwargs: Any) -> tuple[np.ndarray, ...]:
         if isinstance(inputs, dict):
             inputs = [inputs[n] for n in self.input_names]
         if isinstance(inputs, np.ndarray):
             inputs = [inputs]
-        inputs = list(inputs)
+        inputs = [np.asarray(v) for v in inputs]
         if len(inputs) != len(self.input_names):
             raise ValueError(f"the model takes {len(self.input_names)} input(s), got {len(inputs)}")
-        bind = {n: np.asarray(v) for n, v in zip(self.input_names[1:], inputs[1:])}
-        key = b"".join(n.encode() + v.dtype.str.encode() + repr(v.shape).encode() + v.tobytes()
-                       for n, v in bind.items())
-        if key not in self._compiled:
-            self._compiled[key] = _compile(self.model, bind, self.opt_level)
-        graph, model = self._compiled[key]
-        x = np.ascontiguousarray(inputs[0], dtype=np.float32)
-        outs = model.run({graph.inputs[0]: x})
+        (graph, model), _ = self._library(inputs)
+        feeds = dict(zip(self.input_names, inputs))
+        outs = model.run({n: np.ascontiguousarray(feeds[n], dtype=np.float32) for n in graph.inputs})
         return tuple(outs[name] for name in graph.outputs)
 
 

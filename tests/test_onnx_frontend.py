@@ -484,3 +484,21 @@ def test_squeeze_unsqueeze_of_activations(tmp_path, opset):
 def test_max_min(tmp_path, op):
     nodes = [helper.make_node("Tanh", ["x"], ["t"]), helper.make_node(op, ["x", "t", "c"], ["y"])]
     check(make_model(nodes, [3, 4], {"c": rand(4, seed=2) * 0.1}), tmp_path)
+
+
+def test_several_inputs_each_carry_the_batch(tmp_path):
+    nodes = [helper.make_node("Add", ["x", "y"], ["a"]), helper.make_node("Relu", ["a"], ["r"]),
+             helper.make_node("Concat", ["r", "y"], ["z"], axis=1)]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2, 3]),
+                                           helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2, 3])],
+                              [helper.make_tensor_value_info("z", TensorProto.FLOAT, None),
+                               helper.make_tensor_value_info("r", TensorProto.FLOAT, None)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    lib = compiler.compile(save(model, tmp_path))
+    x, y = rand(4, 2, 3, seed=1), rand(4, 2, 3, seed=2)
+    got = lib.run({"x": x, "y": y})
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    ref_z, ref_r = sess.run(None, {"x": x, "y": y})
+    np.testing.assert_allclose(got["z"], ref_z, rtol=RTOL, atol=ATOL)
+    np.testing.assert_allclose(got["r"], ref_r, rtol=RTOL, atol=ATOL)

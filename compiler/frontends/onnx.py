@@ -760,11 +760,30 @@ def _dims(value_info) -> list:
     return [d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in t.tensor_type.shape.dim]
 
 
+def _per_sample_shape(inp, source: str) -> list[int]:
+    """A run-time input's shape without its leading batch axis; float32 and static sizes only."""
+    elem = inp.type.tensor_type.elem_type
+    if elem != onnx.TensorProto.FLOAT:
+        raise ModelError(f"{source}: input '{inp.name}' has element type "
+                         f"{onnx.TensorProto.DataType.Name(elem)}; convc computes in float32")
+    dims = _dims(inp)
+    if dims is None:
+        raise ModelError(f"{source}: input '{inp.name}' has no shape; convc needs its static per-sample shape")
+    if len(dims) < 2:
+        raise ModelError(f"{source}: input '{inp.name}' has shape {dims}; its first axis must be the batch, "
+                         "followed by the per-sample axes")
+    if not all(isinstance(d, int) and d >= 1 for d in dims[1:]):
+        raise ModelError(f"{source}: input '{inp.name}' has shape {dims}; every axis after the batch must have a "
+                         "fixed positive size")
+    return [int(d) for d in dims[1:]]
+
+
 def graph_from_model(model, source: str = "<onnx>", bind: dict[str, np.ndarray] | None = None,
                      _upgraded_from: int | None = None) -> Graph:
     """An onnx.ModelProto -> Graph without shapes (the pipeline infers and validates them).
 
-    bind: values for graph inputs to treat as constants (all inputs but the run-time one).
+    bind: values for graph inputs to treat as constants; the other inputs without initializers are run-time
+    inputs, each with the batch as its first axis.
     """
     g = model.graph
     opset = 1
@@ -788,26 +807,11 @@ def graph_from_model(model, source: str = "<onnx>", bind: dict[str, np.ndarray] 
     for name, v in (bind or {}).items():
         values[name] = np.asarray(v)
     runtime_inputs = [i for i in g.input if i.name not in values]
-    if len(runtime_inputs) != 1:
-        listing = ", ".join(f"'{i.name}'" for i in runtime_inputs) or "none"
-        raise ModelError(f"{source}: convc models take exactly one run-time input; this model has "
-                         f"{len(runtime_inputs)}: {listing}")
-    inp = runtime_inputs[0]
-    elem = inp.type.tensor_type.elem_type
-    if elem != onnx.TensorProto.FLOAT:
-        raise ModelError(f"{source}: input '{inp.name}' has element type "
-                         f"{onnx.TensorProto.DataType.Name(elem)}; convc computes in float32")
-    dims = _dims(inp)
-    if dims is None:
-        raise ModelError(f"{source}: input '{inp.name}' has no shape; convc needs its static per-sample shape")
-    if len(dims) < 2:
-        raise ModelError(f"{source}: input '{inp.name}' has shape {dims}; its first axis must be the batch, "
-                         "followed by the per-sample axes")
-    per_sample = dims[1:]
-    if not all(isinstance(d, int) and d >= 1 for d in per_sample):
-        raise ModelError(f"{source}: input '{inp.name}' has shape {dims}; every axis after the batch must have a "
-                         "fixed positive size")
-    batch = dims[0] if isinstance(dims[0], int) and dims[0] >= 1 else None
+    if not runtime_inputs:
+        raise ModelError(f"{source}: the model has no run-time input (every graph input has an initializer)")
+    per_sample_shapes = [_per_sample_shape(i, source) for i in runtime_inputs]
+    first_dim = _dims(runtime_inputs[0])[0]
+    batch = first_dim if isinstance(first_dim, int) and first_dim >= 1 else None
 
     # Which tensors are known at compile time, and which nodes have no mapping.
     known = set(values)
@@ -830,8 +834,9 @@ def graph_from_model(model, source: str = "<onnx>", bind: dict[str, np.ndarray] 
     b.upgraded_from = _upgraded_from
     b.used = {i for n in g.node for i in n.input if i} | {o.name for o in g.output}
     b.batch = batch if batch is not None else 1
-    x = b.add(inp.name, "input", {"shape": [int(d) for d in per_sample]}, [])
-    values[inp.name] = x
+    for inp, shape in zip(runtime_inputs, per_sample_shapes):
+        values[inp.name] = b.add(inp.name, "input", {"shape": shape}, [])
+    input_names = {i.name for i in runtime_inputs}
 
     for node in g.node:
         b.node = node
@@ -861,7 +866,7 @@ def graph_from_model(model, source: str = "<onnx>", bind: dict[str, np.ndarray] 
         if not isinstance(v, Act):
             raise ModelError(f"{source}: output '{out.name}' is a constant; convc models compute their outputs "
                              "from the input")
-        if v.layer != out.name or v.layer in outputs or v.layer == inp.name:
+        if v.layer != out.name or v.layer in outputs or v.layer in input_names:
             v = b.add(out.name if out.name not in b.shapes else b.helper_name(out.name), "identity", {}, [v])
         outputs.append(v.layer)
     name = g.name or Path(source).stem
