@@ -424,6 +424,9 @@ def _batchnorm(b, node, ins, attrs, name):
     x = first_act(b, ins)
     scale, bias, mean, var = (const_input(b, v, w).reshape(-1) for v, w in
                               zip(ins[1:5], ("scale", "B", "input_mean", "input_var")))
+    if any(p.size != x.shape[0] for p in (scale, bias, mean, var)):
+        raise b.fail(f"scale, B, mean and var must have one value per channel ({x.shape[0]}); got sizes "
+                     f"{[p.size for p in (scale, bias, mean, var)]} (non-spatial batchnorm is not supported)")
     return [b.add(name, "batchnorm", {"eps": float(attrs.get("epsilon", 1e-5))}, [x],
                   {"weight": scale, "bias": bias, "running_mean": mean, "running_var": var})]
 
