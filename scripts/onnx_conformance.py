@@ -1,7 +1,7 @@
 """ONNX conformance figures for docs/onnx.md: backend tests passed / run per op family, the excluded ones,
-and each light model's max error, compile time and run time.
+each light model's max error, compile time and run time, and the PyTorch round-trip errors.
 
-    python scripts/onnx_conformance.py [--skip-light] [--markdown]
+    python scripts/onnx_conformance.py [--skip-backend] [--skip-light] [--skip-roundtrip] [--markdown]
 
 Compile times are cold: libraries are built into a fresh temporary cache unless --cache-dir is given.
 """
@@ -93,10 +93,25 @@ def light_figures(markdown: bool) -> None:
                   f"run {r['run_seconds']:.1f} s", flush=True)
 
 
+def roundtrip_figures(markdown: bool) -> None:
+    import test_torch_roundtrip as roundtrip
+
+    if markdown:
+        print("| model | N = 1 | N = 3 |\n|---|---|---|")
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in roundtrip.MODELS:
+            errors = roundtrip.roundtrip_errors(name, Path(tmp))
+            if markdown:
+                print(f"| {name} | {errors[1]:.2g} | {errors[3]:.2g} |")
+            else:
+                print(f"{name:14} max abs error vs PyTorch: N=1 {errors[1]:.3g}, N=3 {errors[3]:.3g}", flush=True)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--skip-light", action="store_true", help="only the backend node tests")
     parser.add_argument("--skip-backend", action="store_true", help="only the light models")
+    parser.add_argument("--skip-roundtrip", action="store_true", help="skip the PyTorch round trips")
     parser.add_argument("--markdown", action="store_true", help="tables for docs/onnx.md")
     parser.add_argument("--cache-dir", help="compiled-library cache (default: a fresh temporary folder)")
     args = parser.parse_args()
@@ -108,6 +123,8 @@ def main() -> int:
                 backend_figures(args.markdown)
             if not args.skip_light:
                 light_figures(args.markdown)
+            if not args.skip_roundtrip:
+                roundtrip_figures(args.markdown)
     return 0
 
 
