@@ -1,5 +1,6 @@
 """The ONNX front end: each op mapping against onnxruntime on small models built with onnx.helper,
 opset variants where attributes became inputs, constant folding, and the errors for bad files and models."""
+import os
 import subprocess
 import sys
 import warnings
@@ -502,3 +503,25 @@ def test_several_inputs_each_carry_the_batch(tmp_path):
     ref_z, ref_r = sess.run(None, {"x": x, "y": y})
     np.testing.assert_allclose(got["z"], ref_z, rtol=RTOL, atol=ATOL)
     np.testing.assert_allclose(got["r"], ref_r, rtol=RTOL, atol=ATOL)
+
+
+def test_convc_compile_takes_an_onnx_file(tmp_path):
+    import runtime
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]), helper.make_node("Relu", ["c"], ["y"])]
+    model = make_model(nodes, [2, 5, 5], {"w": rand(3, 2, 3, 3)})
+    path = save(model, tmp_path)
+    out = tmp_path / "m.so"
+    result = subprocess.run([sys.executable, "-m", "compiler", "compile", str(path), "-o", str(out)], cwd=ROOT,
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    x = rand(2, 2, 5, 5, seed=4)
+    np.testing.assert_allclose(runtime.load(out)(x), run_onnxruntime(model, x)[0], rtol=RTOL, atol=ATOL)
+
+
+def test_convc_reports_unsupported_ops_on_one_line(tmp_path):
+    nodes = [helper.make_node("Erf", ["x"], ["y"], name="e")]
+    path = save(make_model(nodes, [3]), tmp_path)
+    result = subprocess.run([sys.executable, "-m", "compiler", "compile", str(path)], cwd=tmp_path,
+                            capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert result.returncode == 2
+    assert "unsupported ONNX op type(s): Erf (node 'e')" in result.stderr
