@@ -362,7 +362,7 @@ def _external_model(tmp_path, location):
 
 
 def test_external_data_inside_the_folder(tmp_path):
-    path, model = _external_model(tmp_path, "weights.bin")
+    path, _ = _external_model(tmp_path, "weights.bin")
     lib = compiler.compile(path)
     x = rand(2, 3, seed=7)
     np.testing.assert_allclose(lib(x), run_onnxruntime(path, x)[0], rtol=RTOL, atol=ATOL)

@@ -481,7 +481,6 @@ def _softmax_axis(b, x: Act, axis: int) -> int:
 @handles("Softmax")
 def _softmax(b, node, ins, attrs, name):
     x = first_act(b, ins)
-    full = len(x.shape) + 1
     if b.opset >= 13:
         axis = _softmax_axis(b, x, int(attrs.get("axis", -1)))
         return [b.add(name, "softmax", {"axis": axis} if axis else {}, [x])]
