@@ -164,6 +164,24 @@ def cmd_check(args) -> int:
     return 0 if ok else 1
 
 
+def cmd_convert(args) -> int:
+    import yaml
+
+    import compiler
+    from .frontends.onnx import to_description
+    graph = compiler.load(args.model)
+    out = Path(args.output) if args.output else Path(Path(args.model).stem + ".yaml")
+    weights = out.with_suffix(".npz")
+    description = to_description(graph, weights.name)
+    try:
+        np.savez(weights, **graph.weights)
+        out.write_text(yaml.safe_dump(description, sort_keys=False, allow_unicode=True, default_flow_style=None, width=120), encoding="utf-8")
+    except OSError as e:
+        raise ConvcError(f"cannot write {out} / {weights}: {e}") from None
+    print(f"wrote {out} and {weights} ({len(graph.layers()) - 1} layers, {len(graph.weights)} weight arrays)")
+    return 0
+
+
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
     print(f"warning: {message}", file=sys.stderr)
 
@@ -197,6 +215,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", help="write the output .npy (default: print it)")
     _add_build_options(p)
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("convert", help="convert an ONNX model to a native description (.yaml) plus an .npz of weights")
+    p.add_argument("model")
+    p.add_argument("-o", "--output", help="the .yaml to write (default: MODEL's stem + .yaml); weights go next to it")
+    p.set_defaults(func=cmd_convert)
 
     p = sub.add_parser("check", help="compile, run on a random batch and compare with the interpreter")
     p.add_argument("model")

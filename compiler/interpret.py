@@ -33,10 +33,14 @@ def interpret(graph: Graph, inputs: dict[str, np.ndarray], *, all_layers: bool =
               dtype=np.float32) -> dict[str, np.ndarray]:
     """Run the graph on batched inputs; returns the outputs (or every layer's tensor) cast to `dtype`."""
     values = check_inputs(graph, inputs)
+    batch = next(iter(values.values())).shape[0]
     for layer in graph.layers():
         if layer.op == "input":
             continue
         args = [values[i] for i in layer.inputs]
-        values[layer.name] = layer.spec.reference(layer, args, graph.layer_weights(layer.name))
+        value = layer.spec.reference(layer, args, graph.layer_weights(layer.name))
+        if not args:  # a source such as `constant`: one sample, the same for every sample of the batch
+            value = np.broadcast_to(value, (batch, *value.shape[1:]))
+        values[layer.name] = value
     names = [layer.name for layer in graph.layers()] if all_layers else graph.outputs
     return {n: values[n].astype(dtype) for n in names}

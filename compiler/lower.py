@@ -97,9 +97,11 @@ def check_sizes(graph: Graph, arena: Arena, weights: WeightBlob) -> None:
             raise ModelError(f"{graph.source}: the {what} needs {n} floats; convc supports at most {INDEX_LIMIT}")
 
 
-def _pointer(buf: Buffer) -> str:
+def _pointer(buf: Buffer, constants: list[int]) -> str:
     if buf.kind == "arena":
         return f"arena + {buf.index}"
+    if buf.kind == "const":
+        return f"convc_weights + {constants[buf.index]}"
     return f"{'x' if buf.kind == 'input' else 'y'}{buf.index}"
 
 
@@ -108,9 +110,12 @@ def lower(graph: Graph, arena: Arena | None = None) -> LoweredModel:
     blob = WeightBlob()
     kernels: list[Kernel] = []
     calls: list[str] = []
+    # Constants first, in layer order (memory.plan_memory numbers them the same way).
+    constants = [blob.add(layer.name, suffix, array) for layer in graph.layers() if layer.spec.is_constant
+                 for suffix, array in layer.spec.lower_weights(layer, graph.layer_weights(layer.name)).items()]
     for index, layer in enumerate(graph.layers()):
         spec = layer.spec
-        if layer.op == "input" or spec.is_view:
+        if layer.op == "input" or spec.is_view or spec.is_constant:
             continue
         ins, out = graph.in_shapes(layer.name), graph.shape(layer.name)
         offsets = {suffix: blob.add(layer.name, suffix, array)
@@ -129,11 +134,11 @@ def lower(graph: Graph, arena: Arena | None = None) -> LoweredModel:
             header="/* " + "\n * ".join(c_comment(h) for h in header) + " */",
             params=", ".join([f"const float *restrict {x}" for x in in_names] + ["float *restrict y"]))
         kernels.append(Kernel(layer.name, spec.template, context))
-        args = [_pointer(arena.buffers[i]) for i in layer.inputs] + [_pointer(arena.buffers[layer.name])]
+        args = [_pointer(arena.buffers[i], constants) for i in layer.inputs + (layer.name,)]
         calls.append(f"{fn}({', '.join(args)});")
     for out, src in arena.copies:
         out_buf = f"y{graph.outputs.index(out)}"
-        calls.append(f"memcpy({out_buf}, {_pointer(arena.buffers[src])}, "
+        calls.append(f"memcpy({out_buf}, {_pointer(arena.buffers[src], constants)}, "
                      f"{int(np.prod(graph.shape(out)))} * sizeof(float));")
     check_sizes(graph, arena, blob)
 

@@ -1,7 +1,7 @@
 """Memory plan: every tensor gets an offset in one per-sample arena, reused once its last reader has run.
 
 Tensors of view ops (flatten, dropout) share their input's storage; the model input
-and outputs live in the caller's arrays, not in the arena.
+and outputs live in the caller's arrays and constants in the weights, not in the arena.
 """
 from __future__ import annotations
 
@@ -16,9 +16,9 @@ ALIGN_FLOATS = 16  # 64-byte alignment for every buffer
 
 @dataclass(frozen=True)
 class Buffer:
-    """Where a tensor lives: in the arena at `offset` floats, or in an input/output array."""
-    kind: str  # "arena", "input" or "output"
-    index: int  # arena offset in floats, or the position among inputs / outputs
+    """Where a tensor lives: in the arena at `offset` floats, in an input/output array, or in the weights."""
+    kind: str  # "arena", "input", "output" or "const" (a constant's tensor in the weights)
+    index: int  # arena offset in floats, or the position among inputs / outputs / constants
     size: int  # floats per sample
 
 
@@ -63,11 +63,12 @@ def plan_memory(graph: Graph) -> Arena:
     placed_outputs: dict[str, int] = {}
     for i, out in enumerate(graph.outputs):
         r = roots[out]
-        if graph.layer(r).op == "input" or r in placed_outputs:
+        if graph.layer(r).op == "input" or graph.layer(r).spec.is_constant or r in placed_outputs:
             copies.append((out, r))  # the caller's output array needs its own copy
         else:
             placed_outputs[r] = i
 
+    constants = [layer.name for layer in layers if layer.spec.is_constant]
     live: list[tuple[int, int, str]] = []  # (offset, length, root) of arena blocks in use
     peak = 0
     for layer in layers:
@@ -76,6 +77,8 @@ def plan_memory(graph: Graph) -> Arena:
             continue
         if layer.op == "input":
             buffers[name] = Buffer("input", graph.inputs.index(name), size[name])
+        elif layer.spec.is_constant:
+            buffers[name] = Buffer("const", constants.index(name), size[name])
         elif name in placed_outputs:
             buffers[name] = Buffer("output", placed_outputs[name], size[name])
         else:

@@ -70,6 +70,9 @@ def receptive_fields(graph: Graph) -> dict[str, tuple[int, int] | None]:
         if layer.op == "input":
             state[layer.name] = ((1, 1), (1, 1))
             continue
+        if not layer.inputs:  # a constant: sees no input pixel
+            state[layer.name] = ((0, 0), (1, 1))
+            continue
         ins = [state[i] for i in layer.inputs]
         rf = tuple(max(s[0][a] for s in ins) for a in range(2))
         jump = tuple(max(s[1][a] for s in ins) for a in range(2))
@@ -80,7 +83,7 @@ def receptive_fields(graph: Graph) -> dict[str, tuple[int, int] | None]:
         elif win == "global" or len(graph.in_shapes(layer.name)[0]) == 1 and layer.op == "dense":
             rf = full
         state[layer.name] = (tuple(min(r, f) for r, f in zip(rf, full)), jump)
-    return {name: s[0] for name, s in state.items()}
+    return {name: s[0] if s[0] != (0, 0) else None for name, s in state.items()}
 
 
 def summarize(graph: Graph) -> Summary:
@@ -93,6 +96,7 @@ def summarize(graph: Graph) -> Summary:
         params = sum(int(np.prod(s)) for s in spec.weight_shapes(layer, ins).values())
         rows.append(LayerRow(layer.name, layer.op, out, params, spec.macs(layer, ins, out) if ins else 0,
                              rfs[layer.name], spec.formula(layer, ins, out) if ins else ""))
-    activations = sum(int(np.prod(r.shape)) * 4 for r, layer in zip(rows, graph.layers()) if not layer.spec.is_view)
+    activations = sum(int(np.prod(r.shape)) * 4 for r, layer in zip(rows, graph.layers())
+                      if not (layer.spec.is_view or layer.spec.is_constant))
     return Summary(graph.name, rows, sum(r.params for r in rows), sum(r.macs for r in rows), activations,
                    plan_memory(graph).bytes, list(graph.warnings))

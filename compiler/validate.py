@@ -22,8 +22,8 @@ def validate_structure(graph: Graph) -> None:
     else:
         path = " -> ".join([u for u, _ in cycle] + [cycle[0][0]])
         raise ModelError(f"{graph.source}: the layers form a cycle: {path}")
-    if len(graph.inputs) != 1:
-        raise ModelError(f"{graph.source}: expected one model input, got {graph.inputs}")
+    if not graph.inputs:  # several are fine (ONNX models may have them); each carries the batch
+        raise ModelError(f"{graph.source}: the model has no input")
 
 
 def init_weights(graph: Graph, seed: int) -> None:

@@ -103,7 +103,7 @@ def test_pool_padding_must_be_smaller_than_the_window():
     ([{"name": "a", "op": "add", "inputs": ["x", "b"]}, {"name": "b", "op": "relu", "inputs": ["a"]}],
      "cycle"),
     ([{"name": "a", "op": "add", "inputs": ["x", "c"]},
-      {"name": "c", "op": "conv2d", "filters": 5, "kernel": 1, "inputs": ["x"]}], "equal shapes"),
+      {"name": "c", "op": "conv2d", "filters": 5, "kernel": 1, "inputs": ["x"]}], "cannot broadcast"),
     ([{"name": "f", "op": "flatten"}, {"name": "c", "op": "conv2d", "filters": 2, "kernel": 1}],
      "C×H×W input"),
 ])

@@ -19,7 +19,8 @@ from compiler.pipeline import DEFAULT_OPT_LEVEL
 from conftest import assert_close, model_dict
 
 # The modules whose ops this file must cover; ops from other modules (ONNX work, ...) have their own tests.
-CORE_MODULES = {"activations", "batchnorm", "dense", "globalpool", "merge", "reshape", "softmax", "spatial"}
+CORE_MODULES = {"activations", "batchnorm", "dense", "globalpool", "merge", "reshape", "softmax", "spatial",
+                "constant", "layout", "lrn"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -198,6 +199,98 @@ CASES = [
                            {"op": "concat", "inputs": ["b", "a", "x"]}], shape=(4,)),
     Case("concat-same-input-twice", [{"name": "r", "op": "tanh"}, {"op": "concat", "inputs": ["r", "x", "r"]}],
          shape=(2, 3, 3)),
+
+    # ---------------------------------------------------------------- constant (an operand from the weights)
+    Case("constant-per-channel-operand", [{"name": "k", "op": "constant", "shape": [3, 1, 1]},
+                                          {"name": "s", "op": "add", "inputs": ["x", "k"]}]),
+    Case("constant-as-output-and-view", [{"name": "k", "op": "constant", "shape": [2, 3]},
+                                         {"name": "kr", "op": "reshape", "shape": [6], "inputs": ["k"]},
+                                         {"name": "r", "op": "relu", "inputs": ["x"]}],
+         shape=(4,), outputs=["r", "k", "kr"]),
+    Case("constant-into-concat-and-conv", [{"name": "k", "op": "constant", "shape": [2, 5, 6]},
+                                           conv(name="c", filters=3, kernel=3, inputs=["k"]),
+                                           {"name": "k2", "op": "constant", "shape": [1, 3, 4]},
+                                           {"name": "cat", "op": "concat", "inputs": ["x", "k2", "c"]},
+                                           {"name": "m", "op": "mul", "inputs": ["c", "x"]}],
+         shape=(3, 3, 4), outputs=["cat", "m"]),
+
+    # ---------------------------------------------------------------- element-wise with broadcasting
+    Case("add-broadcast-scalar", [{"name": "k", "op": "constant", "shape": [1]},
+                                  {"op": "add", "inputs": ["k", "x"]}], shape=(2, 3, 4)),
+    Case("add-broadcast-both-ways", [{"name": "k", "op": "constant", "shape": [4, 1]},
+                                     {"name": "s", "op": "add", "inputs": ["x", "k", "x"]}], shape=(3, 1, 5)),
+    Case("add-broadcast-lower-rank-row", [{"name": "k", "op": "constant", "shape": [6]},
+                                          {"name": "s", "op": "add", "inputs": ["x", "k"]}], shape=(2, 5, 6)),
+    Case("add-broadcast-middle-axis", [{"name": "k", "op": "constant", "shape": [3, 1, 6]},
+                                       {"name": "s", "op": "add", "inputs": ["k", "x"]}], shape=(3, 5, 6)),
+    Case("add-rank-2", [{"name": "r", "op": "relu"}, {"op": "add", "inputs": ["x", "r"]}], shape=(4, 5)),
+    Case("sub-three-inputs", [{"name": "k", "op": "constant", "shape": [3, 1, 1]},
+                              {"name": "r", "op": "relu"},
+                              {"name": "d", "op": "sub", "inputs": ["x", "r", "k"]}], shape=(3, 4, 5)),
+    Case("mul-per-channel-and-same", [{"name": "k", "op": "constant", "shape": [4, 1, 1]},
+                                      {"name": "m", "op": "mul", "inputs": ["x", "k", "x"]}], shape=(4, 3, 5)),
+    Case("mul-squeeze-excitation", [{"name": "gap", "op": "global_avgpool"}, {"name": "gate", "op": "sigmoid"},
+                                    {"name": "se", "op": "mul", "inputs": ["x", "gate"]}], shape=(4, 5, 6)),
+    Case("sub-activations-of-different-rank", [{"name": "f", "op": "dense", "units": 6},
+                                               {"name": "d", "op": "sub", "inputs": ["x", "f"]}], shape=(2, 3, 6)),
+    Case("div-by-positive", [{"name": "s", "op": "sigmoid"}, {"name": "d", "op": "div", "inputs": ["x", "s"]}],
+         shape=(3, 4, 5)),
+    Case("div-broadcast-divisor", [{"name": "k", "op": "constant", "shape": [5]},
+                                   {"name": "kp", "op": "sigmoid", "inputs": ["k"]},
+                                   {"name": "d", "op": "div", "inputs": ["x", "kp"]}], shape=(2, 3, 5)),
+    Case("max-min", [{"name": "k", "op": "constant", "shape": [3, 1, 1]},
+                     {"name": "hi", "op": "max", "inputs": ["x", "k"]},
+                     {"name": "lo", "op": "min", "inputs": ["x", "k", "hi"]}], shape=(3, 4, 4), outputs=["hi", "lo"]),
+    Case("pow-positive-base", [{"name": "k", "op": "constant", "shape": [1, 4]},
+                               {"name": "b", "op": "sigmoid", "inputs": ["x"]},
+                               {"name": "p", "op": "pow", "inputs": ["b", "k"]}], shape=(3, 4)),
+
+    # ---------------------------------------------------------------- prelu, lrn
+    Case("prelu-shared-slope", [{"op": "prelu"}], shape=(3, 4, 5)),
+    Case("prelu-per-channel", [{"op": "prelu", "num_parameters": 4}], shape=(4, 3, 5)),
+    Case("prelu-flat", [{"op": "prelu", "num_parameters": 6}], shape=(6,)),
+    Case("lrn-size-3", [{"op": "lrn", "size": 3}], shape=(5, 4, 3), scale=3.0),
+    Case("lrn-even-size-all-attributes", [{"op": "lrn", "size": 4, "alpha": 0.02, "beta": 0.5, "bias": 2.0}],
+         shape=(6, 3, 3), scale=3.0),
+    Case("lrn-window-wider-than-channels", [{"op": "lrn", "size": 7, "alpha": 0.1}], shape=(3, 2, 5), scale=2.0),
+    Case("lrn-rank-2", [{"op": "lrn", "size": 2}], shape=(5, 7), scale=2.0),
+
+    # ---------------------------------------------------------------- transpose, reshape, identity, pad
+    Case("transpose-hw", [{"op": "transpose", "perm": [0, 2, 1]}], shape=(3, 4, 5)),
+    Case("transpose-cycle", [{"op": "transpose", "perm": [2, 0, 1]}], shape=(3, 4, 5)),
+    Case("transpose-identity-perm", [{"op": "transpose", "perm": [0, 1]}], shape=(3, 4)),
+    Case("channel-shuffle", [{"name": "g", "op": "reshape", "shape": [2, 3, 4, 5]},
+                             {"name": "t", "op": "transpose", "perm": [1, 0, 2, 3]},
+                             {"name": "back", "op": "reshape", "shape": [6, 4, 5]},
+                             {"op": "relu"}], shape=(6, 4, 5)),
+    Case("reshape-infer-and-output", [{"name": "r", "op": "reshape", "shape": [-1, 6]}], shape=(2, 3, 4)),
+    Case("reshape-then-kernel", [{"name": "r", "op": "reshape", "shape": [4, 6]}, {"op": "softmax", "axis": 1}],
+         shape=(2, 3, 4)),
+    Case("identity", [{"name": "c", "op": "conv2d", "filters": 2, "kernel": 3}, {"name": "i", "op": "identity"},
+                      {"op": "tanh"}], outputs=["i", "tanh_3"]),
+    Case("pad-all-axes-value", [{"op": "pad", "pads": [1, 0, 2, 0, 3, 1], "value": -1.5}], shape=(2, 3, 4)),
+    Case("pad-spatial-only", [{"op": "pad", "pads": [0, 1, 1, 0, 1, 1]}], shape=(3, 4, 4)),
+    Case("pad-nothing", [{"op": "pad", "pads": [0, 0, 0, 0]}, {"op": "relu"}], shape=(3, 4)),
+    Case("pad-flat", [{"op": "pad", "pads": [2, 3], "value": 0.25}], shape=(5,)),
+
+    # ---------------------------------------------------------------- concat and softmax along other axes
+    Case("concat-axis-0-explicit", [{"name": "r", "op": "relu"}, {"op": "concat", "axis": 0, "inputs": ["x", "r"]}],
+         shape=(2, 3, 3)),
+    Case("concat-axis-1", [conv(name="a", filters=2, kernel=[2, 1]),
+                           {"name": "cat", "op": "concat", "axis": 1, "inputs": ["x", "a", "x"]}], shape=(2, 4, 3)),
+    Case("concat-axis-last-negative", [{"name": "t", "op": "transpose", "perm": [0, 2, 1]},
+                                       {"name": "cat", "op": "concat", "axis": -1, "inputs": ["t", "x"]}],
+         shape=(3, 4, 4)),
+    Case("softmax-axis-1", [{"op": "softmax", "axis": 1}], shape=(3, 5, 4), scale=3.0),
+    Case("softmax-axis-last", [{"op": "softmax", "axis": -1}], shape=(3, 5, 4), scale=3.0),
+    Case("softmax-rank-2-axis-0", [{"op": "softmax"}], shape=(4, 5), scale=3.0),
+
+    # ---------------------------------------------------------------- other ranks for the existing ops
+    Case("batchnorm-rank-2", [{"op": "batchnorm"}], shape=(4, 5)),
+    Case("batchnorm-rank-4", [{"op": "batchnorm", "eps": 1e-3}], shape=(3, 2, 3, 4)),
+    Case("unary-rank-2", [{"name": "a", "op": "sigmoid"}, {"name": "b", "op": "leaky_relu", "inputs": ["x"]}],
+         shape=(4, 5), outputs=["a", "b"]),
+    Case("dense-on-rank-2", [{"op": "dense", "units": 3}], shape=(4, 5)),
 
     # ---------------------------------------------------------------- DAGs and several outputs
     Case("dag-residual-block", [

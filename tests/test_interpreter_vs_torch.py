@@ -299,6 +299,50 @@ OTHER_OPS = [
     ("dropout", {"op": "dropout", "rate": 0.4}, (2, 3, 4), lambda x, w: F.dropout(x, 0.4, training=False)),
     ("global_avgpool", {"op": "global_avgpool"}, (3, 5, 4), lambda x, w: F.adaptive_avg_pool2d(x, 1)),
     ("global_maxpool", {"op": "global_maxpool"}, (3, 5, 4), lambda x, w: F.adaptive_max_pool2d(x, 1)),
+    # Inputs of other ranks (ONNX node tests use per-sample shapes such as 4×5 or 2×3×4×5).
+    ("relu-rank-2", {"op": "relu"}, (4, 5), lambda x, w: F.relu(x)),
+    ("sigmoid-rank-4", {"op": "sigmoid"}, (2, 3, 2, 4), lambda x, w: torch.sigmoid(x)),
+    ("softmax-rank-2", {"op": "softmax"}, (4, 5), lambda x, w: F.softmax(x, dim=1)),
+    ("batchnorm-rank-2", {"op": "batchnorm", "eps": 0.003}, (4, 5), _bn_torch),
+    ("batchnorm-rank-4", {"op": "batchnorm", "eps": 0.003}, (3, 2, 3, 4), _bn_torch),
+    ("dense-rank-2", {"op": "dense", "units": 3}, (4, 5),
+     lambda x, w: F.linear(torch.flatten(x, 1), t(w["fc.weight"]), t(w["fc.bias"]))),
+    # softmax along other axes: per-sample axis a is torch's dim a + 1.
+    ("softmax-axis-1", {"op": "softmax", "axis": 1}, (4, 3, 5), lambda x, w: F.softmax(x, dim=2)),
+    ("softmax-axis-2", {"op": "softmax", "axis": 2}, (4, 3, 5), lambda x, w: F.softmax(x, dim=3)),
+    ("softmax-axis-minus-1", {"op": "softmax", "axis": -1}, (4, 3, 5), lambda x, w: F.softmax(x, dim=-1)),
+    ("softmax-axis-minus-3", {"op": "softmax", "axis": -3}, (4, 3, 5), lambda x, w: F.softmax(x, dim=1)),
+    # prelu (torch.nn.PReLU: one slope, or one per channel = dim 1)
+    ("prelu-shared", {"op": "prelu"}, (3, 4, 5), lambda x, w: F.prelu(x, t(w["y.weight"]))),
+    ("prelu-per-channel", {"op": "prelu", "num_parameters": 3}, (3, 4, 5), lambda x, w: F.prelu(x, t(w["y.weight"]))),
+    ("prelu-flat", {"op": "prelu", "num_parameters": 6}, (6,), lambda x, w: F.prelu(x, t(w["y.weight"]))),
+    ("prelu-rank-2", {"op": "prelu", "num_parameters": 4}, (4, 5), lambda x, w: F.prelu(x, t(w["y.weight"]))),
+    # lrn: torch and ONNX agree for odd sizes (even sizes: test_lrn_even_size_vs_onnx_reference)
+    ("lrn-size-3", {"op": "lrn", "size": 3}, (5, 4, 3), lambda x, w: F.local_response_norm(x, 3)),
+    ("lrn-size-5-attrs", {"op": "lrn", "size": 5, "alpha": 0.3, "beta": 0.6, "bias": 1.5}, (7, 3, 2),
+     lambda x, w: F.local_response_norm(x, 5, alpha=0.3, beta=0.6, k=1.5)),
+    ("lrn-size-1", {"op": "lrn", "size": 1, "alpha": 0.5}, (3, 4, 2),
+     lambda x, w: F.local_response_norm(x, 1, alpha=0.5)),
+    ("lrn-wider-than-channels", {"op": "lrn", "size": 9, "alpha": 0.2}, (4, 5),
+     lambda x, w: F.local_response_norm(x, 9, alpha=0.2)),
+    ("lrn-rank-4", {"op": "lrn", "size": 3, "alpha": 0.1}, (5, 2, 3, 2),
+     lambda x, w: F.local_response_norm(x, 3, alpha=0.1)),
+    # transpose, reshape, identity, pad
+    ("transpose-hw", {"op": "transpose", "perm": [0, 2, 1]}, (3, 4, 5), lambda x, w: torch.permute(x, (0, 1, 3, 2))),
+    ("transpose-cycle", {"op": "transpose", "perm": [2, 0, 1]}, (3, 4, 5),
+     lambda x, w: torch.permute(x, (0, 3, 1, 2))),
+    ("transpose-rank-4", {"op": "transpose", "perm": [1, 0, 3, 2]}, (2, 3, 4, 5),
+     lambda x, w: torch.permute(x, (0, 2, 1, 4, 3))),
+    ("reshape", {"op": "reshape", "shape": [4, 15]}, (3, 4, 5), lambda x, w: torch.reshape(x, (-1, 4, 15))),
+    ("reshape-infer", {"op": "reshape", "shape": [2, -1, 3]}, (3, 4, 5),
+     lambda x, w: torch.reshape(x, (x.shape[0], 2, 10, 3))),
+    ("identity", {"op": "identity"}, (3, 4), lambda x, w: torch.nn.Identity()(x)),
+    # F.pad lists the last axis first: (left, right) of W, then of H, then of C.
+    ("pad-chw-value", {"op": "pad", "pads": [1, 2, 0, 0, 1, 3], "value": -0.5}, (2, 3, 4),
+     lambda x, w: F.pad(x, (0, 3, 2, 1, 1, 0), value=-0.5)),
+    ("pad-flat", {"op": "pad", "pads": [3, 1]}, (5,), lambda x, w: F.pad(x, (3, 1))),
+    ("pad-rank-2", {"op": "pad", "pads": [0, 2, 1, 0], "value": 7.0}, (3, 4),
+     lambda x, w: F.pad(x, (2, 0, 0, 1), value=7.0)),
 ]
 
 
@@ -326,6 +370,96 @@ def test_add_and_concat_vs_torch():
     out = compiler.interpret(graph, {"x": x}, all_layers=True, dtype=np.float64)
     close(out["sum"], a + t(x) + a)
     close(out["cat"], torch.cat([b, a + t(x) + a, t(x)], dim=1))
+
+
+def test_lrn_even_size_vs_onnx_reference():
+    """For even sizes convc follows the ONNX LRN spec (torch's window starts one channel earlier).
+
+    onnxruntime refuses even sizes, so the reference is onnx.reference's LRN. That one loops over
+    x.shape[0] where it means the channels, so the batch here equals the channel count (6).
+    """
+    pytest.importorskip("onnx")
+    from onnx import TensorProto, helper
+    from onnx.reference import ReferenceEvaluator
+    for size in (2, 4):
+        node = helper.make_node("LRN", ["x"], ["y"], size=size, alpha=0.0625, beta=0.75, bias=1.25)
+        model = helper.make_model(helper.make_graph(
+            [node], "lrn", [helper.make_tensor_value_info("x", TensorProto.DOUBLE, None)],
+            [helper.make_tensor_value_info("y", TensorProto.DOUBLE, None)]),
+            opset_imports=[helper.make_opsetid("", 13)])
+        layer = {"name": "y", "op": "lrn", "size": size, "alpha": 0.0625, "beta": 0.75, "bias": 1.25}
+        graph = load(model_dict([layer], shape=(6, 3, 4)))
+        x = 2.0 * np.random.default_rng(size).standard_normal((6, 6, 3, 4))  # float32 attributes: exact values
+        (want,) = ReferenceEvaluator(model).run(None, {"x": x})
+        close(run(graph, x, "y"), want)
+        # ... and it really differs from torch's window, so this test pins the window's side.
+        assert not np.allclose(want, F.local_response_norm(t(x), size, 0.0625, 0.75, 1.25).numpy())
+
+
+BROADCAST = model_dict([
+    {"name": "k3", "op": "constant", "shape": [3, 1, 1]},
+    {"name": "k1", "op": "constant", "shape": [1]},
+    {"name": "krow", "op": "constant", "shape": [5]},
+    {"name": "kbig", "op": "constant", "shape": [2, 3, 4, 1]},
+    {"name": "r", "op": "relu", "inputs": ["x"]},
+    {"name": "s", "op": "sigmoid", "inputs": ["x"]},
+    {"name": "sum", "op": "add", "inputs": ["x", "k3", "krow", "r"]},
+    {"name": "diff", "op": "sub", "inputs": ["k1", "x", "r"]},
+    {"name": "prod", "op": "mul", "inputs": ["x", "krow", "k3"]},
+    {"name": "quot", "op": "div", "inputs": ["x", "s"]},
+    {"name": "hi", "op": "max", "inputs": ["x", "k3", "k1"]},
+    {"name": "lo", "op": "min", "inputs": ["x", "kbig"]},
+    {"name": "power", "op": "pow", "inputs": ["s", "krow"]},
+    {"name": "cat1", "op": "concat", "axis": 1, "inputs": ["x", "r", "x"]},
+    {"name": "cat2", "op": "concat", "axis": -1, "inputs": ["r", "x"]},
+    {"name": "catk", "op": "concat", "inputs": ["k3", "k3"]},
+], shape=(3, 4, 5), name="broadcast")
+
+
+def test_broadcasting_arithmetic_and_concat_vs_torch():
+    """Per-sample NumPy broadcasting == torch broadcasting once the batch axis is put in front of each operand."""
+    graph = load(BROADCAST)
+    x = 2.0 * np.random.default_rng(8).standard_normal((2, 3, 4, 5))
+    w = {k[:-len(".value")]: t(v)[None] for k, v in graph.weights.items()}  # constants: a batch of one
+    xt = t(x)
+    r, s = F.relu(xt), torch.sigmoid(xt)
+    k3, k1, krow, kbig = w["k3"], w["k1"], w["krow"], w["kbig"]
+    xt4 = xt.unsqueeze(1)  # rank 4 per sample, for kbig
+    want = {
+        "sum": xt + k3.view(1, 3, 1, 1) + krow.view(1, 1, 1, 5) + r,
+        "diff": k1.view(1, 1, 1, 1) - xt - r,
+        "prod": xt * krow.view(1, 1, 1, 5) * k3.view(1, 3, 1, 1),
+        "quot": torch.div(xt, s),
+        "hi": torch.maximum(torch.maximum(xt, k3.view(1, 3, 1, 1)), k1.view(1, 1, 1, 1)),
+        "lo": torch.minimum(xt4, kbig),
+        "power": torch.pow(s, krow.view(1, 1, 1, 5)),
+        "cat1": torch.cat([xt, r, xt], dim=2),
+        "cat2": torch.cat([r, xt], dim=-1),
+        "catk": torch.cat([k3, k3], dim=1).expand(2, 6, 1, 1),
+    }
+    got = compiler.interpret(graph, {"x": x}, all_layers=True, dtype=np.float64)
+    assert graph.shape("lo") == (2, 3, 4, 5)
+    for name, value in want.items():
+        close(got[name], value)
+    close(got["k3"], k3.expand(2, 3, 1, 1))
+
+
+def test_squeeze_excitation_gate_vs_torch():
+    """Broadcasting between two activations: x · sigmoid(global mean of x), C×H×W times C×1×1."""
+    graph = load(model_dict([{"name": "gap", "op": "global_avgpool"}, {"name": "gate", "op": "sigmoid"},
+                             {"name": "se", "op": "mul", "inputs": ["x", "gate"]}], shape=(4, 5, 6)))
+    x = np.random.default_rng(10).standard_normal((3, 4, 5, 6))
+    close(run(graph, x, "se"), t(x) * torch.sigmoid(F.adaptive_avg_pool2d(t(x), 1)))
+
+
+def test_channel_shuffle_vs_torch():
+    """ShuffleNet's channel shuffle as reshape -> transpose [1, 0, 2, 3] -> reshape, vs torch.nn.ChannelShuffle."""
+    graph = load(model_dict([
+        {"name": "split", "op": "reshape", "shape": [3, 4, 5, 2]},
+        {"name": "swap", "op": "transpose", "perm": [1, 0, 2, 3]},
+        {"name": "shuffled", "op": "reshape", "shape": [12, 5, 2]}], shape=(12, 5, 2)))
+    x = np.random.default_rng(9).standard_normal((2, 12, 5, 2))
+    close(run(graph, x, "shuffled"), torch.nn.ChannelShuffle(3)(t(x)))
 
 
 # ---------------------------------------------------------------- whole networks
@@ -441,7 +575,8 @@ def test_small_residual_net_vs_torch():
         close(got[name], w)
 
 
-CORE_MODULES = {"activations", "batchnorm", "dense", "globalpool", "merge", "reshape", "softmax", "spatial"}
+CORE_MODULES = {"activations", "batchnorm", "dense", "globalpool", "merge", "reshape", "softmax", "spatial",
+                "constant", "layout", "lrn"}
 
 
 def test_every_core_op_is_checked_against_torch():
@@ -450,5 +585,5 @@ def test_every_core_op_is_checked_against_torch():
             if type(op).__module__.rsplit(".", 1)[-1] in CORE_MODULES and name != "input"}
     assert {"conv2d", "maxpool2d", "add", "softmax"} <= core
     checked = {c["layer"]["op"] for c in CONV_CONFIGS + POOL_CONFIGS} | {o[1]["op"] for o in OTHER_OPS}
-    checked |= {layer["op"] for desc in (ADD_CONCAT, LENET, RESNET) for layer in desc["layers"]}
+    checked |= {layer["op"] for desc in (ADD_CONCAT, BROADCAST, LENET, RESNET) for layer in desc["layers"]}
     assert core <= checked, f"core ops never compared with torch: {sorted(core - checked)}"

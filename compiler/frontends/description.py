@@ -154,7 +154,7 @@ def _parse_layer(raw: Any, index: int, previous: str, source: str, taken: set[st
     if name in taken:
         raise ModelError(f"{at}: duplicate layer name {name!r}")
     where = f"{source}: layer '{name}' ({op})"
-    inputs = raw.get("inputs", [previous])
+    inputs = raw.get("inputs", [previous] if REGISTRY[op].arity != 0 else [])
     if isinstance(inputs, str):
         inputs = [inputs]
     if not isinstance(inputs, list) or not all(isinstance(i, str) for i in inputs):

@@ -18,6 +18,7 @@ def get_op(name: str) -> Op:
 
 
 # Importing the modules fills the registry.
-from . import activations, batchnorm, dense, globalpool, inputs, merge, reshape, softmax, spatial  # noqa: E402,F401
+from . import (activations, batchnorm, constant, dense, globalpool, inputs, layout, lrn, merge,  # noqa: E402,F401
+               reshape, softmax, spatial)
 
 __all__ = ["REGISTRY", "register", "get_op", "Op"]

@@ -1,4 +1,5 @@
-"""Pointwise activations: one NumPy reference and one C expression of `v` each, sharing ops/unary.c.j2."""
+"""Pointwise activations: one NumPy reference and one C expression of `v` each, sharing ops/unary.c.j2;
+and prelu, whose learned slope per channel needs its own kernel."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -7,7 +8,7 @@ import numpy as np
 
 from ..errors import ModelError
 from . import register
-from .base import Op, attr, c_float, parse_float, parse_optional_float
+from .base import Op, attr, c_float, fmt_shape, int_at_least, parse_float, parse_optional_float
 
 
 class _Pointwise(Op):
@@ -121,3 +122,42 @@ class Tanh(_Pointwise):
         return "tanhf(v)"
 
 
+@dataclass(frozen=True)
+class PReluAttrs:
+    num_parameters: int = attr(int_at_least(1), 1, doc="1 (one slope for all channels) or C (one per channel), "
+                                                       "as torch.nn.PReLU")
+
+
+@register
+class PRelu(Op):
+    name = "prelu"
+    Attrs = PReluAttrs
+    template = "ops/prelu.c.j2"
+    doc = ("parametric ReLU: x if x ≥ 0 else weight[c]·x, with c the index on per-sample axis 0 (channels); "
+           "weight [num_parameters]")
+
+    def infer_shape(self, layer, in_shapes):
+        n, c = layer.attrs.num_parameters, in_shapes[0][0]
+        if n not in (1, c):
+            raise ModelError(f"{layer.where}: attribute 'num_parameters' = {n} must be 1 or the number of "
+                             f"channels ({c}) of the input {fmt_shape(in_shapes[0])}")
+        return in_shapes[0]
+
+    def weight_shapes(self, layer, in_shapes):
+        return {"weight": (layer.attrs.num_parameters,)}
+
+    def init_weights(self, layer, in_shapes, rng):
+        return {"weight": rng.uniform(0.05, 0.5, layer.attrs.num_parameters)}  # torch's default is 0.25
+
+    def macs(self, layer, in_shapes, out_shape):
+        return int(np.prod(out_shape))
+
+    def reference(self, layer, inputs, weights):
+        x = inputs[0]
+        slope = weights["weight"].astype(np.float64).reshape((1, -1) + (1,) * (x.ndim - 2))
+        return np.where(x >= 0, x, slope * x)
+
+    def kernel_args(self, layer, in_shapes, out_shape):
+        per_channel = layer.attrs.num_parameters > 1
+        return {"C": out_shape[0], "inner": int(np.prod(out_shape[1:], dtype=np.int64)),
+                "slope": "weight[c]" if per_channel else "weight[0]"}

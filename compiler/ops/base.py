@@ -97,6 +97,30 @@ def parse_optional_float(v: Any, where: str) -> float | None:
     return None if v is None else parse_float(v, where)
 
 
+def parse_int(v: Any, where: str) -> int:
+    if not _is_int(v):
+        raise ModelError(f"{where} must be an integer, got {v!r}")
+    return int(v)
+
+
+def int_list(lo: int, min_len: int = 1) -> Callable[[Any, str], tuple[int, ...]]:
+    """A list of at least `min_len` integers, each >= lo."""
+    def parse(v: Any, where: str) -> tuple[int, ...]:
+        if not isinstance(v, (list, tuple)) or len(v) < min_len or not all(_is_int(d) and d >= lo for d in v):
+            raise ModelError(f"{where} must be a list of at least {min_len} integer(s) >= {lo}, got {v!r}")
+        return tuple(int(d) for d in v)
+    return parse
+
+
+def resolve_axis(layer, field: str, axis: int, shape: Shape) -> int:
+    """A per-sample axis (negative counts from the end) as 0..rank-1, or a ShapeError naming the attribute."""
+    rank = len(shape)
+    if not -rank <= axis < rank:
+        raise ShapeError(f"{layer.where}: attribute '{field}' = {axis} is out of range for a rank-{rank} input "
+                         f"({fmt_shape(shape)}); per-sample axes are 0..{rank - 1} (or -{rank}..-1)")
+    return axis % rank
+
+
 def attr(parse: Callable[[Any, str], Any], default: Any = dataclasses.MISSING, doc: str = "") -> Any:
     """A dataclass field that knows how to parse itself from a model file."""
     return field(default=default, metadata={"parse": parse, "doc": doc})
@@ -154,6 +178,9 @@ class Op:
     doc: ClassVar[str] = ""
     # An op whose output is its input's memory unchanged (flatten, dropout): no kernel, no buffer.
     is_view: ClassVar[bool] = False
+    # An op whose output is one of its own weight tensors (constant): no kernel, no buffer; readers point into
+    # the weights, and the tensor is the same for every sample.
+    is_constant: ClassVar[bool] = False
 
     # -- shapes and costs
     def infer_shape(self, layer, in_shapes: list[Shape]) -> Shape:

@@ -42,7 +42,7 @@ class Dense(Op):
         return int(np.prod(in_shapes[0])) * layer.attrs.units
 
     def window(self, layer, in_shapes):
-        return "global" if len(in_shapes[0]) == 3 else None
+        return "global" if len(in_shapes[0]) > 1 else None
 
     def formula(self, layer, in_shapes, out_shape):
         return f"{int(np.prod(in_shapes[0]))} -> {layer.attrs.units}"

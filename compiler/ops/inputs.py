@@ -7,15 +7,15 @@ from .base import Op, Shape, attr
 
 def _parse_shape(v, where):
     from ..errors import ModelError
-    if not isinstance(v, (list, tuple)) or not v or len(v) not in (1, 3) or not all(
+    if not isinstance(v, (list, tuple)) or not v or not all(
             isinstance(d, int) and not isinstance(d, bool) and d >= 1 for d in v):
-        raise ModelError(f"{where} must be [C, H, W] or [F] with positive integers, got {v!r}")
+        raise ModelError(f"{where} must be [C, H, W], [F] or another non-empty list of positive integers, got {v!r}")
     return tuple(int(d) for d in v)
 
 
 @dataclass(frozen=True)
 class InputAttrs:
-    shape: tuple[int, ...] = attr(_parse_shape, doc="per-sample shape, [C, H, W] or [F]")
+    shape: tuple[int, ...] = attr(_parse_shape, doc="per-sample shape, [C, H, W] or [F] (any rank ≥ 1)")
 
 
 @register

@@ -1,0 +1,195 @@
+"""Bad uses of the tensor ops (broadcasting, transpose, reshape, pad, concat/softmax axes, prelu, lrn, constant)
+get a ModelError/ShapeError that names the layer, the attribute and, for shapes, the numbers."""
+import numpy as np
+import pytest
+
+import compiler
+from compiler import ModelError, ShapeError
+from conftest import model_dict
+
+
+def error(desc, kind=ModelError) -> str:
+    with pytest.raises(kind) as e:
+        compiler.load(desc)
+    return str(e.value)
+
+
+# ---------------------------------------------------------------- broadcasting
+@pytest.mark.parametrize("op", ["add", "sub", "mul", "div", "max", "min", "pow"])
+def test_broadcast_mismatch_names_the_layer_both_inputs_and_shapes(op):
+    msg = error(model_dict([{"name": "k", "op": "constant", "shape": [4, 1, 1]},
+                            {"name": "bad", "op": op, "inputs": ["x", "k"]}]), ShapeError)
+    assert f"layer 'bad' ({op})" in msg
+    assert "'x' (3×8×8)" in msg and "'k' (4×1×1)" in msg and "3 and 4" in msg and "axis -3" in msg
+
+
+def test_broadcast_mismatch_in_a_later_input_names_the_two_that_clash():
+    msg = error(model_dict([{"name": "k", "op": "constant", "shape": [1, 8, 1]},
+                            {"name": "j", "op": "constant", "shape": [5]},
+                            {"name": "s", "op": "add", "inputs": ["x", "k", "j"]}]), ShapeError)
+    assert "'x' (3×8×8)" in msg and "'j' (5)" in msg and "8 and 5" in msg and "'k'" not in msg
+
+
+def test_broadcast_lower_rank_aligns_at_the_right():
+    # (8,) fits 3×8×8 on the last axis; (3,) does not, although it matches the channel count.
+    compiler.load(model_dict([{"name": "k", "op": "constant", "shape": [8]}, {"op": "add", "inputs": ["x", "k"]}]))
+    msg = error(model_dict([{"name": "k", "op": "constant", "shape": [3]}, {"op": "mul", "inputs": ["x", "k"]}]),
+                ShapeError)
+    assert "8 and 3" in msg
+
+
+@pytest.mark.parametrize("op,n", [("div", 3), ("pow", 1), ("add", 1), ("max", 1)])
+def test_input_counts(op, n):
+    msg = error(model_dict([{"name": "r", "op": "relu"}, {"name": "b", "op": op, "inputs": ["r"] * n}]))
+    assert "layer 'b'" in msg and ("takes 2 input(s)" in msg or "two or more" in msg)
+
+
+# ---------------------------------------------------------------- transpose
+@pytest.mark.parametrize("perm", [[0, 1], [0, 1, 1], [0, 1, 3], [2, 1, 0, 3], [-1, 0, 1]])
+def test_transpose_perm_must_be_a_permutation_of_the_axes(perm):
+    msg = error(model_dict([{"name": "t", "op": "transpose", "perm": perm}]), ShapeError)
+    assert "layer 't' (transpose)" in msg and "'perm'" in msg and str(perm) in msg and "3×8×8" in msg
+
+
+@pytest.mark.parametrize("perm", [[], "0,2,1", [0, 1.5, 2], [True, 0, 1]])
+def test_transpose_perm_must_be_a_list_of_ints(perm):
+    msg = error(model_dict([{"name": "t", "op": "transpose", "perm": perm}]))
+    assert "layer 't' (transpose)" in msg and "'perm'" in msg
+
+
+def test_transpose_needs_perm():
+    assert "missing required attribute 'perm'" in error(model_dict([{"name": "t", "op": "transpose"}]))
+
+
+# ---------------------------------------------------------------- reshape
+def test_reshape_count_mismatch_shows_both_shapes_and_counts():
+    msg = error(model_dict([{"name": "r", "op": "reshape", "shape": [3, 60]}]), ShapeError)
+    assert "layer 'r' (reshape)" in msg and "'shape'" in msg
+    assert "3×8×8" in msg and "192" in msg and "3×60" in msg and "180" in msg
+
+
+def test_reshape_inferred_axis_must_divide():
+    msg = error(model_dict([{"name": "r", "op": "reshape", "shape": [5, -1]}]), ShapeError)
+    assert "192" in msg and "not a multiple of 5" in msg
+
+
+@pytest.mark.parametrize("shape,needle", [([-1, -1], "at most one -1"), ([0, 192], "integers >= 1"),
+                                          ([], "non-empty"), ([3, -2, 8], "integers >= 1"), (192, "list")])
+def test_reshape_shape_attribute(shape, needle):
+    msg = error(model_dict([{"name": "r", "op": "reshape", "shape": shape}]))
+    assert "layer 'r' (reshape)" in msg and "'shape'" in msg and needle in msg
+
+
+# ---------------------------------------------------------------- pad
+def test_negative_pads_are_an_error_naming_the_attribute():
+    msg = error(model_dict([{"name": "p", "op": "pad", "pads": [0, -1, 0, 0, 1, 0]}]))
+    assert "layer 'p' (pad)" in msg and "'pads'" in msg and ">= 0" in msg and "cropping" in msg
+
+
+@pytest.mark.parametrize("pads,needle", [([0, 1, 0, 0], "2·3 = 6"), ([1, 1, 1], "even length"),
+                                         ([], "list of integers"), ([0, 1.0, 0, 0, 1, 0], "list of integers")])
+def test_pads_length_and_type(pads, needle):
+    msg = error(model_dict([{"name": "p", "op": "pad", "pads": pads}]))
+    assert "layer 'p' (pad)" in msg and "'pads'" in msg and needle in msg
+
+
+def test_pad_value_must_be_finite():
+    msg = error(model_dict([{"name": "p", "op": "pad", "pads": [0] * 6, "value": float("nan")}]))
+    assert "'value'" in msg and "finite" in msg
+
+
+def test_pad_has_no_mode_attribute():
+    msg = error(model_dict([{"name": "p", "op": "pad", "pads": [0] * 6, "mode": "reflect"}]))
+    assert "'mode'" in msg and "pads" in msg and "value" in msg
+
+
+# ---------------------------------------------------------------- concat and softmax axes
+@pytest.mark.parametrize("op,axis", [("concat", 3), ("concat", -4), ("softmax", 3), ("softmax", -4)])
+def test_axis_out_of_range(op, axis):
+    inputs = {"inputs": ["x", "x"]} if op == "concat" else {}
+    msg = error(model_dict([{"name": "a", "op": op, "axis": axis, **inputs}]), ShapeError)
+    assert f"layer 'a' ({op})" in msg and f"'axis' = {axis}" in msg and "rank-3" in msg and "0..2" in msg
+
+
+def test_concat_other_axes_must_match():
+    msg = error(model_dict([{"name": "t", "op": "transpose", "perm": [1, 0, 2]},
+                            {"name": "cat", "op": "concat", "axis": 2, "inputs": ["x", "t"]}], shape=(3, 4, 5)),
+                ShapeError)
+    assert "layer 'cat' (concat)" in msg and "axis 2" in msg and "3×4×5" in msg and "4×3×5" in msg
+
+
+def test_concat_ranks_must_match():
+    msg = error(model_dict([{"name": "f", "op": "flatten"},
+                            {"name": "cat", "op": "concat", "inputs": ["x", "f"]}], shape=(2, 3, 4)), ShapeError)
+    assert "'x' is 2×3×4" in msg and "'f' is 24" in msg
+
+
+def test_axis_must_be_an_integer():
+    assert "'axis' must be an integer" in error(model_dict([{"op": "softmax", "axis": 1.0}]))
+
+
+# ---------------------------------------------------------------- prelu, lrn
+def test_prelu_num_parameters_is_one_or_the_channels():
+    msg = error(model_dict([{"name": "p", "op": "prelu", "num_parameters": 4}]))
+    assert "layer 'p' (prelu)" in msg and "'num_parameters' = 4" in msg and "channels (3)" in msg
+
+
+def test_prelu_weight_shape_is_checked(tmp_path):
+    np.savez(tmp_path / "w.npz", **{"p.weight": np.ones(2, np.float32)})
+    (tmp_path / "m.yaml").write_text("input: {name: x, shape: [3, 4, 4]}\nweights: w.npz\n"
+                                     "layers: [{name: p, op: prelu, num_parameters: 3}]\n")
+    msg = error(tmp_path / "m.yaml")
+    assert "'p.weight' has shape [2], expected [3]" in msg
+
+
+@pytest.mark.parametrize("attrs,needle", [({"size": 0}, "'size' must be an integer >= 1"),
+                                          ({"size": 3, "bias": 0.0}, "'bias' must be > 0"),
+                                          ({"size": 3, "beta": "x"}, "'beta' must be a finite number"),
+                                          ({}, "missing required attribute 'size'")])
+def test_lrn_attributes(attrs, needle):
+    msg = error(model_dict([{"name": "n", "op": "lrn", **attrs}]))
+    assert "layer 'n' (lrn)" in msg and needle in msg
+
+
+# ---------------------------------------------------------------- constant
+@pytest.mark.parametrize("shape,needle", [(None, "missing required attribute 'shape'"),
+                                          ([3, 0], "integer(s) >= 1"), ([], "at least 1"), (3, "list")])
+def test_constant_shape_attribute(shape, needle):
+    layer = {"name": "k", "op": "constant"} if shape is None else {"name": "k", "op": "constant", "shape": shape}
+    msg = error(model_dict([layer, {"op": "add", "inputs": ["x", "k"]}]))
+    assert "layer 'k' (constant)" in msg and needle in msg
+
+
+def test_constant_takes_no_inputs():
+    msg = error(model_dict([{"name": "k", "op": "constant", "shape": [1], "inputs": ["x"]}]))
+    assert "layer 'k' (constant)" in msg and "takes 0 input(s)" in msg
+
+
+def test_constant_value_must_have_the_declared_shape(tmp_path):
+    np.savez(tmp_path / "w.npz", **{"k.value": np.ones((3, 1), np.float32)})
+    (tmp_path / "m.yaml").write_text("input: {name: x, shape: [3, 4, 4]}\nweights: w.npz\n"
+                                     "layers: [{name: k, op: constant, shape: [3, 1, 1]}, "
+                                     "{op: add, inputs: [x, k]}]\n")
+    msg = error(tmp_path / "m.yaml")
+    assert "layer 'k' (constant)" in msg and "'k.value' has shape [3, 1], expected [3, 1, 1]" in msg
+
+
+def test_constant_value_must_be_finite(tmp_path):
+    np.savez(tmp_path / "w.npz", **{"k.value": np.array([np.inf], np.float32)})
+    (tmp_path / "m.yaml").write_text("input: {name: x, shape: [2]}\nweights: w.npz\n"
+                                     "layers: [{name: k, op: constant, shape: [1]}, {op: add, inputs: [x, k]}]\n")
+    assert "'k.value' contains NaN or infinity" in error(tmp_path / "m.yaml")
+
+
+# ---------------------------------------------------------------- inputs of any rank
+def test_input_shape_may_have_any_rank_but_not_be_empty():
+    assert compiler.load(model_dict([{"op": "relu"}], shape=(4, 5))).shape("relu_1") == (4, 5)
+    assert compiler.load(model_dict([{"op": "relu"}], shape=(2, 3, 4, 5))).shape("relu_1") == (2, 3, 4, 5)
+    for shape in ([], [3, 0], [2.5]):
+        msg = error({"input": {"name": "x", "shape": shape}, "layers": [{"op": "relu"}]})
+        assert "positive integers" in msg
+
+
+def test_spatial_ops_still_need_chw():
+    msg = error(model_dict([{"name": "c", "op": "conv2d", "filters": 2, "kernel": 1}], shape=(4, 5)), ShapeError)
+    assert "layer 'c' (conv2d)" in msg and "C×H×W" in msg and "4×5" in msg

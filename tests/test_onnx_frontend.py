@@ -1,0 +1,527 @@
+"""The ONNX front end: each op mapping against onnxruntime on small models built with onnx.helper,
+opset variants where attributes became inputs, constant folding, and the errors for bad files and models."""
+import os
+import subprocess
+import sys
+import warnings
+
+import numpy as np
+import pytest
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+
+import compiler  # noqa: E402
+from compiler.errors import ConvcWarning, ModelError  # noqa: E402
+from conftest import ROOT  # noqa: E402
+
+LATEST = onnx.defs.onnx_opset_version()
+RTOL, ATOL = 1e-4, 1e-5
+
+
+def make_model(nodes, in_shape, initializers=(), opset=LATEST, outputs=("y",), input_name="x",
+               batch="N") -> onnx.ModelProto:
+    """A model with one float input [batch, *in_shape]; `initializers` maps names to arrays."""
+    inits = [numpy_helper.from_array(np.asarray(v), name) for name, v in dict(initializers).items()]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info(input_name, TensorProto.FLOAT, [batch, *in_shape])],
+        [helper.make_tensor_value_info(o, TensorProto.FLOAT, None) for o in outputs], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = min(model.ir_version, 10)  # what onnxruntime reads
+    return model
+
+
+def save(model, tmp_path, name="model.onnx"):
+    path = tmp_path / name
+    onnx.save(model, str(path))
+    return path
+
+
+def run_onnxruntime(model, x, one_sample_at_a_time=False):
+    """onnxruntime's outputs for batch x (a model or a path). one_sample_at_a_time: for models whose
+    batch size is fixed at 1, run each sample on its own and stack the results."""
+    source = str(model) if not isinstance(model, onnx.ModelProto) else model.SerializeToString()
+    sess = ort.InferenceSession(source, providers=["CPUExecutionProvider"])
+    name = sess.get_inputs()[0].name
+    if one_sample_at_a_time:
+        outs = [sess.run(None, {name: x[i:i + 1]}) for i in range(len(x))]
+        return [np.concatenate(parts) for parts in zip(*outs)]
+    return sess.run(None, {name: x})
+
+
+def check(model, tmp_path, batches=(1, 3), seed=0, one_sample_at_a_time=False):
+    """Compile the model with convc and compare every output with onnxruntime on random batches."""
+    path = save(model, tmp_path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvcWarning)
+        graph = compiler.load(path)
+        lib = compiler.compile(graph)
+    shape = graph.shape(graph.inputs[0])
+    for n in batches:
+        x = np.random.default_rng(seed + n).standard_normal((n, *shape)).astype(np.float32)
+        got = lib.run({graph.inputs[0]: x})
+        refs = run_onnxruntime(model, x, one_sample_at_a_time)
+        assert len(refs) == len(graph.outputs)
+        for name, ref in zip(graph.outputs, refs):
+            np.testing.assert_allclose(got[name], ref, rtol=RTOL, atol=ATOL, err_msg=f"output {name}, N={n}")
+    return graph
+
+
+def rand(*shape, seed=1, scale=1.0):
+    return (np.random.default_rng(seed).standard_normal(shape) * scale).astype(np.float32)
+
+
+# ---------------------------------------------------------------- Conv
+@pytest.mark.parametrize("attrs", [
+    {},
+    {"pads": [1, 2, 0, 1], "strides": [2, 1]},
+    {"dilations": [2, 2], "pads": [2, 2, 2, 2]},
+    {"group": 2, "pads": [1, 1, 1, 1]},
+    {"auto_pad": "SAME_UPPER", "strides": [2, 2]},
+    {"auto_pad": "SAME_LOWER", "strides": [2, 2]},
+    {"auto_pad": "VALID", "strides": [2, 2]},
+], ids=["default", "asym_pads_strides", "dilations", "group", "same_upper", "same_lower", "valid"])
+def test_conv(tmp_path, attrs):
+    w = rand(6, 4 // attrs.get("group", 1), 3, 3)
+    node = helper.make_node("Conv", ["x", "w", "b"], ["y"], kernel_shape=[3, 3], **attrs)
+    check(make_model([node], [4, 9, 10], {"w": w, "b": rand(6, seed=2)}), tmp_path)
+
+
+def test_conv_depthwise_without_bias(tmp_path):
+    node = helper.make_node("Conv", ["x", "w"], ["y"], group=4, pads=[1, 1, 1, 1])
+    check(make_model([node], [4, 7, 7], {"w": rand(4, 1, 3, 3)}), tmp_path)
+
+
+# ---------------------------------------------------------------- pools
+@pytest.mark.parametrize("op,attrs", [
+    ("MaxPool", {"kernel_shape": [3, 3], "strides": [2, 2]}),
+    ("MaxPool", {"kernel_shape": [3, 3], "strides": [2, 2], "ceil_mode": 1}),
+    ("MaxPool", {"kernel_shape": [2, 2], "pads": [1, 0, 0, 1], "dilations": [2, 2]}),
+    ("MaxPool", {"kernel_shape": [3, 3], "strides": [2, 2], "auto_pad": "SAME_UPPER"}),
+    ("AveragePool", {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1], "count_include_pad": 1}),
+    ("AveragePool", {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1], "count_include_pad": 0}),
+    ("AveragePool", {"kernel_shape": [3, 3], "strides": [2, 2], "ceil_mode": 1}),
+    ("AveragePool", {"kernel_shape": [3, 2], "strides": [2, 2], "auto_pad": "SAME_LOWER"}),
+])
+def test_pool(tmp_path, op, attrs):
+    check(make_model([helper.make_node(op, ["x"], ["y"], **attrs)], [3, 8, 9]), tmp_path)
+
+
+@pytest.mark.parametrize("op", ["GlobalAveragePool", "GlobalMaxPool"])
+def test_global_pool(tmp_path, op):
+    check(make_model([helper.make_node(op, ["x"], ["y"])], [5, 4, 3]), tmp_path)
+
+
+# ---------------------------------------------------------------- Gemm, MatMul
+@pytest.mark.parametrize("attrs,c", [
+    ({}, rand(5, seed=3)),
+    ({"transB": 1, "alpha": 0.5, "beta": 2.0}, rand(1, 5, seed=3)),
+    ({"beta": 0.5}, np.float32(1.5)),
+    ({}, None),
+])
+def test_gemm(tmp_path, attrs, c):
+    b = rand(5, 7) if attrs.get("transB") else rand(7, 5)
+    inits = {"b": b} if c is None else {"b": b, "c": c}
+    node = helper.make_node("Gemm", ["x", "b"] + ([] if c is None else ["c"]), ["y"], **attrs)
+    check(make_model([node], [7], inits), tmp_path)
+
+
+def test_matmul_with_constant_then_add(tmp_path):
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["h"]), helper.make_node("Add", ["h", "b"], ["y"])]
+    check(make_model(nodes, [6], {"w": rand(6, 4), "b": rand(4, seed=2)}), tmp_path)
+
+
+# ---------------------------------------------------------------- normalization and activations
+@pytest.mark.parametrize("opset", [7, 9, LATEST])
+def test_batchnorm(tmp_path, opset):
+    c = 4
+    inits = {"s": rand(c, seed=2), "b": rand(c, seed=3), "m": rand(c, seed=4),
+             "v": np.abs(rand(c, seed=5)) + 0.5}
+    node = helper.make_node("BatchNormalization", ["x", "s", "b", "m", "v"], ["y"], epsilon=1e-3)
+    check(make_model([node], [c, 5, 5], inits, opset=opset), tmp_path)
+
+
+@pytest.mark.parametrize("op,attrs", [
+    ("Relu", {}), ("Sigmoid", {}), ("Tanh", {}), ("LeakyRelu", {"alpha": 0.2}), ("LeakyRelu", {}),
+])
+def test_pointwise(tmp_path, op, attrs):
+    check(make_model([helper.make_node(op, ["x"], ["y"], **attrs)], [3, 4, 4]), tmp_path)
+
+
+@pytest.mark.parametrize("slope_shape", [(1,), (3, 1, 1), (3, 4, 4)], ids=["shared", "per_channel", "general"])
+def test_prelu(tmp_path, slope_shape):
+    node = helper.make_node("PRelu", ["x", "s"], ["y"])
+    check(make_model([node], [3, 4, 4], {"s": rand(*slope_shape, seed=2)}), tmp_path)
+
+
+@pytest.mark.parametrize("opset,lo,hi", [(7, -0.5, 0.7), (7, None, 1.0), (LATEST, -0.5, 0.7), (LATEST, 0.0, None),
+                                         (LATEST, 0.0, 6.0)])
+def test_clip(tmp_path, opset, lo, hi):
+    if opset < 11:
+        attrs = {k: v for k, v in (("min", lo), ("max", hi)) if v is not None}
+        nodes, inits = [helper.make_node("Clip", ["x"], ["y"], **attrs)], {}
+    else:
+        inits = {k: np.float32(v) for k, v in (("lo", lo), ("hi", hi)) if v is not None}
+        nodes = [helper.make_node("Clip", ["x", "lo" if lo is not None else "", "hi" if hi is not None else ""],
+                                  ["y"])]
+    check(make_model(nodes, [3, 4, 4], inits, opset=opset), tmp_path)
+
+
+@pytest.mark.parametrize("opset,axis,shape", [
+    (11, 1, [3, 4, 5]),   # before opset 13: over the flattening of axes 1..end
+    (11, 2, [3, 4, 5]),
+    (11, -1, [10]),
+    (13, 1, [3, 4, 5]),   # opset 13+: one axis
+    (LATEST, -1, [3, 4, 5]),
+    (LATEST, 1, [10]),
+])
+def test_softmax(tmp_path, opset, axis, shape):
+    check(make_model([helper.make_node("Softmax", ["x"], ["y"], axis=axis)], shape, opset=opset), tmp_path)
+
+
+def test_lrn(tmp_path):
+    nodes = [helper.make_node("LRN", ["x"], ["h"], size=3, alpha=1e-2, beta=0.75, bias=2.0),
+             helper.make_node("LRN", ["h"], ["y"], size=5)]
+    check(make_model(nodes, [6, 3, 3]), tmp_path)
+
+
+def test_lrn_even_size_follows_the_onnx_definition(tmp_path):
+    # onnxruntime rejects even sizes (and onnx's reference evaluator loops over the batch instead of the
+    # channels), so the oracle is the operator spec's formula: channels [c − ⌊(size−1)/2⌋, c + ⌈(size−1)/2⌉].
+    size, alpha, beta, bias = 4, 0.1, 0.75, 1.0
+    model = make_model([helper.make_node("LRN", ["x"], ["y"], size=size, alpha=alpha)], [6, 2, 3])
+    lib = compiler.compile(save(model, tmp_path))
+    x = rand(2, 6, 2, 3, seed=3)
+    ref = np.empty_like(x, dtype=np.float64)
+    for c in range(6):
+        lo, hi = max(0, c - (size - 1) // 2), min(5, c + -(-(size - 1) // 2))
+        square_sum = (x[:, lo:hi + 1].astype(np.float64) ** 2).sum(axis=1)
+        ref[:, c] = x[:, c] / (bias + alpha / size * square_sum) ** beta
+    np.testing.assert_allclose(lib(x), ref, rtol=RTOL, atol=ATOL)
+
+
+# ---------------------------------------------------------------- shapes and layout
+def test_flatten_reshape_transpose(tmp_path):
+    nodes = [helper.make_node("Transpose", ["x"], ["t"], perm=[0, 2, 3, 1]),
+             helper.make_node("Reshape", ["t", "shape"], ["r"]),
+             helper.make_node("Flatten", ["r"], ["y"])]
+    check(make_model(nodes, [2, 3, 4], {"shape": np.array([0, 4, -1], np.int64)}), tmp_path)
+
+
+def test_reshape_with_the_exported_batch_size(tmp_path):
+    # Exporters often bake the batch size they traced with into Reshape; it still means "the batch".
+    nodes = [helper.make_node("Reshape", ["x", "shape"], ["y"])]
+    check(make_model(nodes, [2, 3, 4], {"shape": np.array([1, -1], np.int64)}, batch=1), tmp_path,
+          one_sample_at_a_time=True)
+
+
+def test_reshape_across_the_batch_is_an_error(tmp_path):
+    nodes = [helper.make_node("Reshape", ["x", "shape"], ["y"])]
+    path = save(make_model(nodes, [2, 3], {"shape": np.array([-1], np.int64)}), tmp_path)
+    with pytest.raises(ModelError, match=r"node 'y' \(Reshape\).*batch"):
+        compiler.load(path)
+
+
+# ---------------------------------------------------------------- element-wise and merging
+@pytest.mark.parametrize("op", ["Add", "Sub", "Mul", "Div"])
+@pytest.mark.parametrize("const_shape", [(3, 1, 1), (), (1, 3, 1, 1), (4,)], ids=["chan", "scalar", "4d", "row"])
+def test_binary_with_constant(tmp_path, op, const_shape):
+    c = rand(*const_shape, seed=2) if const_shape else np.float32(1.7)
+    if op == "Div":
+        c = np.abs(c) + 0.5
+    nodes = [helper.make_node(op, ["c", "x"] if op == "Sub" else ["x", "c"], ["y"])]
+    check(make_model(nodes, [3, 2, 4], {"c": c}), tmp_path)
+
+
+def test_binary_between_activations(tmp_path):
+    nodes = [helper.make_node("Sigmoid", ["x"], ["s"]), helper.make_node("Mul", ["x", "s"], ["m"]),
+             helper.make_node("GlobalAveragePool", ["m"], ["g"]), helper.make_node("Mul", ["m", "g"], ["y"])]
+    check(make_model(nodes, [3, 4, 4]), tmp_path)
+
+
+def test_sum_and_concat(tmp_path):
+    nodes = [helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Sigmoid", ["x"], ["s"]),
+             helper.make_node("Sum", ["x", "r", "s", "c1", "c2"], ["t"]),
+             helper.make_node("Concat", ["t", "r", "k"], ["u"], axis=1),
+             helper.make_node("Concat", ["u", "u"], ["y"], axis=-1)]
+    inits = {"c1": rand(3, 1, 1, seed=2), "c2": np.float32(0.5), "k": rand(1, 2, 4, 5, seed=3)}
+    # The constant joined to every sample has ONNX batch size 1, so the reference runs one sample at a time.
+    check(make_model(nodes, [3, 4, 5], inits, batch=1), tmp_path, one_sample_at_a_time=True)
+
+
+# ---------------------------------------------------------------- Dropout, Identity, Pad
+@pytest.mark.parametrize("opset", [7, LATEST])
+def test_dropout_identity(tmp_path, opset):
+    nodes = [helper.make_node("Dropout", ["x"], ["d"], **({"ratio": 0.3} if opset < 12 else {})),
+             helper.make_node("Identity", ["d"], ["i"]), helper.make_node("Relu", ["i"], ["y"]),
+             helper.make_node("Identity", ["i"], ["z"])]
+    check(make_model(nodes, [6], opset=opset, outputs=("y", "z")), tmp_path)
+
+
+@pytest.mark.parametrize("opset", [7, 11, LATEST])
+def test_pad(tmp_path, opset):
+    pads = [0, 0, 1, 2, 0, 1, 0, 3]
+    if opset < 11:
+        nodes, inits = [helper.make_node("Pad", ["x"], ["y"], pads=pads, value=0.5)], {}
+    elif opset < 18:
+        nodes = [helper.make_node("Pad", ["x", "p", "v"], ["y"])]
+        inits = {"p": np.array(pads, np.int64), "v": np.float32(0.5)}
+    else:  # opset 18: pads over selected axes
+        nodes = [helper.make_node("Pad", ["x", "p", "v", "axes"], ["y"])]
+        inits = {"p": np.array([1, 2, 1, 0, 3, 0], np.int64), "v": np.float32(0.5),
+                 "axes": np.array([2, 3, 1], np.int64)}
+    check(make_model(nodes, [2, 3, 4], inits, opset=opset), tmp_path)
+
+
+# ---------------------------------------------------------------- constant folding
+def test_torch_style_flatten_is_folded(tmp_path):
+    # x.view(x.size(0), -1) as older exporters write it: Shape -> Gather -> Unsqueeze -> Concat -> Reshape.
+    nodes = [helper.make_node("Shape", ["x"], ["s"]),
+             helper.make_node("Gather", ["s", "zero"], ["n"], axis=0),
+             helper.make_node("Unsqueeze", ["n", "axes"], ["n1"]),
+             helper.make_node("Concat", ["n1", "minus1"], ["shape"], axis=0),
+             helper.make_node("Reshape", ["x", "shape"], ["y"])]
+    inits = {"zero": np.array(0, np.int64), "axes": np.array([0], np.int64), "minus1": np.array([-1], np.int64)}
+    graph = check(make_model(nodes, [2, 3, 4], inits), tmp_path)
+    assert [layer.op for layer in graph.layers()] == ["input", "flatten"]
+
+
+@pytest.mark.parametrize("opset", [9, 11, LATEST])
+def test_constant_subgraphs_are_folded(tmp_path, opset):
+    # A weight built from ConstantOfShape and an initializer, a bias from a Constant node and Unsqueeze.
+    unsq = (helper.make_node("Unsqueeze", ["bias1d"], ["bias"], axes=[0]) if opset < 13 else
+            helper.make_node("Unsqueeze", ["bias1d", "ax"], ["bias"]))
+    nodes = [helper.make_node("ConstantOfShape", ["wshape"], ["ones"],
+                              value=numpy_helper.from_array(np.array([0.5], np.float32))),
+             helper.make_node("Mul", ["ones", "wscale"], ["w"]),
+             helper.make_node("Constant", [], ["bias1d"], value=numpy_helper.from_array(rand(2, seed=4))),
+             unsq,
+             helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("Flatten", ["c"], ["f"]),
+             helper.make_node("Gemm", ["f", "g", "bias"], ["y"], transB=1)]
+    inits = {"wshape": np.array([3, 2, 3, 3], np.int64), "wscale": rand(3, 1, 1, 1, seed=5),
+             "g": rand(2, 3 * 4 * 4, seed=6), "ax": np.array([0], np.int64)}
+    graph = check(make_model(nodes, [2, 4, 4], inits, opset=opset), tmp_path)
+    assert [layer.op for layer in graph.layers()] == ["input", "conv2d", "flatten", "dense"]
+
+
+# ---------------------------------------------------------------- errors
+def test_every_unsupported_op_is_listed_at_once(tmp_path):
+    nodes = [helper.make_node("Erf", ["x"], ["a"], name="erf_1"), helper.make_node("Relu", ["a"], ["b"]),
+             helper.make_node("Erf", ["b"], ["c"], name="erf_2"),
+             helper.make_node("Resize", ["c", "", "scales"], ["y"], name="up")]
+    path = save(make_model(nodes, [2, 3, 3], {"scales": np.array([1, 1, 2, 2], np.float32)}), tmp_path)
+    with pytest.raises(ModelError) as err:
+        compiler.load(path)
+    message = str(err.value)
+    assert str(path) in message
+    for part in ("Erf", "'erf_1'", "'erf_2'", "Resize", "'up'"):
+        assert part in message
+    assert "Relu" not in message
+
+
+@pytest.mark.parametrize("content", [b"", b"not a protobuf at all \xff\xfe", None], ids=["empty", "garbage",
+                                                                                          "truncated"])
+def test_malformed_files_name_the_path(tmp_path, content):
+    if content is None:
+        good = make_model([helper.make_node("Relu", ["x"], ["y"])], [3]).SerializeToString()
+        content = good[: len(good) // 2]
+    path = tmp_path / "bad.onnx"
+    path.write_bytes(content)
+    with pytest.raises(ModelError, match="bad.onnx"):
+        compiler.load(path)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(ModelError, match="nothere.onnx"):
+        compiler.load(tmp_path / "nothere.onnx")
+
+
+def test_input_without_a_batch_axis_is_rejected(tmp_path):
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [5])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    path = save(helper.make_model(graph), tmp_path)
+    with pytest.raises(ModelError, match="first axis must be the batch"):
+        compiler.load(path)
+
+
+def test_constant_that_varies_per_sample_is_rejected(tmp_path):
+    nodes = [helper.make_node("Add", ["x", "c"], ["y"], name="add_it")]
+    path = save(make_model(nodes, [4], {"c": rand(2, 4)}, batch=2), tmp_path)
+    with pytest.raises(ModelError, match=r"node 'add_it' \(Add\).*batch axis"):
+        compiler.load(path)
+
+
+def _external_model(tmp_path, location):
+    model = make_model([helper.make_node("Mul", ["x", "w"], ["y"])], [3], {"w": rand(3)})
+    onnx.save(model, str(tmp_path / "m.onnx"), save_as_external_data=True, all_tensors_to_one_file=True,
+              location=location, size_threshold=0)
+    return tmp_path / "m.onnx", model
+
+
+def test_external_data_inside_the_folder(tmp_path):
+    path, _ = _external_model(tmp_path, "weights.bin")
+    lib = compiler.compile(path)
+    x = rand(2, 3, seed=7)
+    np.testing.assert_allclose(lib(x), run_onnxruntime(path, x)[0], rtol=RTOL, atol=ATOL)
+
+
+def test_external_data_outside_the_folder_needs_permission(tmp_path):
+    inner = tmp_path / "inner"
+    inner.mkdir()
+    path, _ = _external_model(inner, "weights.bin")
+    proto = onnx.load(str(path), load_external_data=False)
+    for t in proto.graph.initializer:
+        for entry in t.external_data:
+            if entry.key == "location":
+                entry.value = "../weights.bin"
+    (inner / "weights.bin").rename(tmp_path / "weights.bin")
+    onnx.save(proto, str(path))
+    with pytest.raises(ModelError, match="outside the model's folder"):
+        compiler.load(path)
+    assert compiler.load(path, allow_outside_paths=True).layers()
+
+
+# ---------------------------------------------------------------- names, convert
+def test_onnx_names_are_kept_and_never_reach_c_raw(tmp_path):
+    nodes = [helper.make_node("Relu", ["in/put;*/"], ["out */ \"x\""], name="relu */ evil")]
+    model = make_model(nodes, [4], outputs=('out */ "x"',), input_name="in/put;*/")
+    graph = check(model, tmp_path)
+    assert graph.inputs == ["in/put;*/"] and graph.outputs == ['out */ "x"']
+    source = compiler.generate_c(graph).code
+    assert "*/ evil" not in source and 'out */ "x"' not in source
+
+
+def test_convert_writes_an_editable_description(tmp_path):
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1], name="conv"),
+             helper.make_node("Relu", ["c"], ["r"]), helper.make_node("MaxPool", ["r"], ["p"], kernel_shape=[2, 2],
+                                                                       strides=[2, 2]),
+             helper.make_node("Flatten", ["p"], ["f"]), helper.make_node("Gemm", ["f", "g"], ["y"], transB=1)]
+    model = make_model(nodes, [2, 4, 4], {"w": rand(3, 2, 3, 3), "b": rand(3, seed=2), "g": rand(5, 12, seed=3)})
+    path = save(model, tmp_path)
+    out = tmp_path / "conv" / "model.yaml"
+    out.parent.mkdir()
+    result = subprocess.run([sys.executable, "-m", "compiler", "convert", str(path), "-o", str(out)], cwd=ROOT,
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert out.is_file() and (out.parent / "model.npz").is_file()
+    lib = compiler.compile(out)
+    x = rand(3, 2, 4, 4, seed=9)
+    np.testing.assert_allclose(lib(x), run_onnxruntime(model, x)[0], rtol=RTOL, atol=ATOL)
+
+
+@pytest.mark.parametrize("op", ["ReduceMean", "ReduceMax"])
+@pytest.mark.parametrize("opset,keepdims", [(13, 0), (13, 1), (LATEST, 0)])
+def test_reduce_over_the_spatial_axes_is_global_pooling(tmp_path, op, opset, keepdims):
+    if opset >= 18:
+        nodes = [helper.make_node(op, ["x", "axes"], ["y"], keepdims=keepdims)]
+        inits = {"axes": np.array([-1, 2], np.int64)}
+    else:
+        nodes, inits = [helper.make_node(op, ["x"], ["y"], axes=[2, 3], keepdims=keepdims)], {}
+    check(make_model(nodes, [3, 4, 5], inits, opset=opset), tmp_path)
+
+
+def test_reduce_over_other_axes_is_an_error(tmp_path):
+    path = save(make_model([helper.make_node("ReduceMean", ["x"], ["y"], axes=[1], name="rm")], [3, 4, 5],
+                           opset=13), tmp_path)
+    with pytest.raises(ModelError, match=r"node 'rm' \(ReduceMean\).*axes \[2, 3\]"):
+        compiler.load(path)
+
+
+def small_cnn(opset: int) -> onnx.ModelProto:
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("BatchNormalization", ["c", "s", "bb", "m", "v"], ["n"]),
+             helper.make_node("Relu", ["n"], ["r"]),
+             helper.make_node("MaxPool", ["r"], ["p"], kernel_shape=[2, 2], strides=[2, 2]),
+             helper.make_node("Reshape", ["p", "shape"], ["f"]),
+             helper.make_node("Gemm", ["f", "g", "gb"], ["z"], transB=1),
+             helper.make_node("Softmax", ["z"], ["y"])]
+    inits = {"w": rand(4, 2, 3, 3), "b": rand(4, seed=2), "s": rand(4, seed=3), "bb": rand(4, seed=4),
+             "m": rand(4, seed=5), "v": np.abs(rand(4, seed=6)) + 0.5, "shape": np.array([0, -1], np.int64),
+             "g": rand(5, 4 * 3 * 3, seed=7), "gb": rand(5, seed=8)}
+    return make_model(nodes, [2, 6, 6], inits, opset=opset)
+
+
+@pytest.mark.parametrize("opset", sorted({7, 9, 11, 13, 18, LATEST}))
+def test_the_same_cnn_in_every_opset(tmp_path, opset):
+    # onnx's converter rewrites the opset-7 model (attributes that became inputs, ...); the reference is
+    # onnxruntime on the opset-7 original, whose semantics every version keeps.
+    from onnx import version_converter
+    original = small_cnn(7)
+    model = version_converter.convert_version(original, opset) if opset != 7 else original
+    path = save(model, tmp_path)
+    lib = compiler.compile(path)
+    x = rand(3, 2, 6, 6, seed=11)
+    np.testing.assert_allclose(lib(x), run_onnxruntime(original, x)[0], rtol=RTOL, atol=ATOL)
+
+
+# ---------------------------------------------------------------- 1-D windows, Squeeze/Unsqueeze, Max/Min
+@pytest.mark.parametrize("node", [
+    helper.make_node("Conv", ["x", "w1", "b1"], ["y"], pads=[2, 1], strides=[2], dilations=[2]),
+    helper.make_node("Conv", ["x", "w1"], ["y"], auto_pad="SAME_UPPER"),
+    helper.make_node("MaxPool", ["x"], ["y"], kernel_shape=[3], strides=[2], pads=[1, 1], ceil_mode=1),
+    helper.make_node("AveragePool", ["x"], ["y"], kernel_shape=[3], pads=[1, 0], count_include_pad=0),
+], ids=["conv", "conv_same", "maxpool", "avgpool"])
+def test_1d_windows_run_as_2d(tmp_path, node):
+    check(make_model([node], [4, 11], {"w1": rand(5, 4, 3), "b1": rand(5, seed=2)}), tmp_path)
+
+
+@pytest.mark.parametrize("opset", [11, LATEST])
+def test_squeeze_unsqueeze_of_activations(tmp_path, opset):
+    if opset < 13:
+        nodes = [helper.make_node("Unsqueeze", ["x"], ["u"], axes=[2, -1]),
+                 helper.make_node("Relu", ["u"], ["r"]), helper.make_node("Squeeze", ["r"], ["y"], axes=[2, 4])]
+        inits = {}
+    else:
+        nodes = [helper.make_node("Unsqueeze", ["x", "ua"], ["u"]),
+                 helper.make_node("Relu", ["u"], ["r"]), helper.make_node("Squeeze", ["r", "sa"], ["y"])]
+        inits = {"ua": np.array([2, -1], np.int64), "sa": np.array([2, 4], np.int64)}
+    check(make_model(nodes, [3, 5], inits, opset=opset), tmp_path)
+
+
+@pytest.mark.parametrize("op", ["Max", "Min"])
+def test_max_min(tmp_path, op):
+    nodes = [helper.make_node("Tanh", ["x"], ["t"]), helper.make_node(op, ["x", "t", "c"], ["y"])]
+    check(make_model(nodes, [3, 4], {"c": rand(4, seed=2) * 0.1}), tmp_path)
+
+
+def test_several_inputs_each_carry_the_batch(tmp_path):
+    nodes = [helper.make_node("Add", ["x", "y"], ["a"]), helper.make_node("Relu", ["a"], ["r"]),
+             helper.make_node("Concat", ["r", "y"], ["z"], axis=1)]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2, 3]),
+                                           helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2, 3])],
+                              [helper.make_tensor_value_info("z", TensorProto.FLOAT, None),
+                               helper.make_tensor_value_info("r", TensorProto.FLOAT, None)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    lib = compiler.compile(save(model, tmp_path))
+    x, y = rand(4, 2, 3, seed=1), rand(4, 2, 3, seed=2)
+    got = lib.run({"x": x, "y": y})
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    ref_z, ref_r = sess.run(None, {"x": x, "y": y})
+    np.testing.assert_allclose(got["z"], ref_z, rtol=RTOL, atol=ATOL)
+    np.testing.assert_allclose(got["r"], ref_r, rtol=RTOL, atol=ATOL)
+
+
+def test_convc_compile_takes_an_onnx_file(tmp_path):
+    import runtime
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]), helper.make_node("Relu", ["c"], ["y"])]
+    model = make_model(nodes, [2, 5, 5], {"w": rand(3, 2, 3, 3)})
+    path = save(model, tmp_path)
+    out = tmp_path / "m.so"
+    result = subprocess.run([sys.executable, "-m", "compiler", "compile", str(path), "-o", str(out)], cwd=ROOT,
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    x = rand(2, 2, 5, 5, seed=4)
+    np.testing.assert_allclose(runtime.load(out)(x), run_onnxruntime(model, x)[0], rtol=RTOL, atol=ATOL)
+
+
+def test_convc_reports_unsupported_ops_on_one_line(tmp_path):
+    nodes = [helper.make_node("Erf", ["x"], ["y"], name="e")]
+    path = save(make_model(nodes, [3]), tmp_path)
+    result = subprocess.run([sys.executable, "-m", "compiler", "compile", str(path)], cwd=tmp_path,
+                            capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert result.returncode == 2
+    assert "unsupported ONNX op type(s): Erf (node 'e')" in result.stderr
