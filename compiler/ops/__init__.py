@@ -19,5 +19,6 @@ def get_op(name: str) -> Op:
 
 # Importing the modules fills the registry.
 from . import activations, batchnorm, dense, globalpool, inputs, merge, reshape, softmax, spatial  # noqa: E402,F401
+from . import fused  # noqa: E402,F401  (internal ops of the optimization passes)
 
 __all__ = ["REGISTRY", "register", "get_op", "Op"]

@@ -154,6 +154,8 @@ class Op:
     doc: ClassVar[str] = ""
     # An op whose output is its input's memory unchanged (flatten, dropout): no kernel, no buffer.
     is_view: ClassVar[bool] = False
+    # Made only by optimization passes (fused epilogues); model files cannot name it.
+    internal: ClassVar[bool] = False
 
     # -- shapes and costs
     def infer_shape(self, layer, in_shapes: list[Shape]) -> Shape:

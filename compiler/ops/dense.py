@@ -55,4 +55,5 @@ class Dense(Op):
         return y
 
     def kernel_args(self, layer, in_shapes, out_shape):
-        return {"IN": int(np.prod(in_shapes[0])), "OUT": layer.attrs.units, "has_bias": layer.attrs.bias}
+        return {"IN": int(np.prod(in_shapes[0])), "OUT": layer.attrs.units, "has_bias": layer.attrs.bias,
+                "residual": False, "act_expr": "v"}
