@@ -103,7 +103,7 @@ def _pointer(buf: Buffer) -> str:
     return f"{'x' if buf.kind == 'input' else 'y'}{buf.index}"
 
 
-def lower(graph: Graph, arena: Arena | None = None) -> LoweredModel:
+def lower(graph: Graph, arena: Arena | None = None, opt_level: int = 0) -> LoweredModel:
     arena = arena or plan_memory(graph)
     blob = WeightBlob()
     kernels: list[Kernel] = []
@@ -113,8 +113,8 @@ def lower(graph: Graph, arena: Arena | None = None) -> LoweredModel:
         if layer.op == "input" or spec.is_view:
             continue
         ins, out = graph.in_shapes(layer.name), graph.shape(layer.name)
-        offsets = {suffix: blob.add(layer.name, suffix, array)
-                   for suffix, array in spec.lower_weights(layer, graph.layer_weights(layer.name)).items()}
+        template, arrays, args = spec.lowering(layer, ins, out, graph.layer_weights(layer.name), opt_level)
+        offsets = {suffix: blob.add(layer.name, suffix, array) for suffix, array in arrays.items()}
         fn = c_identifier(index, layer.name)
         in_names = [f"x{i}" for i in range(len(ins))]
         formula = spec.formula(layer, ins, out)
@@ -123,12 +123,12 @@ def lower(graph: Graph, arena: Arena | None = None) -> LoweredModel:
                   f"{ins_text} -> {fmt_shape(out)}"]
         if formula:
             header.append(f"out = {formula}")
-        context = dict(spec.kernel_args(layer, ins, out))
+        context = dict(args)
         context.update(
             fn=fn, w=offsets, inputs=in_names,
             header="/* " + "\n * ".join(c_comment(h) for h in header) + " */",
             params=", ".join([f"const float *restrict {x}" for x in in_names] + ["float *restrict y"]))
-        kernels.append(Kernel(layer.name, spec.template, context))
+        kernels.append(Kernel(layer.name, template, context))
         args = [_pointer(arena.buffers[i]) for i in layer.inputs] + [_pointer(arena.buffers[layer.name])]
         calls.append(f"{fn}({', '.join(args)});")
     for out, src in arena.copies:

@@ -50,7 +50,7 @@ def load(model: str | os.PathLike | dict[str, Any], *, allow_outside_paths: bool
 def generate_c(graph: Graph, *, opt_level: int = DEFAULT_OPT_LEVEL, weights_mode: str = "incbin") -> CSource:
     """Graph -> the model's C source (optimize, plan memory, lower, render)."""
     graph = optimize(graph, opt_level)
-    return render(lower(graph, plan_memory(graph)), weights_mode=weights_mode)
+    return render(lower(graph, plan_memory(graph), opt_level), weights_mode=weights_mode)
 
 
 def compile(model: Graph | str | os.PathLike | dict[str, Any], *, opt_level: int = DEFAULT_OPT_LEVEL,

@@ -22,7 +22,7 @@ from pathlib import Path
 from . import __version__
 from .errors import BuildError
 
-BASE_FLAGS = ("-O3", "-shared", "-fPIC", "-Wall", "-Wextra")
+BASE_FLAGS = ("-O3", "-shared", "-fPIC", "-fopenmp", "-Wall", "-Wextra")
 SANITIZE_FLAGS = ("-O1", "-g", "-fsanitize=address,undefined", "-fno-omit-frame-pointer", "-fno-sanitize-recover=all")
 
 

@@ -198,6 +198,11 @@ class Op:
         """The integers (and floats) this op's template needs; no arithmetic is left to Jinja."""
         return {}
 
+    def lowering(self, layer, in_shapes: list[Shape], out_shape: Shape, weights: dict[str, np.ndarray],
+                 opt_level: int) -> tuple[str, dict[str, np.ndarray], dict[str, Any]]:
+        """(template, constant arrays, template args) at `opt_level`; ops with fast kernels choose them here."""
+        return self.template, self.lower_weights(layer, weights), self.kernel_args(layer, in_shapes, out_shape)
+
 
 def check_rank(layer, in_shapes: list[Shape], rank: int, what: str = "a C×H×W input") -> None:
     for s in in_shapes:

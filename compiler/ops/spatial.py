@@ -239,6 +239,22 @@ class Conv2d(Op):
         return args
 
 
+    def lowering(self, layer, in_shapes, out_shape, weights, opt_level):
+        """opt_level ≥ 2: the blocked kernel (groups = 1) or the depthwise kernel (groups = C = K)."""
+        template, arrays, args = super().lowering(layer, in_shapes, out_shape, weights, opt_level)
+        a, c = layer.attrs, in_shapes[0][0]
+        if opt_level < 2:
+            return template, arrays, args
+        from . import fastconv
+        macs = self.macs(layer, in_shapes, out_shape)
+        weights = {k: v for k, v in weights.items() if k in ("weight", "bias")}
+        if a.groups == 1:
+            return fastconv.blocked_lowering(args, weights, macs)
+        if a.groups == c == a.filters:
+            return fastconv.depthwise_lowering(args, weights, macs)
+        return template, arrays, args
+
+
 # ---------------------------------------------------------------- pooling
 @dataclass(frozen=True)
 class MaxPoolAttrs:
