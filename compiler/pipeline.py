@@ -55,18 +55,20 @@ def generate_c(graph: Graph, *, opt_level: int = DEFAULT_OPT_LEVEL, weights_mode
 
 def compile(model: Graph | str | os.PathLike | dict[str, Any], *, opt_level: int = DEFAULT_OPT_LEVEL,
             march: str | None = "native", cflags: list[str] | tuple[str, ...] = (), cc: str | None = None,
-            cache_dir: str | os.PathLike | None = None, sanitize: bool = False) -> runtime.Model:
+            cache_dir: str | os.PathLike | None = None, sanitize: bool = False,
+            threads: int | None = None) -> runtime.Model:
     """Compile a model (Graph, path or dict) to a shared library and load it.
 
     march: -march value ("native" by default; None for the compiler's default target).
     cflags: extra compiler flags. cc: the C compiler (default $CC, else cc).
     cache_dir: where libraries are cached (default $CONVC_CACHE_DIR, else ~/.cache/convc).
     sanitize: build with AddressSanitizer + UBSan (the process must preload their runtimes).
+    threads: threads of the parallel kernels (default: OpenMP's, i.e. $OMP_NUM_THREADS or all cores).
     """
     graph = load(model)
     source = generate_c(graph, opt_level=opt_level)
     flags = compile_flags(march=march, sanitize=sanitize, extra=tuple(cflags))
     result = build_library(source.code, source.files, cc=cc, flags=flags, cache_dir=cache_dir)
-    model_ = runtime.load(result.path)
+    model_ = runtime.load(result.path, threads=threads)
     model_.build_info = result
     return model_
