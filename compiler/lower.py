@@ -103,11 +103,13 @@ def _pointer(buf: Buffer) -> str:
     return f"{'x' if buf.kind == 'input' else 'y'}{buf.index}"
 
 
-def lower(graph: Graph, arena: Arena | None = None, opt_level: int = 0) -> LoweredModel:
+def lower(graph: Graph, arena: Arena | None = None, opt_level: int = 0, profile: bool = False) -> LoweredModel:
+    """profile: time each layer's call (convc_profile() in the library; see runtime.Model.profile)."""
     arena = arena or plan_memory(graph)
     blob = WeightBlob()
     kernels: list[Kernel] = []
     calls: list[str] = []
+    profiled: list[str] = []
     for index, layer in enumerate(graph.layers()):
         spec = layer.spec
         if layer.op == "input" or spec.is_view:
@@ -130,7 +132,12 @@ def lower(graph: Graph, arena: Arena | None = None, opt_level: int = 0) -> Lower
             params=", ".join([f"const float *restrict {x}" for x in in_names] + ["float *restrict y"]))
         kernels.append(Kernel(layer.name, template, context))
         args = [_pointer(arena.buffers[i]) for i in layer.inputs] + [_pointer(arena.buffers[layer.name])]
-        calls.append(f"{fn}({', '.join(args)});")
+        call = f"{fn}({', '.join(args)});"
+        if profile:
+            call = (f"{{ const double t0 = convc_now(); {call} "
+                    f"convc_layer_seconds[{len(profiled)}] += convc_now() - t0; }}")
+            profiled.append(layer.name)
+        calls.append(call)
     for out, src in arena.copies:
         out_buf = f"y{graph.outputs.index(out)}"
         calls.append(f"memcpy({out_buf}, {_pointer(arena.buffers[src])}, "
@@ -150,4 +157,6 @@ def lower(graph: Graph, arena: Arena | None = None, opt_level: int = 0) -> Lower
         "outputs": [{"name": n, "shape": list(graph.shape(n))} for n in graph.outputs],
         "arena_floats": arena.floats,
     }
+    if profile:
+        metadata["profile_layers"] = profiled
     return LoweredModel(graph.name, kernels, decls, calls, arena, blob, metadata)

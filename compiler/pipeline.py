@@ -47,16 +47,17 @@ def load(model: str | os.PathLike | dict[str, Any], *, allow_outside_paths: bool
     return graph
 
 
-def generate_c(graph: Graph, *, opt_level: int = DEFAULT_OPT_LEVEL, weights_mode: str = "incbin") -> CSource:
+def generate_c(graph: Graph, *, opt_level: int = DEFAULT_OPT_LEVEL, weights_mode: str = "incbin",
+               profile: bool = False) -> CSource:
     """Graph -> the model's C source (optimize, plan memory, lower, render)."""
     graph = optimize(graph, opt_level)
-    return render(lower(graph, plan_memory(graph), opt_level), weights_mode=weights_mode)
+    return render(lower(graph, plan_memory(graph), opt_level, profile), weights_mode=weights_mode)
 
 
 def compile(model: Graph | str | os.PathLike | dict[str, Any], *, opt_level: int = DEFAULT_OPT_LEVEL,
             march: str | None = "native", cflags: list[str] | tuple[str, ...] = (), cc: str | None = None,
             cache_dir: str | os.PathLike | None = None, sanitize: bool = False,
-            threads: int | None = None) -> runtime.Model:
+            threads: int | None = None, profile: bool = False) -> runtime.Model:
     """Compile a model (Graph, path or dict) to a shared library and load it.
 
     march: -march value ("native" by default; None for the compiler's default target).
@@ -64,9 +65,10 @@ def compile(model: Graph | str | os.PathLike | dict[str, Any], *, opt_level: int
     cache_dir: where libraries are cached (default $CONVC_CACHE_DIR, else ~/.cache/convc).
     sanitize: build with AddressSanitizer + UBSan (the process must preload their runtimes).
     threads: threads of the parallel kernels (default: OpenMP's, i.e. $OMP_NUM_THREADS or all cores).
+    profile: time every layer (read with model.profile()); for finding what is slow, not for production.
     """
     graph = load(model)
-    source = generate_c(graph, opt_level=opt_level)
+    source = generate_c(graph, opt_level=opt_level, profile=profile)
     flags = compile_flags(march=march, sanitize=sanitize, extra=tuple(cflags))
     result = build_library(source.code, source.files, cc=cc, flags=flags, cache_dir=cache_dir)
     model_ = runtime.load(result.path, threads=threads)

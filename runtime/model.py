@@ -28,6 +28,8 @@ size_t convc_arena_floats(void);
 int convc_run(size_t batch, const float *const *inputs, float *const *outputs, float *arena);
 void convc_set_threads(int n);
 int convc_get_threads(void);
+const double *convc_profile(size_t *n);
+void convc_profile_reset(void);
 """)
 
 
@@ -96,6 +98,19 @@ class Model:
         except AttributeError:
             if n not in (None, 0, 1):
                 raise LibraryError(f"{self._path}: built without thread support; recompile it to use threads={n}")
+
+    # -- profiling builds (compiler.compile(..., profile=True))
+    def profile(self, reset: bool = False) -> dict[str, float]:
+        """Seconds spent in each layer over all calls so far (a profiling build only); reset: start again."""
+        names = self.metadata.get("profile_layers")
+        if names is None:
+            raise LibraryError(f"{self._path}: not a profiling build; compile with profile=True")
+        n = _ffi.new("size_t *")
+        seconds = self._lib.convc_profile(n)
+        out = {name: float(seconds[i]) for i, name in enumerate(names[:n[0]])}
+        if reset:
+            self._lib.convc_profile_reset()
+        return out
 
     # -- calling
     def _check(self, name: str, x: Any) -> np.ndarray:
