@@ -56,7 +56,7 @@ class Dense(Op):
 
     def kernel_args(self, layer, in_shapes, out_shape):
         return {"IN": int(np.prod(in_shapes[0])), "OUT": layer.attrs.units, "has_bias": layer.attrs.bias,
-                "residual": False, "act_expr": "v", "simd": False, "parallel": False}
+                "residual": False, "act": [], "simd": False, "parallel": False}
 
     def lowering(self, layer, in_shapes, out_shape, weights, opt_level):
         """opt_level ≥ 2: the same loop, vectorized over the inputs (and threaded over units when large)."""

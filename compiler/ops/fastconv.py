@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+CACHE_BYTES = 512 * 1024  # data this size stays in a core's L2 (about half of it) between passes
 PARALLEL_MACS = 1 << 17  # below this a layer runs on one thread: waking the team costs more than it saves
 
 
@@ -44,7 +45,7 @@ def full_columns(col_lo: list[int], col_hi: list[int], kw: int) -> tuple[int, in
 
 
 def blocked_lowering(args: dict, weights: dict[str, np.ndarray], macs: int):
-    """args: the plain conv2d kernel_args (+ residual / act_expr). Returns (template, arrays, args)."""
+    """args: the plain conv2d kernel_args (+ residual / act). Returns (template, arrays, args)."""
     lanes = vector_lanes()
     k, c, kh, kw = weights["weight"].shape
     k_blocks = -(-k // lanes)
@@ -56,10 +57,16 @@ def blocked_lowering(args: dict, weights: dict[str, np.ndarray], macs: int):
     if "bias" in weights:
         bias[:k] = weights["bias"]
     owa, owb = full_columns(args["col_lo"], args["col_hi"], kw)
+    # Loop order: which would be re-read from beyond L2 more, the input (once per channel group)
+    # or the weights (once per output row)?
+    input_bytes, weight_bytes = 4 * c * args["H"] * args["W"], 4 * packed.size
+    reread_input = input_bytes * (k_blocks // kv) if input_bytes > CACHE_BYTES else 0
+    reread_weights = weight_bytes * args["OH"] if weight_bytes > CACHE_BYTES else 0
     inner = owb - owa
     out = dict(args, VL=lanes, KB=k_blocks, KV=kv, PB=pb, CKK=c * kh * kw, LASTN=k - (k_blocks - 1) * lanes,
                OHW=args["OH"] * args["OW"], OWA=owa, OWB=owb, NBLOCKS=inner // pb, REM=inner % pb,
-               border_cols=owa > 0 or owb < args["OW"], parallel=macs >= PARALLEL_MACS)
+               border_cols=owa > 0 or owb < args["OW"], parallel=macs >= PARALLEL_MACS,
+               rows_outer=reread_weights < reread_input)
     return "ops/conv2d_blocked.c.j2", {"weight": packed, "bias": bias}, out
 
 

@@ -54,16 +54,19 @@ def epilogue_reference(attrs, y: np.ndarray, inputs: list[np.ndarray]) -> np.nda
     return y
 
 
-def epilogue_c_expr(attrs) -> str:
-    """The activation as a C expression of `v` (a float)."""
-    expr = "v"
+def epilogue_c_statements(attrs) -> list[str]:
+    """The activation as C statements updating the float `v`.
+
+    Comparisons rather than fmaxf/fminf: without -ffast-math those are library calls, one per value.
+    """
+    out = []
     if attrs.negative_slope is not None:
-        expr = f"(v > 0.0f ? v : {c_float(attrs.negative_slope)} * v)"
+        out.append(f"v = v > 0.0f ? v : {c_float(attrs.negative_slope)} * v;")
     if attrs.act_min is not None:
-        expr = f"fmaxf({expr}, {c_float(attrs.act_min)})"
+        out.append(f"v = v < {c_float(attrs.act_min)} ? {c_float(attrs.act_min)} : v;")
     if attrs.act_max is not None:
-        expr = f"fminf({expr}, {c_float(attrs.act_max)})"
-    return expr
+        out.append(f"v = v > {c_float(attrs.act_max)} ? {c_float(attrs.act_max)} : v;")
+    return out
 
 
 def _check_residual(layer, in_shapes, out_shape) -> None:
@@ -93,7 +96,7 @@ class FusedConv2d(Conv2d):
 
     def kernel_args(self, layer, in_shapes, out_shape):
         args = super().kernel_args(layer, in_shapes[:1], out_shape)
-        args.update(residual=len(in_shapes) > 1, act_expr=epilogue_c_expr(layer.attrs))
+        args.update(residual=len(in_shapes) > 1, act=epilogue_c_statements(layer.attrs))
         return args
 
 
@@ -121,5 +124,5 @@ class FusedDense(Dense):
 
     def kernel_args(self, layer, in_shapes, out_shape):
         args = super().kernel_args(layer, in_shapes[:1], out_shape)
-        args.update(residual=len(in_shapes) > 1, act_expr=epilogue_c_expr(layer.attrs))
+        args.update(residual=len(in_shapes) > 1, act=epilogue_c_statements(layer.attrs))
         return args
