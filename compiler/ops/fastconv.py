@@ -3,7 +3,7 @@
 - groups = 1: `conv2d_blocked` — register-blocked direct convolution, VL output channels per vector
   (weights packed [K/VL][C][KH][KW][VL]), KV vectors × PB output pixels of accumulators in registers,
   border columns split from the interior so interior blocks run without bounds tests;
-- groups = C = K (depthwise): `conv2d_depthwise` — one output row per step, inner loop over columns;
+- groups = C = K (depthwise): `conv2d_depthwise` — per channel plane, each tap over its literal rectangle;
 - other groupings keep the plain kernel.
 """
 from __future__ import annotations
@@ -36,12 +36,28 @@ def block_shape(lanes: int, k_blocks: int) -> tuple[int, int]:
     return kv, (6 if kv == 2 else 12)
 
 
-def full_columns(col_lo: list[int], col_hi: list[int], kw: int) -> tuple[int, int]:
-    """[OWA, OWB): the output columns whose every kernel tap lies inside the input (a contiguous range)."""
-    full = [o for o, (lo, hi) in enumerate(zip(col_lo, col_hi)) if lo == 0 and hi == kw]
-    if not full:
-        return len(col_lo), len(col_lo)
-    return full[0], full[-1] + 1
+def row_segments(col_lo: list[int], col_hi: list[int], kw: int, pb: int) -> list[dict]:
+    """Cut an output row into blocks of at most `pb` pixels.
+
+    Each segment: start column, n pixels, count (consecutive equal blocks run as one C loop) and
+    mask — None when every tap of every pixel lies inside the input, else per kernel column the
+    pixels (0..n-1) whose tap does.
+    """
+    ow = len(col_lo)
+    blocks = []
+    for start in range(0, ow, pb):
+        n = min(pb, ow - start)
+        mask = [[j for j in range(n) if col_lo[start + j] <= t < col_hi[start + j]] for t in range(kw)]
+        full = all(len(m) == n for m in mask)
+        blocks.append({"start": start, "n": n, "count": 1, "mask": None if full else mask})
+    segments: list[dict] = []
+    for b in blocks:
+        last = segments[-1] if segments else None
+        if last and b["mask"] is None and last["mask"] is None and last["n"] == b["n"]:
+            last["count"] += 1
+        else:
+            segments.append(b)
+    return segments
 
 
 def blocked_lowering(args: dict, weights: dict[str, np.ndarray], macs: int):
@@ -56,31 +72,34 @@ def blocked_lowering(args: dict, weights: dict[str, np.ndarray], macs: int):
     bias = np.zeros(k_blocks * lanes, np.float32)
     if "bias" in weights:
         bias[:k] = weights["bias"]
-    owa, owb = full_columns(args["col_lo"], args["col_hi"], kw)
     # Loop order: which would be re-read from beyond L2 more, the input (once per channel group)
     # or the weights (once per output row)?
     input_bytes, weight_bytes = 4 * c * args["H"] * args["W"], 4 * packed.size
     reread_input = input_bytes * (k_blocks // kv) if input_bytes > CACHE_BYTES else 0
     reread_weights = weight_bytes * args["OH"] if weight_bytes > CACHE_BYTES else 0
-    inner = owb - owa
     out = dict(args, VL=lanes, KB=k_blocks, KV=kv, PB=pb, CKK=c * kh * kw, LASTN=k - (k_blocks - 1) * lanes,
-               OHW=args["OH"] * args["OW"], OWA=owa, OWB=owb, NBLOCKS=inner // pb, REM=inner % pb,
-               border_cols=owa > 0 or owb < args["OW"], parallel=macs >= PARALLEL_MACS,
+               OHW=args["OH"] * args["OW"], segments=row_segments(args["col_lo"], args["col_hi"], kw, pb),
+               parallel=macs >= PARALLEL_MACS,
                rows_outer=reread_weights < reread_input)
     return "ops/conv2d_blocked.c.j2", {"weight": packed, "bias": bias}, out
 
 
-def depthwise_columns(ow: int, w: int, sw: int, dw: int, pl: int, kw: int) -> tuple[list[int], list[int]]:
-    """Per kernel column t, the output columns [lo, hi) with 0 <= o·SW − PL + t·DW < W."""
-    lo, hi = [], []
-    for t in range(kw):
-        valid = [o for o in range(ow) if 0 <= o * sw - pl + t * dw < w]
-        lo.append(valid[0] if valid else 0)
-        hi.append(valid[-1] + 1 if valid else 0)
-    return lo, hi
+def _valid_range(out: int, size: int, stride: int, shift: int) -> tuple[int, int]:
+    """Output indices [lo, hi) with 0 <= o·stride + shift < size (empty: lo == hi)."""
+    valid = [o for o in range(out) if 0 <= o * stride + shift < size]
+    return (valid[0], valid[-1] + 1) if valid else (0, 0)
 
 
 def depthwise_lowering(args: dict, weights: dict[str, np.ndarray], macs: int):
-    lo, hi = depthwise_columns(args["OW"], args["W"], args["SW"], args["DW"], args["PL"], args["KW"])
-    out = dict(args, ow_lo=lo, ow_hi=hi, parallel=macs >= PARALLEL_MACS)
+    """Per kernel tap the rectangle of output pixels it reaches inside the input, with its input offset."""
+    taps = []
+    for kh in range(args["KH"]):
+        oh_lo, oh_hi = _valid_range(args["OH"], args["H"], args["SH"], kh * args["DH"] - args["PT"])
+        for kw in range(args["KW"]):
+            ow_lo, ow_hi = _valid_range(args["OW"], args["W"], args["SW"], kw * args["DW"] - args["PL"])
+            if oh_lo < oh_hi and ow_lo < ow_hi:
+                offset = (kh * args["DH"] - args["PT"]) * args["W"] + kw * args["DW"] - args["PL"]
+                taps.append({"kh": kh, "kw": kw, "index": kh * args["KW"] + kw, "oh_lo": oh_lo, "oh_hi": oh_hi,
+                             "ow_lo": ow_lo, "ow_hi": ow_hi, "offset": offset})
+    out = dict(args, taps=taps, OHW=args["OH"] * args["OW"], parallel=macs >= PARALLEL_MACS)
     return "ops/conv2d_depthwise.c.j2", dict(weights), out
