@@ -7,15 +7,21 @@ import sys
 from pathlib import Path
 
 CHILD = r"""
-import json, resource, sys
+import json, sys
 import numpy as np
 import runtime
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+def hwm():  # peak RSS of this process image in KiB (ru_maxrss would include the parent's, inherited over exec)
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+
+base = hwm()
 model = runtime.load(sys.argv[1])
 shape = model.input_shapes[model.input_names[0]]
 for batch in (1, int(sys.argv[2])):
     model(np.zeros((batch, *shape), np.float32))
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+peak = hwm()
 print(json.dumps({"before_kib": base, "peak_kib": peak}))
 """
 

@@ -195,7 +195,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--models", default=",".join(MODELS), help=f"comma-separated subset of {', '.join(MODELS)}")
     p.add_argument("--batches", default="1,8")
     p.add_argument("--threads", default="1,2")
-    p.add_argument("--budget", type=float, default=6.0, help="seconds of timed rounds per (model, batch, threads)")
+    p.add_argument("--budget", type=float, help="seconds of timed rounds per (model, batch, threads); "
+                   "default 6, 1.5 with --quick")
     p.add_argument("--quick", action="store_true", help="batch 1, 2 threads, 1.5 s per configuration")
     p.add_argument("--opt-level", type=int, default=2)
     p.add_argument("--engines", default="onnxruntime,torch", help="engines besides convc (missing ones skipped)")
@@ -210,7 +211,9 @@ def main(argv: list[str] | None = None) -> int:
                       opt_level=args.opt_level))
         return 0
     if args.quick:
-        args.batches, args.threads, args.budget = "1", "2", 1.5
+        args.batches, args.threads = "1", "2"
+    if args.budget is None:
+        args.budget = 1.5 if args.quick else 6.0
     engines = []
     for e in filter(None, args.engines.split(",")):
         try:

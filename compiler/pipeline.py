@@ -19,7 +19,7 @@ from .passes import optimize
 from .shapes import infer_shapes
 from .validate import init_weights, validate_structure, validate_weights
 
-DEFAULT_OPT_LEVEL = 0
+DEFAULT_OPT_LEVEL = 2
 
 
 def load(model: str | os.PathLike | dict[str, Any], *, allow_outside_paths: bool = False) -> Graph:
