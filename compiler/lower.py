@@ -60,7 +60,7 @@ class WeightBlob:
         return offset
 
     def data(self) -> np.ndarray:
-        return np.concatenate(self.parts).astype("<f4") if self.parts else np.zeros(0, "<f4")
+        return np.concatenate(self.parts).astype("<f4", copy=False) if self.parts else np.zeros(0, "<f4")
 
 
 @dataclass

@@ -1,6 +1,7 @@
 """The fast conv2d kernels of opt_level 2: which one a layer gets, its packed weights and its integers.
 
-- groups = 1: `conv2d_blocked` — register-blocked direct convolution, VL output channels per vector
+- 1×1, stride 1, no padding: `conv2d_pointwise` — a matrix product with vectors along the pixels;
+- other groups = 1: `conv2d_blocked` — register-blocked direct convolution, VL output channels per vector
   (weights packed [K/VL][C][KH][KW][VL]), KV vectors × PB output pixels of accumulators in registers,
   border columns split from the interior so interior blocks run without bounds tests;
 - groups = C = K (depthwise): `conv2d_depthwise` — per channel plane, each tap over its literal rectangle;
@@ -82,6 +83,30 @@ def blocked_lowering(args: dict, weights: dict[str, np.ndarray], macs: int):
                parallel=macs >= PARALLEL_MACS,
                rows_outer=reread_weights < reread_input)
     return "ops/conv2d_blocked.c.j2", {"weight": packed, "bias": bias}, out
+
+
+def pointwise_lowering(args: dict, weights: dict[str, np.ndarray], macs: int):
+    """1×1, stride 1, no padding: Y[K][P] = W[K][C]·X[C][P] with vectors along the pixels."""
+    lanes = vector_lanes()
+    k, c = weights["weight"].shape[:2]
+    mr, nr = (8, 3) if lanes == 16 else (4, 3)  # MR·NR accumulators: 24 of 32 (AVX-512), 12 of 16 (AVX2)
+    k_blocks = -(-k // mr)
+    packed = np.zeros((k_blocks * mr, c), np.float32)
+    packed[:k] = weights["weight"].reshape(k, c)
+    packed = packed.reshape(k_blocks, mr, c).transpose(0, 2, 1)
+    bias = np.zeros(k_blocks * mr, np.float32)
+    if "bias" in weights:
+        bias[:k] = weights["bias"]
+    p = args["H"] * args["W"]
+    chunks = p // (nr * lanes)
+    tail_vecs = (p - chunks * nr * lanes) // lanes
+    input_bytes, weight_bytes = 4 * c * p, 4 * packed.size
+    reread_input = input_bytes * k_blocks if input_bytes > CACHE_BYTES else 0
+    reread_weights = weight_bytes * chunks if weight_bytes > CACHE_BYTES else 0
+    out = dict(args, VL=lanes, MR=mr, NR=nr, KB=k_blocks, LASTN=k - (k_blocks - 1) * mr, P=p, CHUNKS=chunks,
+               TAIL_VECS=tail_vecs, TAIL_START=(chunks * nr + tail_vecs) * lanes,
+               pixels_outer=reread_weights < reread_input, parallel=macs >= PARALLEL_MACS)
+    return "ops/conv2d_pointwise.c.j2", {"weight": packed, "bias": bias}, out
 
 
 def _valid_range(out: int, size: int, stride: int, shift: int) -> tuple[int, int]:

@@ -248,6 +248,9 @@ class Conv2d(Op):
         from . import fastconv
         macs = self.macs(layer, in_shapes, out_shape)
         weights = {k: v for k, v in weights.items() if k in ("weight", "bias")}
+        if a.groups == 1 and a.kernel == (1, 1) and a.stride == (1, 1) and args["PT"] == args["PL"] == 0 \
+                and (args["OH"], args["OW"]) == (args["H"], args["W"]):
+            return fastconv.pointwise_lowering(args, weights, macs)
         if a.groups == 1:
             return fastconv.blocked_lowering(args, weights, macs)
         if a.groups == c == a.filters:
