@@ -30,5 +30,7 @@ def peak_rss(library: Path, batch: int) -> dict:
     """{"before_kib", "peak_kib"}: max RSS after importing numpy + runtime, and after running batch 1 and `batch`."""
     root = Path(__file__).resolve().parent.parent
     out = subprocess.run([sys.executable, "-c", CHILD, str(library), str(batch)], capture_output=True, text=True,
-                         check=True, cwd=root)
+                         cwd=root)
+    if out.returncode != 0:
+        raise RuntimeError(f"the memory probe failed (exit {out.returncode}) on {library}: {out.stderr[-1500:]}")
     return json.loads(out.stdout)

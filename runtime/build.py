@@ -22,7 +22,9 @@ from pathlib import Path
 from . import __version__
 from .errors import BuildError
 
-BASE_FLAGS = ("-O3", "-shared", "-fPIC", "-fopenmp", "-Wall", "-Wextra")
+# -z nodelete: a model library (and so libgomp, which it pulls in) stays mapped after its last Model is
+# collected; unloading libgomp under its idle worker threads crashes the process.
+BASE_FLAGS = ("-O3", "-shared", "-fPIC", "-fopenmp", "-Wl,-z,nodelete", "-Wall", "-Wextra")
 SANITIZE_FLAGS = ("-O1", "-g", "-fsanitize=address,undefined", "-fno-omit-frame-pointer", "-fno-sanitize-recover=all")
 
 

@@ -273,3 +273,16 @@ def test_benchmark_quick_run_writes_its_table(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     text = out.read_text()
     assert "| lenet5 | 1 | 2 |" in text and "FMA peak" in text
+
+
+def test_dropping_a_threaded_model_does_not_crash_the_process(tmp_path):
+    """The library pulls in libgomp; unloading it under its spinning worker threads would crash."""
+    graph = load_quietly(EXAMPLES / "vgg_cifar.yaml")
+    path = compiler.compile(graph).save(tmp_path / "m.so")
+    code = (f"import gc, numpy as np, runtime\n"
+            f"m = runtime.load({str(path)!r}, threads=2)\n"
+            f"m(np.zeros((1, 3, 32, 32), np.float32))\n"
+            f"del m\ngc.collect()\nimport time; time.sleep(0.2)\nprint('alive')\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                         env={"GOMP_SPINCOUNT": "infinite", "PATH": "/usr/bin:/bin"})
+    assert out.returncode == 0 and out.stdout.strip() == "alive", (out.returncode, out.stderr[-1000:])
