@@ -153,6 +153,7 @@ def test_internal_ops_cannot_appear_in_a_model_file():
 # a partial last vector, interior loops of several blocks, border blocks, taps that miss whole blocks,
 # rows-outer loop order (input > 512 KiB), threads, depthwise with stride, dilation and residual.
 FAST_CASES = {
+    "k6-half-vectors": ([conv(name="c", filters=6, kernel=5, padding=2), {"op": "relu"}], (1, 12, 28)),
     "k32-wide-rows": ([conv(name="c", filters=32, kernel=3, padding=1)], (5, 9, 40)),
     "k40-partial-vector": ([conv(name="c", filters=40, kernel=3, padding=1)], (3, 6, 14)),
     "k20-kb2-partial": ([conv(name="c", filters=20, kernel=3, stride=2, padding=2, dilation=2)], (4, 11, 27)),
@@ -202,7 +203,7 @@ def test_generated_c_is_pedantic_c99(opt_level, tmp_path):
               {"op": "dense", "units": 5}, {"op": "relu6"}, {"op": "softmax"}]
     graph = load_quietly(model_dict(layers, shape=(3, 8, 8)))
     (tmp_path / "m.c").write_text(compiler.generate_c(graph, opt_level=opt_level, weights_mode="array").code)
-    for flags in ([], ["-fopenmp", "-O2"]):
+    for flags in ([], ["-fopenmp-simd", "-DCONVC_OMP_SIMD", "-O2"], ["-DCONVC_SERIAL"]):
         proc = subprocess.run(["gcc", "-std=c99", "-pedantic", "-Wall", "-Wextra", "-Werror", *flags, "-c", "m.c"],
                               cwd=tmp_path, capture_output=True, text=True)
         assert proc.returncode == 0, proc.stderr[:2000]
@@ -276,7 +277,7 @@ def test_benchmark_quick_run_writes_its_table(tmp_path):
 
 
 def test_dropping_a_threaded_model_does_not_crash_the_process(tmp_path):
-    """The library pulls in libgomp; unloading it under its spinning worker threads would crash."""
+    """The pool's worker threads idle in the library's code; unloading it under them would crash."""
     graph = load_quietly(EXAMPLES / "vgg_cifar.yaml")
     path = compiler.compile(graph).save(tmp_path / "m.so")
     code = (f"import gc, numpy as np, runtime\n"

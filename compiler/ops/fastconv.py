@@ -63,8 +63,8 @@ def row_segments(col_lo: list[int], col_hi: list[int], kw: int, pb: int) -> list
 
 def blocked_lowering(args: dict, weights: dict[str, np.ndarray], macs: int):
     """args: the plain conv2d kernel_args (+ residual / act). Returns (template, arrays, args)."""
-    lanes = vector_lanes()
     k, c, kh, kw = weights["weight"].shape
+    lanes = 8 if k <= 8 else vector_lanes()  # few filters: half-width vectors waste fewer lanes
     k_blocks = -(-k // lanes)
     kv, pb = block_shape(lanes, k_blocks)
     packed = np.zeros((k_blocks * lanes, c, kh, kw), np.float32)
@@ -81,7 +81,7 @@ def blocked_lowering(args: dict, weights: dict[str, np.ndarray], macs: int):
     out = dict(args, VL=lanes, KB=k_blocks, KV=kv, PB=pb, CKK=c * kh * kw, LASTN=k - (k_blocks - 1) * lanes,
                OHW=args["OH"] * args["OW"], segments=row_segments(args["col_lo"], args["col_hi"], kw, pb),
                parallel=macs >= PARALLEL_MACS,
-               rows_outer=reread_weights < reread_input)
+               rows_outer=reread_weights < reread_input, ITEMS=(k_blocks // kv) * args["OH"])
     return "ops/conv2d_blocked.c.j2", {"weight": packed, "bias": bias}, out
 
 
@@ -105,7 +105,8 @@ def pointwise_lowering(args: dict, weights: dict[str, np.ndarray], macs: int):
     reread_weights = weight_bytes * chunks if weight_bytes > CACHE_BYTES else 0
     out = dict(args, VL=lanes, MR=mr, NR=nr, KB=k_blocks, LASTN=k - (k_blocks - 1) * mr, P=p, CHUNKS=chunks,
                TAIL_VECS=tail_vecs, TAIL_START=(chunks * nr + tail_vecs) * lanes,
-               pixels_outer=reread_weights < reread_input, parallel=macs >= PARALLEL_MACS)
+               pixels_outer=reread_weights < reread_input, parallel=macs >= PARALLEL_MACS,
+               NCH=chunks + (tail_vecs > 0), ITEMS=k_blocks * (chunks + (tail_vecs > 0)))
     return "ops/conv2d_pointwise.c.j2", {"weight": packed, "bias": bias}, out
 
 
