@@ -162,6 +162,10 @@ FAST_CASES = {
     "1x1-rows-outer": ([conv(name="c", filters=16, kernel=1), {"op": "relu6"}], (16, 96, 96)),
     "1x1-tails-residual": ([conv(name="c", filters=5, kernel=1), {"name": "s", "op": "add", "inputs": ["c", "x"]},
                             {"op": "relu6"}], (5, 7, 11)),
+    "1x1-leaky": ([conv(name="c", filters=16, kernel=1), {"op": "leaky_relu", "negative_slope": 0.3}],
+                  (4, 8, 12)),
+    "1x1-clip-residual": ([conv(name="c", filters=4, kernel=1), {"name": "s", "op": "add", "inputs": ["x", "c"]},
+                           {"op": "clip", "min": -0.5, "max": 0.75}], (4, 9, 9)),
     "1x1-partial-block-parallel": ([conv(name="c", filters=13, kernel=1, bias=False)], (40, 30, 29)),
     "residual-relu-parallel": ([conv(name="c", filters=32, kernel=3, padding=1),
                                 conv(name="d", filters=32, kernel=3, padding=1, bias=False),
@@ -199,7 +203,8 @@ def test_generated_c_is_pedantic_c99(opt_level, tmp_path):
     layers = [conv(name="c", filters=20, kernel=3, padding=1), {"name": "bn", "op": "batchnorm"}, {"op": "relu"},
               conv(name="d", filters=20, kernel=3, groups=20, padding=1), {"name": "s", "op": "add",
                                                                         "inputs": ["d", "bn"]},
-              {"op": "leaky_relu"}, {"op": "maxpool2d", "kernel": 2}, {"op": "flatten"},
+              {"op": "leaky_relu"}, conv(name="p", filters=12, kernel=1), conv(name="q", filters=12, kernel=1),
+              {"op": "relu6"}, {"op": "maxpool2d", "kernel": 2}, {"op": "flatten"},
               {"op": "dense", "units": 5}, {"op": "relu6"}, {"op": "softmax"}]
     graph = load_quietly(model_dict(layers, shape=(3, 8, 8)))
     (tmp_path / "m.c").write_text(compiler.generate_c(graph, opt_level=opt_level, weights_mode="array").code)

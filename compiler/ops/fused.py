@@ -69,6 +69,21 @@ def epilogue_c_statements(attrs) -> list[str]:
     return out
 
 
+def epilogue_vector_statements(attrs) -> list[str]:
+    """The activation as GNU C vector statements updating `v` (a convc_vec), with bit masks as selects."""
+    out = []
+    if attrs.negative_slope is not None:
+        out.append("{ const convc_ivec m = v > convc_splat(0.0f); "
+                   f"v = (convc_vec)((m & (convc_ivec)v) | (~m & (convc_ivec)(v * {c_float(attrs.negative_slope)}))); }}")
+    if attrs.act_min is not None:
+        lo = f"convc_splat({c_float(attrs.act_min)})"
+        out.append(f"{{ const convc_ivec m = v < {lo}; v = (convc_vec)((~m & (convc_ivec)v) | (m & (convc_ivec){lo})); }}")
+    if attrs.act_max is not None:
+        hi = f"convc_splat({c_float(attrs.act_max)})"
+        out.append(f"{{ const convc_ivec m = v > {hi}; v = (convc_vec)((~m & (convc_ivec)v) | (m & (convc_ivec){hi})); }}")
+    return out
+
+
 def _check_residual(layer, in_shapes, out_shape) -> None:
     if len(in_shapes) > 2:
         raise ShapeError(f"{layer.where}: takes the input and at most one residual, got {len(in_shapes)} inputs")
@@ -96,7 +111,8 @@ class FusedConv2d(Conv2d):
 
     def kernel_args(self, layer, in_shapes, out_shape):
         args = super().kernel_args(layer, in_shapes[:1], out_shape)
-        args.update(residual=len(in_shapes) > 1, act=epilogue_c_statements(layer.attrs))
+        args.update(residual=len(in_shapes) > 1, act=epilogue_c_statements(layer.attrs),
+                    vact=epilogue_vector_statements(layer.attrs))
         return args
 
 
