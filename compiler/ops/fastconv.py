@@ -99,12 +99,13 @@ def pointwise_lowering(args: dict, weights: dict[str, np.ndarray], macs: int):
         bias[:k] = weights["bias"]
     p = args["H"] * args["W"]
     chunks = p // (nr * lanes)
-    tail_vecs = (p - chunks * nr * lanes) // lanes
+    partial = p % lanes  # pixels in the last, partly filled vector
+    tail_vecs = (p - chunks * nr * lanes) // lanes + (partial > 0)
     input_bytes, weight_bytes = 4 * c * p, 4 * packed.size
     reread_input = input_bytes * k_blocks if input_bytes > CACHE_BYTES else 0
     reread_weights = weight_bytes * chunks if weight_bytes > CACHE_BYTES else 0
     out = dict(args, VL=lanes, MR=mr, NR=nr, KB=k_blocks, LASTN=k - (k_blocks - 1) * mr, P=p, CHUNKS=chunks,
-               TAIL_VECS=tail_vecs, TAIL_START=(chunks * nr + tail_vecs) * lanes,
+               TAIL_VECS=tail_vecs, PARTIAL=partial,
                pixels_outer=reread_weights < reread_input, parallel=macs >= PARALLEL_MACS,
                NCH=chunks + (tail_vecs > 0), ITEMS=k_blocks * (chunks + (tail_vecs > 0)))
     return "ops/conv2d_pointwise.c.j2", {"weight": packed, "bias": bias}, out
