@@ -128,5 +128,10 @@ def depthwise_lowering(args: dict, weights: dict[str, np.ndarray], macs: int):
                 offset = (kh * args["DH"] - args["PT"]) * args["W"] + kw * args["DW"] - args["PL"]
                 taps.append({"kh": kh, "kw": kw, "index": kh * args["KW"] + kw, "oh_lo": oh_lo, "oh_hi": oh_hi,
                              "ow_lo": ow_lo, "ow_hi": ow_hi, "offset": offset})
-    out = dict(args, taps=taps, OHW=args["OH"] * args["OW"], parallel=macs >= PARALLEL_MACS)
+    lanes = vector_lanes()
+    ow, sw = args["OW"], args["SW"]
+    blocks = [{"start": b, "n": min(lanes, ow - b)} for b in range(0, ow, lanes)]
+    row_len = len(blocks) * lanes + (args["KW"] - 1) * args["DW"] // sw + 1  # per column phase
+    out = dict(args, taps=taps, OHW=args["OH"] * ow, parallel=macs >= PARALLEL_MACS, VL=lanes,
+               col_blocks=blocks, RL=row_len)
     return "ops/conv2d_depthwise.c.j2", dict(weights), out
