@@ -132,6 +132,11 @@ def depthwise_lowering(args: dict, weights: dict[str, np.ndarray], macs: int):
     ow, sw = args["OW"], args["SW"]
     blocks = [{"start": b, "n": min(lanes, ow - b)} for b in range(0, ow, lanes)]
     row_len = len(blocks) * lanes + (args["KW"] - 1) * args["DW"] // sw + 1  # per column phase
+    phases = []  # per column phase q: the j with 0 <= j·SW + q − PL < W
+    for q in range(sw):
+        valid = [j for j in range(row_len) if 0 <= j * sw + q - args["PL"] < args["W"]]
+        lo, hi = (valid[0], valid[-1] + 1) if valid else (0, 0)
+        phases.append({"lo": lo, "hi": hi})
     out = dict(args, taps=taps, OHW=args["OH"] * ow, parallel=macs >= PARALLEL_MACS, VL=lanes,
-               col_blocks=blocks, RL=row_len)
+               col_blocks=blocks, RL=row_len, phases=phases)
     return "ops/conv2d_depthwise.c.j2", dict(weights), out
