@@ -177,6 +177,8 @@ def report(facts: list[ModelFacts], rows: list[Row], peaks: dict[int, float], ar
         "PyTorch eager under inference_mode. The engines run interleaved (one call each per round) on the "
         "same input after warm-up.",
         "",
+        "Timings from a shared or busy machine are noisy: compare the engines within a row (they ran "
+        "interleaved), and look at the medians. Per-layer times: `python -m bench --profile MODEL`.", "",
         "Latency in ms: median (min–max) over the rounds. GFLOP/s and % of peak are convc's, with "
         "2 FLOP per MAC and the peak for the same thread count; ratios are convc's median over the other "
         "engine's median (< 1: convc is faster).", "",
