@@ -166,17 +166,19 @@ FAST_CASES = {
                   (4, 8, 12)),
     "1x1-clip-residual": ([conv(name="c", filters=4, kernel=1), {"name": "s", "op": "add", "inputs": ["x", "c"]},
                            {"op": "clip", "min": -0.5, "max": 0.75}], (4, 9, 9)),
-    "1x1-partial-block-parallel": ([conv(name="c", filters=13, kernel=1, bias=False)], (40, 30, 29)),
+    "1x1-partial-block-parallel": ([conv(name="c", filters=29, kernel=1, bias=False)], (40, 60, 29)),
     "residual-relu-parallel": ([conv(name="c", filters=32, kernel=3, padding=1),
                                 conv(name="d", filters=32, kernel=3, padding=1, bias=False),
-                                {"name": "s", "op": "add", "inputs": ["d", "c"]}, {"op": "relu"}], (8, 20, 20)),
+                                {"name": "s", "op": "add", "inputs": ["d", "c"]}, {"op": "relu"}], (8, 40, 40)),
     "depthwise-stride2": ([conv(name="c", filters=24, kernel=3, groups=24, stride=2, padding=1),
                            {"op": "relu6"}], (24, 17, 16)),
+    "depthwise-parallel": ([conv(name="c", filters=64, kernel=3, groups=64, padding=1), {"op": "relu"}],
+                           (64, 48, 48)),
     "depthwise-residual": ([conv(name="c", filters=8, kernel=5, groups=8, padding=2, bias=False),
                             {"name": "s", "op": "add", "inputs": ["c", "x"]}], (8, 9, 7)),
     "depthwise-dilated-asym": ([conv(name="c", filters=6, kernel=[3, 2], groups=6, dilation=[2, 3],
                                      padding=[2, 0, 1, 3])], (6, 8, 9)),
-    "dense-large": ([{"op": "flatten"}, {"op": "dense", "units": 300}, {"op": "relu"}], (8, 16, 16)),
+    "dense-large": ([{"op": "flatten"}, {"op": "dense", "units": 600}, {"op": "relu"}], (8, 16, 16)),
 }
 
 
@@ -292,3 +294,12 @@ def test_dropping_a_threaded_model_does_not_crash_the_process(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
                          env={"GOMP_SPINCOUNT": "infinite", "PATH": "/usr/bin:/bin"})
     assert out.returncode == 0 and out.stdout.strip() == "alive", (out.returncode, out.stderr[-1000:])
+
+
+@pytest.mark.parametrize("case", ["residual-relu-parallel", "1x1-partial-block-parallel", "depthwise-parallel",
+                                  "dense-large"])
+def test_threaded_cases_do_use_the_pool(case):
+    """test_fast_kernels_match_the_interpreter[threads=2] covers the pool only if these layers are threaded."""
+    layers, shape = FAST_CASES[case]
+    code = compiler.generate_c(load_quietly(model_dict(layers, shape=shape))).code
+    assert "convc_parallel(L" in code

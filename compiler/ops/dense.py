@@ -62,5 +62,5 @@ class Dense(Op):
         """opt_level ≥ 2: the same loop, vectorized over the inputs (and threaded over units when large)."""
         template, arrays, args = super().lowering(layer, in_shapes, out_shape, weights, opt_level)
         if opt_level >= 2:
-            args.update(simd=True, parallel=self.macs(layer, in_shapes, out_shape) >= 1 << 17)
+            args.update(simd=True, parallel=self.macs(layer, in_shapes, out_shape) >= 1 << 20)
         return template, arrays, args
