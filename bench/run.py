@@ -174,8 +174,9 @@ def report(facts: list[ModelFacts], rows: list[Row], peaks: dict[int, float], ar
         "- FMA peak (float32, register-only FMA loop in C, measured by this run): "
         + ", ".join(f"{t} thread{'s' if t > 1 else ''}: {p:.1f} GFLOP/s" for t, p in sorted(peaks.items())),
         f"- convc opt_level {args.opt_level}; onnxruntime with all graph optimizations, sequential executor; "
-        "PyTorch eager under inference_mode. The engines run interleaved (one call each per round) on the "
-        "same input after warm-up.",
+        "PyTorch eager under inference_mode. The engines run interleaved (one call each per round, the order "
+        "rotating every round, a 5 ms pause before each call so no engine's idle spinning threads compete "
+        "with the next one) on the same input after warm-up.",
         "",
         "Timings from a shared or busy machine are noisy: compare the engines within a row (they ran "
         "interleaved), and look at the medians. Per-layer times: `python -m bench --profile MODEL`.", "",
