@@ -84,7 +84,7 @@ def ort_session(model_bytes: bytes, threads: int):
 
 
 def bench_model(name: str, batches: list[int], threads_list: list[int], budget_s: float, opt_level: int,
-                engines: list[str]) -> tuple[ModelFacts, list[Row]]:
+                engines: list[str], pause_s: float = 0.005) -> tuple[ModelFacts, list[Row]]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", compiler.ConvcWarning)
         graph = compiler.load(MODELS[name]())
@@ -141,7 +141,7 @@ def bench_model(name: str, batches: list[int], threads_list: list[int], budget_s
                     with torch.inference_mode():
                         return net(tx)
                 calls["torch"] = run_torch
-            rows.append(Row(name, batch, threads, interleaved(calls, warmup=3, budget_s=budget_s)))
+            rows.append(Row(name, batch, threads, interleaved(calls, warmup=3, budget_s=budget_s, pause_s=pause_s)))
             print(format_row(rows[-1], facts, None), flush=True)
     return facts, rows
 
@@ -174,9 +174,10 @@ def report(facts: list[ModelFacts], rows: list[Row], peaks: dict[int, float], ar
         "- FMA peak (float32, register-only FMA loop in C, measured by this run): "
         + ", ".join(f"{t} thread{'s' if t > 1 else ''}: {p:.1f} GFLOP/s" for t, p in sorted(peaks.items())),
         f"- convc opt_level {args.opt_level}; onnxruntime with all graph optimizations, sequential executor; "
-        "PyTorch eager under inference_mode. The engines run interleaved (one call each per round, the order "
-        "rotating every round, a 5 ms pause before each call so no engine's idle spinning threads compete "
-        "with the next one) on the same input after warm-up.",
+        "PyTorch eager under inference_mode. The engines run interleaved on the same input after warm-up: "
+        f"in every round each engine (order rotating) idles {args.pause_ms:g} ms, longer than any engine's "
+        "thread pool spins after work, so none is timed against another's spinning threads; then one "
+        "untimed call and a block of about 50 ms of timed back-to-back calls (steady-state latency).",
         "",
         "Timings from a shared or busy machine are noisy: compare the engines within a row (they ran "
         "interleaved), and look at the medians. Per-layer times: `python -m bench --profile MODEL`.", "",
@@ -208,6 +209,8 @@ def main(argv: list[str] | None = None) -> int:
                    "default 6, 1.5 with --quick")
     p.add_argument("--quick", action="store_true", help="batch 1, 2 threads, 1.5 s per configuration")
     p.add_argument("--opt-level", type=int, default=2)
+    p.add_argument("--pause-ms", type=float, default=25.0,
+                   help="idle time before each engine's block of calls (longer than thread pools spin)")
     p.add_argument("--engines", default="onnxruntime,torch", help="engines besides convc (missing ones skipped)")
     p.add_argument("--output", default=str(DOC), help="where to write the markdown table ('-': nowhere)")
     p.add_argument("--profile", metavar="MODEL", help="instead: per-layer time and GFLOP/s of MODEL "
@@ -242,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     print("FMA peak GFLOP/s:", peaks, flush=True)
     facts, rows = [], []
     for name in names:
-        f, r = bench_model(name, batches, threads, args.budget, args.opt_level, engines)
+        f, r = bench_model(name, batches, threads, args.budget, args.opt_level, engines, args.pause_ms / 1e3)
         facts.append(f)
         rows += r
     text = report(facts, rows, peaks, args, time.perf_counter() - start)

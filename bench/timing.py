@@ -1,4 +1,5 @@
-"""Interleaved timing: each round calls every engine once, so load changes hit all of them alike."""
+"""Interleaved timing: rounds in which every engine runs a short block of calls, so load changes on a
+shared machine hit all engines alike."""
 from __future__ import annotations
 
 import statistics
@@ -16,12 +17,13 @@ class Timing:
 
 
 def interleaved(engines: dict[str, Callable[[], object]], warmup: int, budget_s: float, min_runs: int = 5,
-                max_runs: int = 200, pause_s: float = 0.005) -> dict[str, Timing]:
-    """Warm every engine up, then time rounds of one call each until `budget_s` is spent (within the run limits).
+                max_runs: int = 200, pause_s: float = 0.025, block_s: float = 0.05) -> dict[str, Timing]:
+    """Warm every engine up, then time rounds until `budget_s` is spent (`min_runs`..`max_runs` calls each).
 
-    The order rotates every round, so each engine follows each other one equally often, and a pause
-    after every call lets the previous engine's spinning worker threads go idle: otherwise an engine
-    is timed while another one's threads still compete for the cores.
+    In a round each engine (in an order that rotates every round) first idles `pause_s` — longer than
+    the engines' thread pools spin after work, so no engine is timed while another's idle threads still
+    compete for the cores — then makes one untimed call and a block of timed back-to-back calls
+    (about `block_s` long): steady-state latency, as in a serving loop.
     """
     per_call = {}
     for name, call in engines.items():
@@ -30,14 +32,18 @@ def interleaved(engines: dict[str, Callable[[], object]], warmup: int, budget_s:
         start = time.perf_counter()
         call()
         per_call[name] = time.perf_counter() - start
-    per_round = sum(per_call.values()) + pause_s * len(engines)
-    runs = int(max(min_runs, min(max_runs, budget_s / max(per_round, 1e-9))))
+    block = {name: max(1, min(20, round(block_s / max(t, 1e-9)))) for name, t in per_call.items()}
+    per_round = sum(per_call[n] * (block[n] + 1) + pause_s for n in engines)
+    rounds = int(max(1, min(max_runs, budget_s / max(per_round, 1e-9))))
+    rounds = max(rounds, -(-min_runs // min(block.values())))
     samples: dict[str, list[float]] = {name: [] for name in engines}
     names = list(engines)
-    for r in range(runs):
+    for r in range(rounds):
         for name in names[r % len(names):] + names[:r % len(names)]:
             time.sleep(pause_s)
-            start = time.perf_counter()
             engines[name]()
-            samples[name].append(time.perf_counter() - start)
+            for _ in range(block[name]):
+                start = time.perf_counter()
+                engines[name]()
+                samples[name].append(time.perf_counter() - start)
     return {name: Timing(statistics.median(s), min(s), max(s), len(s)) for name, s in samples.items()}
