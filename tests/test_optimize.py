@@ -182,6 +182,13 @@ FAST_CASES = {
 }
 
 
+# The same convs with more than 8 input channels take the blocked kernel instead of the row-vector one.
+for _name in ["k32-wide-rows", "k40-partial-vector", "k20-kb2-partial", "k48-odd-blocks", "wide-kernel-narrow-row",
+              "k6-half-vectors"]:
+    _layers, _shape = FAST_CASES[_name]
+    FAST_CASES[f"{_name}-c12"] = (_layers, (12, *_shape[1:]))
+
+
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("case", sorted(FAST_CASES))
 def test_fast_kernels_match_the_interpreter(case, threads):
@@ -192,10 +199,15 @@ def test_fast_kernels_match_the_interpreter(case, threads):
 
 def test_opt_level_2_chooses_the_fast_kernels():
     graph = load_quietly(model_dict([conv(name="c", filters=32, kernel=3, padding=1),
-                                     conv(name="d", filters=32, kernel=3, groups=32, padding=1)], shape=(3, 8, 8)))
+                                     conv(name="d", filters=32, kernel=3, groups=32, padding=1),
+                                     conv(name="e", filters=16, kernel=3, padding=1),
+                                     conv(name="f", filters=16, kernel=1)], shape=(3, 8, 8)))
     fast, plain = compiler.generate_c(graph, opt_level=2).code, compiler.generate_c(graph, opt_level=1).code
-    assert "weights packed" in fast and "tap (0, 0)" in fast
-    assert "weights packed" not in plain and "tap (0, 0)" not in plain
+    kernels = {"rowvec (c, C=3)": "packed [4][3][3][3][8]", "depthwise (d)": "zero-padded plane",
+               "blocked (e, C=32)": "weights packed [1][32][3][3][16]", "pointwise (f)": "packed [2][16][8]"}
+    for what, marker in kernels.items():
+        assert marker in fast, what
+        assert marker not in plain, what
 
 
 @pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc")

@@ -1,6 +1,7 @@
 """The fast conv2d kernels of opt_level 2: which one a layer gets, its packed weights and its integers.
 
 - 1×1, stride 1, no padding: `conv2d_pointwise` — a matrix product with vectors along the pixels;
+- groups = 1 with at most 8 input channels (first layers): `conv2d_rowvec` — vectors along the output row;
 - other groups = 1: `conv2d_blocked` — register-blocked direct convolution, VL output channels per vector
   (weights packed [K/VL][C][KH][KW][VL]), KV vectors × PB output pixels of accumulators in registers,
   border columns split from the interior so interior blocks run without bounds tests;
@@ -111,6 +112,45 @@ def pointwise_lowering(args: dict, weights: dict[str, np.ndarray], macs: int):
     return "ops/conv2d_pointwise.c.j2", {"weight": packed, "bias": bias}, out
 
 
+ROWVEC_MAX_CHANNELS = 8  # up to this many input channels, vectors along the output row beat the blocked kernel
+
+
+def _phases(row_len: int, sw: int, pl: int, w: int) -> list[dict]:
+    """Per column phase q: the buffer indices j with 0 <= j·SW + q − PL < W (the rest is zero padding)."""
+    phases = []
+    for q in range(sw):
+        valid = [j for j in range(row_len) if 0 <= j * sw + q - pl < w]
+        lo, hi = (valid[0], valid[-1] + 1) if valid else (0, 0)
+        phases.append({"lo": lo, "hi": hi})
+    return phases
+
+
+def rowvec_lowering(args: dict, weights: dict[str, np.ndarray], macs: int):
+    """Few input channels: vectors along the output row from zero-padded, phase-split row copies."""
+    lanes = vector_lanes()
+    k, c, kh, kw = weights["weight"].shape
+    mr, nr = (8, 2) if lanes == 16 else (4, 2)  # MR·NR accumulators: 16 of 32 (AVX-512), 8 of 16 (AVX2)
+    k_blocks = -(-k // mr)
+    packed = np.zeros((k_blocks * mr, c, kh, kw), np.float32)
+    packed[:k] = weights["weight"]
+    packed = packed.reshape(k_blocks, mr, c, kh, kw).transpose(0, 2, 3, 4, 1)
+    bias = np.zeros(k_blocks * mr, np.float32)
+    if "bias" in weights:
+        bias[:k] = weights["bias"]
+    ow, sw = args["OW"], args["SW"]
+    vectors = -(-ow // lanes)
+    segments = []
+    for first in range(0, vectors, nr):
+        n = min(nr, vectors - first)
+        last_pixels = ow - (first + n - 1) * lanes
+        segments.append({"start": first * lanes, "nr": n, "partial": last_pixels if last_pixels < lanes else 0})
+    row_len = vectors * lanes + (kw - 1) * args["DW"] // sw + 1
+    out = dict(args, VL=lanes, MR=mr, KB=k_blocks, LASTN=k - (k_blocks - 1) * mr, OHW=args["OH"] * ow,
+               segments=segments, RL=row_len, phases=_phases(row_len, sw, args["PL"], args["W"]),
+               parallel=macs >= PARALLEL_MACS)
+    return "ops/conv2d_rowvec.c.j2", {"weight": packed, "bias": bias}, out
+
+
 def _valid_range(out: int, size: int, stride: int, shift: int) -> tuple[int, int]:
     """Output indices [lo, hi) with 0 <= o·stride + shift < size (empty: lo == hi)."""
     valid = [o for o in range(out) if 0 <= o * stride + shift < size]
@@ -132,11 +172,7 @@ def depthwise_lowering(args: dict, weights: dict[str, np.ndarray], macs: int):
     ow, sw = args["OW"], args["SW"]
     blocks = [{"start": b, "n": min(lanes, ow - b)} for b in range(0, ow, lanes)]
     row_len = len(blocks) * lanes + (args["KW"] - 1) * args["DW"] // sw + 1  # per column phase
-    phases = []  # per column phase q: the j with 0 <= j·SW + q − PL < W
-    for q in range(sw):
-        valid = [j for j in range(row_len) if 0 <= j * sw + q - args["PL"] < args["W"]]
-        lo, hi = (valid[0], valid[-1] + 1) if valid else (0, 0)
-        phases.append({"lo": lo, "hi": hi})
+    phases = _phases(row_len, sw, args["PL"], args["W"])
     out = dict(args, taps=taps, OHW=args["OH"] * ow, parallel=macs >= PARALLEL_MACS, VL=lanes,
                col_blocks=blocks, RL=row_len, phases=phases)
     return "ops/conv2d_depthwise.c.j2", dict(weights), out

@@ -251,6 +251,8 @@ class Conv2d(Op):
         if a.groups == 1 and a.kernel == (1, 1) and a.stride == (1, 1) and args["PT"] == args["PL"] == 0 \
                 and (args["OH"], args["OW"]) == (args["H"], args["W"]):
             return fastconv.pointwise_lowering(args, weights, macs)
+        if a.groups == 1 and c <= fastconv.ROWVEC_MAX_CHANNELS:
+            return fastconv.rowvec_lowering(args, weights, macs)
         if a.groups == 1:
             return fastconv.blocked_lowering(args, weights, macs)
         if a.groups == c == a.filters:
