@@ -178,6 +178,9 @@ FAST_CASES = {
                             {"name": "s", "op": "add", "inputs": ["c", "x"]}], (8, 9, 7)),
     "depthwise-dilated-asym": ([conv(name="c", filters=6, kernel=[3, 2], groups=6, dilation=[2, 3],
                                      padding=[2, 0, 1, 3])], (6, 8, 9)),
+    "maxpool-interior-dilated": ([{"op": "maxpool2d", "kernel": [2, 3], "stride": [2, 1], "dilation": [1, 2]}],
+                                 (3, 10, 11)),
+    "maxpool-padded-falls-back": ([{"op": "maxpool2d", "kernel": 3, "stride": 2, "padding": 1}], (3, 9, 8)),
     "dense-large": ([{"op": "flatten"}, {"op": "dense", "units": 600}, {"op": "relu"}], (8, 16, 16)),
 }
 

@@ -328,6 +328,15 @@ class MaxPool2d(_Pool):
         win = _windows(inputs[0], self.axes(layer, inputs[0].shape[1:]), -np.inf)
         return win.max(axis=(4, 5))
 
+    def lowering(self, layer, in_shapes, out_shape, weights, opt_level):
+        """opt_level ≥ 2: literal loops when every window lies inside the input."""
+        template, arrays, args = super().lowering(layer, in_shapes, out_shape, weights, opt_level)
+        inside = all(lo == 0 and hi == args[k] for tab, k in (("row", "KH"), ("col", "KW"))
+                     for lo, hi in zip(args[f"{tab}_lo"], args[f"{tab}_hi"]))
+        if opt_level >= 2 and inside and args["PT"] == args["PL"] == 0:
+            return "ops/maxpool2d_interior.c.j2", arrays, args
+        return template, arrays, args
+
 
 @register
 class AvgPool2d(_Pool):
