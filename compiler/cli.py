@@ -32,7 +32,10 @@ def _progress(args):
 
 
 def _add_build_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--opt-level", type=int, default=0, help="0: plain loops (default)")
+    from .pipeline import DEFAULT_OPT_LEVEL
+    p.add_argument("--opt-level", type=int, default=DEFAULT_OPT_LEVEL,
+                   help=f"0: plain loops; 1: + graph passes (fold batchnorm, fuse epilogues); "
+                        f"2: + fast kernels (default {DEFAULT_OPT_LEVEL})")
     p.add_argument("--march", default="native", help='-march for cc (default native; "none" to omit)')
     p.add_argument("--cflag", action="append", help="extra C compiler flag (repeatable)")
     p.add_argument("--cc", help="C compiler (default $CC, else cc)")

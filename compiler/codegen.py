@@ -67,6 +67,7 @@ def render(model: LoweredModel, weights_mode: str = "incbin") -> CSource:
         uses_arena=any("arena" in c for c in model.calls),
         sample_decls=model.sample_decls,
         calls=model.calls,
+        profile_layers=model.metadata.get("profile_layers", []),
     )
     files = {WEIGHTS_FILE: blob.tobytes()} if mode == "incbin" else {}
     return CSource(code, files)

@@ -60,7 +60,7 @@ class WeightBlob:
         return offset
 
     def data(self) -> np.ndarray:
-        return np.concatenate(self.parts).astype("<f4") if self.parts else np.zeros(0, "<f4")
+        return np.concatenate(self.parts).astype("<f4", copy=False) if self.parts else np.zeros(0, "<f4")
 
 
 @dataclass
@@ -105,7 +105,8 @@ def _pointer(buf: Buffer, constants: list[int]) -> str:
     return f"{'x' if buf.kind == 'input' else 'y'}{buf.index}"
 
 
-def lower(graph: Graph, arena: Arena | None = None) -> LoweredModel:
+def lower(graph: Graph, arena: Arena | None = None, opt_level: int = 0, profile: bool = False) -> LoweredModel:
+    """profile: time each layer's call (convc_profile() in the library; see runtime.Model.profile)."""
     arena = arena or plan_memory(graph)
     blob = WeightBlob()
     kernels: list[Kernel] = []
@@ -113,13 +114,14 @@ def lower(graph: Graph, arena: Arena | None = None) -> LoweredModel:
     # Constants first, in layer order (memory.plan_memory numbers them the same way).
     constants = [blob.add(layer.name, suffix, array) for layer in graph.layers() if layer.spec.is_constant
                  for suffix, array in layer.spec.lower_weights(layer, graph.layer_weights(layer.name)).items()]
+    profiled: list[str] = []
     for index, layer in enumerate(graph.layers()):
         spec = layer.spec
         if layer.op == "input" or spec.is_view or spec.is_constant:
             continue
         ins, out = graph.in_shapes(layer.name), graph.shape(layer.name)
-        offsets = {suffix: blob.add(layer.name, suffix, array)
-                   for suffix, array in spec.lower_weights(layer, graph.layer_weights(layer.name)).items()}
+        template, arrays, args = spec.lowering(layer, ins, out, graph.layer_weights(layer.name), opt_level)
+        offsets = {suffix: blob.add(layer.name, suffix, array) for suffix, array in arrays.items()}
         fn = c_identifier(index, layer.name)
         in_names = [f"x{i}" for i in range(len(ins))]
         formula = spec.formula(layer, ins, out)
@@ -128,14 +130,19 @@ def lower(graph: Graph, arena: Arena | None = None) -> LoweredModel:
                   f"{ins_text} -> {fmt_shape(out)}"]
         if formula:
             header.append(f"out = {formula}")
-        context = dict(spec.kernel_args(layer, ins, out))
+        context = dict(args)
         context.update(
             fn=fn, w=offsets, inputs=in_names,
             header="/* " + "\n * ".join(c_comment(h) for h in header) + " */",
             params=", ".join([f"const float *restrict {x}" for x in in_names] + ["float *restrict y"]))
-        kernels.append(Kernel(layer.name, spec.template, context))
+        kernels.append(Kernel(layer.name, template, context))
         args = [_pointer(arena.buffers[i], constants) for i in layer.inputs + (layer.name,)]
-        calls.append(f"{fn}({', '.join(args)});")
+        call = f"{fn}({', '.join(args)});"
+        if profile:
+            call = (f"{{ const double t0 = convc_now(); {call} "
+                    f"convc_layer_seconds[{len(profiled)}] += convc_now() - t0; }}")
+            profiled.append(layer.name)
+        calls.append(call)
     for out, src in arena.copies:
         out_buf = f"y{graph.outputs.index(out)}"
         calls.append(f"memcpy({out_buf}, {_pointer(arena.buffers[src], constants)}, "
@@ -155,4 +162,6 @@ def lower(graph: Graph, arena: Arena | None = None) -> LoweredModel:
         "outputs": [{"name": n, "shape": list(graph.shape(n))} for n in graph.outputs],
         "arena_floats": arena.floats,
     }
+    if profile:
+        metadata["profile_layers"] = profiled
     return LoweredModel(graph.name, kernels, decls, calls, arena, blob, metadata)

@@ -23,11 +23,16 @@ def op_reference() -> str:
              "Generated from the op registry by `python -m compiler.opdocs`; every layer of a description is one "
              "of these ops. Inputs: `1` takes the previous layer (or `inputs: [name]`), `2+` needs "
              "`inputs: [a, b, ...]`.", ""]
-    for name in sorted(REGISTRY):
+    for name in sorted(REGISTRY, key=lambda n: (REGISTRY[n].internal, n)):
         op = REGISTRY[name]
         if name == "input":
             continue
+        if op.internal and not any(line.startswith("Internal ops") for line in lines):
+            lines += ["Internal ops are made by the optimization passes (`opt_level` ≥ 1) and cannot appear in a "
+                      "model file; their NumPy reference defines them, like every other op.", ""]
         arity = "2+" if op.arity is None else str(op.arity)
+        if op.internal:
+            arity = "1, or 2 with a residual"
         lines += [f"## `{name}`", "", f"{op.doc[:1].upper()}{op.doc[1:]}. Inputs: {arity}.", ""]
         fields = dataclasses.fields(op.Attrs)
         if fields:

@@ -20,7 +20,7 @@ from .progress import Progress, no_progress
 from .shapes import infer_shapes
 from .validate import init_weights, validate_structure, validate_weights
 
-DEFAULT_OPT_LEVEL = 0
+DEFAULT_OPT_LEVEL = 2
 
 
 def load(model: str | os.PathLike | dict[str, Any], *, allow_outside_paths: bool = False,
@@ -52,18 +52,19 @@ def load(model: str | os.PathLike | dict[str, Any], *, allow_outside_paths: bool
 
 
 def generate_c(graph: Graph, *, opt_level: int = DEFAULT_OPT_LEVEL, weights_mode: str = "incbin",
-               progress: Progress = no_progress) -> CSource:
+               progress: Progress = no_progress, profile: bool = False) -> CSource:
     """Graph -> the model's C source (optimize, plan memory, lower, render)."""
     progress("optimize")
     graph = optimize(graph, opt_level)
     progress("generate")
-    return render(lower(graph, plan_memory(graph)), weights_mode=weights_mode)
+    return render(lower(graph, plan_memory(graph), opt_level, profile), weights_mode=weights_mode)
 
 
 def compile(model: Graph | str | os.PathLike | dict[str, Any], *, opt_level: int = DEFAULT_OPT_LEVEL,
             march: str | None = "native", cflags: list[str] | tuple[str, ...] = (), cc: str | None = None,
             cache_dir: str | os.PathLike | None = None, sanitize: bool = False,
-            progress: Progress = no_progress) -> runtime.Model:
+            progress: Progress = no_progress, threads: int | None = None,
+            profile: bool = False) -> runtime.Model:
     """Compile a model (Graph, path or dict) to a shared library and load it.
 
     march: -march value ("native" by default; None for the compiler's default target).
@@ -71,13 +72,15 @@ def compile(model: Graph | str | os.PathLike | dict[str, Any], *, opt_level: int
     cache_dir: where libraries are cached (default $CONVC_CACHE_DIR, else ~/.cache/convc).
     sanitize: build with AddressSanitizer + UBSan (the process must preload their runtimes).
     progress: called with each stage's name as it starts (compiler.progress.STAGES), then "done".
+    threads: threads of the parallel kernels (default: $OMP_NUM_THREADS, else all cores).
+    profile: time every layer (read with model.profile()); for finding what is slow, not for production.
     """
     graph = load(model, progress=progress)
-    source = generate_c(graph, opt_level=opt_level, progress=progress)
+    source = generate_c(graph, opt_level=opt_level, progress=progress, profile=profile)
     flags = compile_flags(march=march, sanitize=sanitize, extra=tuple(cflags))
     progress("cc")
     result = build_library(source.code, source.files, cc=cc, flags=flags, cache_dir=cache_dir)
     progress("done")
-    model_ = runtime.load(result.path)
+    model_ = runtime.load(result.path, threads=threads)
     model_.build_info = result
     return model_

@@ -22,7 +22,11 @@ from pathlib import Path
 from . import __version__
 from .errors import BuildError
 
-BASE_FLAGS = ("-O3", "-shared", "-fPIC", "-Wall", "-Wextra")
+# -fopenmp-simd: `#pragma omp simd` only (no OpenMP runtime; the library has its own thread pool).
+# -z nodelete: a model library stays mapped after its last Model is collected, because its pool's
+# idle worker threads live in its code.
+BASE_FLAGS = ("-O3", "-shared", "-fPIC", "-pthread", "-fopenmp-simd", "-DCONVC_OMP_SIMD", "-Wl,-z,nodelete",
+              "-Wall", "-Wextra")
 SANITIZE_FLAGS = ("-O1", "-g", "-fsanitize=address,undefined", "-fno-omit-frame-pointer", "-fno-sanitize-recover=all")
 
 

@@ -26,13 +26,17 @@ int convc_abi_version(void);
 const unsigned char *convc_metadata(size_t *size);
 size_t convc_arena_floats(void);
 int convc_run(size_t batch, const float *const *inputs, float *const *outputs, float *arena);
+void convc_set_threads(int n);
+int convc_get_threads(void);
+const double *convc_profile(size_t *n);
+void convc_profile_reset(void);
 """)
 
 
 class Model:
     """Call it: `model(x)` -> output array (a tuple for several outputs), or `model.run({name: x})` -> dict."""
 
-    def __init__(self, path: str | os.PathLike):
+    def __init__(self, path: str | os.PathLike, threads: int | None = None):
         self._path = Path(path).resolve()
         if not self._path.is_file():
             raise LibraryError(f"{path}: no such compiled model")
@@ -63,6 +67,9 @@ class Model:
         self.output_shapes = {d["name"]: tuple(d["shape"]) for d in self.metadata["outputs"]}
         self.arena_floats = int(self._lib.convc_arena_floats())
         self.build_info = None  # set by compiler.compile: runtime.build.BuildResult
+        self._arenas: list[np.ndarray] = []  # scratch reused across calls; each call takes its own
+        if threads is not None:
+            self.set_threads(threads)
 
     @property
     def path(self) -> Path:
@@ -72,6 +79,38 @@ class Model:
         ins = ", ".join(f"{n} [N, {', '.join(map(str, s))}]" for n, s in self.input_shapes.items())
         outs = ", ".join(f"{n} [N, {', '.join(map(str, s))}]" for n, s in self.output_shapes.items())
         return f"<convc.Model {self.name!r}: {ins} -> {outs}>"
+
+    # -- threads
+    @property
+    def threads(self) -> int:
+        """Threads the parallel kernels use (1 for libraries built without them)."""
+        try:
+            return int(self._lib.convc_get_threads())
+        except AttributeError:  # built by a convc without threads
+            return 1
+
+    def set_threads(self, n: int | None) -> None:
+        """Use n threads (None or 0: OpenMP's default, OMP_NUM_THREADS). Applies to every Model of this file."""
+        if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n < 0):
+            raise ValueError(f"threads must be a positive integer or None, got {n!r}")
+        try:
+            self._lib.convc_set_threads(n or 0)
+        except AttributeError:
+            if n not in (None, 0, 1):
+                raise LibraryError(f"{self._path}: built without thread support; recompile it to use threads={n}")
+
+    # -- profiling builds (compiler.compile(..., profile=True))
+    def profile(self, reset: bool = False) -> dict[str, float]:
+        """Seconds spent in each layer over all calls so far (a profiling build only); reset: start again."""
+        names = self.metadata.get("profile_layers")
+        if names is None:
+            raise LibraryError(f"{self._path}: not a profiling build; compile with profile=True")
+        n = _ffi.new("size_t *")
+        seconds = self._lib.convc_profile(n)
+        out = {name: float(seconds[i]) for i, name in enumerate(names[:n[0]])}
+        if reset:
+            self._lib.convc_profile_reset()
+        return out
 
     # -- calling
     def _check(self, name: str, x: Any) -> np.ndarray:
@@ -107,10 +146,14 @@ class Model:
             if x.shape[0] != batch:
                 raise ValueError(f"input {n!r}: batch size {x.shape[0]} differs from {self.input_names[0]!r}'s {batch}")
         outs = [np.empty((batch, *self.output_shapes[n]), np.float32) for n in self.output_names]
-        arena = np.empty(max(self.arena_floats, 1), np.float32)  # per call: concurrent calls never share scratch
+        try:
+            arena = self._arenas.pop()  # atomic: concurrent calls never share scratch
+        except IndexError:
+            arena = np.empty(max(self.arena_floats, 1), np.float32)
         in_ptrs = _ffi.new("const float *[]", [_ffi.from_buffer("float[]", x) for x in xs])
         out_ptrs = _ffi.new("float *[]", [_ffi.from_buffer("float[]", y, require_writable=True) for y in outs])
         rc = self._lib.convc_run(batch, in_ptrs, out_ptrs, _ffi.from_buffer("float[]", arena, require_writable=True))
+        self._arenas.append(arena)
         if rc != 0:
             raise LibraryError(f"model {self.name!r}: the library returned error code {rc}")
         return dict(zip(self.output_names, outs))
@@ -146,6 +189,6 @@ def _from_bytes(data: bytes) -> Model:
     return Model(path)
 
 
-def load(path: str | os.PathLike) -> Model:
+def load(path: str | os.PathLike, threads: int | None = None) -> Model:
     """Open a compiled model (.so written by `convc compile` or Model.save)."""
-    return Model(path)
+    return Model(path, threads=threads)

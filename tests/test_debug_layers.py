@@ -79,10 +79,19 @@ def test_injected_bug_is_named(model, layer, bug):
 
 
 def test_cli_check_layers(capsys):
-    assert main(["check", str(EXAMPLES / "lenet5.yaml"), "--layers", "--batch", "1"]) == 0
+    assert main(["check", str(EXAMPLES / "lenet5.yaml"), "--layers", "--batch", "1", "--opt-level", "0"]) == 0
     out = capsys.readouterr().out
     assert "conv1" in out and "fc3" in out and "all 12 layers agree" in out
     assert "\x1b[" not in out  # not a terminal: no colour
+
+
+def test_cli_check_layers_optimized_compares_fused_layers_and_outputs(capsys):
+    """At the default opt level conv+relu pairs are fused: fewer rows, and the outputs are checked against the
+    unoptimized graph too."""
+    assert main(["check", str(EXAMPLES / "lenet5.yaml"), "--layers", "--batch", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "all 8 layers agree" in out
+    assert "output fc3 vs. the unoptimized graph" in out and out.count(": OK") >= 1
 
 
 def test_a_wrong_optimization_pass_shows_at_the_outputs(monkeypatch):

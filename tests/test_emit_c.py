@@ -71,7 +71,7 @@ def test_header_documents_sizes_and_api(tmp_path):
     graph = load(EXAMPLES / "lenet5.yaml")
     emit_c(graph, tmp_path, weights="array")
     header = (tmp_path / "model.h").read_text()
-    arena_floats = compiler.compile(graph).arena_floats
+    arena_floats = compiler.compile(graph, opt_level=0).arena_floats  # emit_c defaults to opt level 0
     for text in ("#define LENET5_INPUT0_SIZE 784", "#define LENET5_OUTPUT0_SIZE 10", "#define LENET5_INPUT0_C 1",
                  f"#define LENET5_ARENA_FLOATS {arena_floats}", "int lenet5_run(const float *in0, float *out0);",
                  "int lenet5_run_batch(size_t batch,", "NCHW"):

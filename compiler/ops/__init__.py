@@ -20,5 +20,6 @@ def get_op(name: str) -> Op:
 # Importing the modules fills the registry.
 from . import (activations, batchnorm, constant, dense, globalpool, inputs, layout, lrn, merge,  # noqa: E402,F401
                reshape, softmax, spatial)
+from . import fused  # noqa: E402,F401  (internal ops of the optimization passes)
 
 __all__ = ["REGISTRY", "register", "get_op", "Op"]

@@ -181,6 +181,8 @@ class Op:
     # An op whose output is one of its own weight tensors (constant): no kernel, no buffer; readers point into
     # the weights, and the tensor is the same for every sample.
     is_constant: ClassVar[bool] = False
+    # Made only by optimization passes (fused epilogues); model files cannot name it.
+    internal: ClassVar[bool] = False
 
     # -- shapes and costs
     def infer_shape(self, layer, in_shapes: list[Shape]) -> Shape:
@@ -222,6 +224,11 @@ class Op:
     def kernel_args(self, layer, in_shapes: list[Shape], out_shape: Shape) -> dict[str, Any]:
         """The integers (and floats) this op's template needs; no arithmetic is left to Jinja."""
         return {}
+
+    def lowering(self, layer, in_shapes: list[Shape], out_shape: Shape, weights: dict[str, np.ndarray],
+                 opt_level: int) -> tuple[str, dict[str, np.ndarray], dict[str, Any]]:
+        """(template, constant arrays, template args) at `opt_level`; ops with fast kernels choose them here."""
+        return self.template, self.lower_weights(layer, weights), self.kernel_args(layer, in_shapes, out_shape)
 
 
 def check_rank(layer, in_shapes: list[Shape], rank: int, what: str = "a C×H×W input") -> None:

@@ -237,8 +237,29 @@ class Conv2d(Op):
         args = _tap_args(self.axes(layer, in_shapes[0]))
         cg, khw = c // a.groups, a.kernel[0] * a.kernel[1]
         args.update(C=c, H=h, W=w, HW=h * w, K=a.filters, CG=cg, KG=a.filters // a.groups, KHW=khw, WK=cg * khw,
-                    has_bias=a.bias)
+                    has_bias=a.bias, residual=False, act=[], vact=[])
         return args
+
+
+    def lowering(self, layer, in_shapes, out_shape, weights, opt_level):
+        """opt_level ≥ 2: the blocked kernel (groups = 1) or the depthwise kernel (groups = C = K)."""
+        template, arrays, args = super().lowering(layer, in_shapes, out_shape, weights, opt_level)
+        a, c = layer.attrs, in_shapes[0][0]
+        if opt_level < 2:
+            return template, arrays, args
+        from . import fastconv
+        macs = self.macs(layer, in_shapes, out_shape)
+        weights = {k: v for k, v in weights.items() if k in ("weight", "bias")}
+        if a.groups == 1 and a.kernel == (1, 1) and a.stride == (1, 1) and args["PT"] == args["PL"] == 0 \
+                and (args["OH"], args["OW"]) == (args["H"], args["W"]):
+            return fastconv.pointwise_lowering(args, weights, macs)
+        if a.groups == 1 and c <= fastconv.ROWVEC_MAX_CHANNELS:
+            return fastconv.rowvec_lowering(args, weights, macs)
+        if a.groups == 1:
+            return fastconv.blocked_lowering(args, weights, macs)
+        if a.groups == c == a.filters:
+            return fastconv.depthwise_lowering(args, weights, macs)
+        return template, arrays, args
 
 
 # ---------------------------------------------------------------- pooling
@@ -308,6 +329,15 @@ class MaxPool2d(_Pool):
     def reference(self, layer, inputs, weights):
         win = _windows(inputs[0], self.axes(layer, inputs[0].shape[1:]), -np.inf)
         return win.max(axis=(4, 5))
+
+    def lowering(self, layer, in_shapes, out_shape, weights, opt_level):
+        """opt_level ≥ 2: literal loops when every window lies inside the input."""
+        template, arrays, args = super().lowering(layer, in_shapes, out_shape, weights, opt_level)
+        inside = all(lo == 0 and hi == args[k] for tab, k in (("row", "KH"), ("col", "KW"))
+                     for lo, hi in zip(args[f"{tab}_lo"], args[f"{tab}_hi"]))
+        if opt_level >= 2 and inside and args["PT"] == args["PL"] == 0:
+            return "ops/maxpool2d_interior.c.j2", arrays, args
+        return template, arrays, args
 
 
 @register

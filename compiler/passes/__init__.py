@@ -1,15 +1,27 @@
-"""Graph optimization passes: each a small pure function Graph -> Graph, run in the listed order."""
+"""Graph optimization passes: each a small pure function Graph -> Graph, run in the listed order.
+
+Level 0 is the plain, literal lowering of every layer. Level 1 runs the graph passes and
+keeps the plain kernels; level 2 runs the same passes and lowers convs and dense layers to
+the fast kernels (the ops choose them in `Op.lowering`), so a bug can be isolated by level.
+"""
 from __future__ import annotations
 
 from typing import Callable
 
 from ..ir import Graph
+from .drop_identity import drop_identity
+from .fold_batchnorm import fold_batchnorm
+from .fuse_epilogue import fuse_epilogue
 
 Pass = Callable[[Graph], Graph]
 
-# opt_level -> the passes it runs. Level 0 is the plain, literal lowering of every layer.
+GRAPH_PASSES: list[Pass] = [drop_identity, fold_batchnorm, fuse_epilogue]
+
+# opt_level -> the passes it runs.
 PIPELINES: dict[int, list[Pass]] = {
     0: [],
+    1: GRAPH_PASSES,
+    2: GRAPH_PASSES,
 }
 
 

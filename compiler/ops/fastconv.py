@@ -1,0 +1,178 @@
+"""The fast conv2d kernels of opt_level 2: which one a layer gets, its packed weights and its integers.
+
+- 1×1, stride 1, no padding: `conv2d_pointwise` — a matrix product with vectors along the pixels;
+- groups = 1 with at most 8 input channels (first layers): `conv2d_rowvec` — vectors along the output row;
+- other groups = 1: `conv2d_blocked` — register-blocked direct convolution, VL output channels per vector
+  (weights packed [K/VL][C][KH][KW][VL]), KV vectors × PB output pixels of accumulators in registers,
+  border columns split from the interior so interior blocks run without bounds tests;
+- groups = C = K (depthwise): `conv2d_depthwise` — per channel plane, each tap over its literal rectangle;
+- other groupings keep the plain kernel.
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+CACHE_BYTES = 512 * 1024  # data this size stays in a core's L2 (about half of it) between passes
+PARALLEL_MACS = 1 << 20  # below this (~10 µs of work) a layer runs on the caller's thread alone
+
+
+@lru_cache(maxsize=None)
+def vector_lanes() -> int:
+    """Floats per vector for the blocked kernel: 16 with AVX-512 on this machine, else 8."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return 8
+    return 16 if " avx512f" in flags else 8
+
+
+def block_shape(lanes: int, k_blocks: int) -> tuple[int, int]:
+    """(KV vectors of output channels, PB output pixels) per register block: KV·PB accumulators
+    plus KV weights and one input value fit the vector registers (32 with AVX-512, 16 with AVX2)."""
+    kv = 2 if k_blocks % 2 == 0 else 1
+    if lanes == 16:
+        return kv, (12 if kv == 2 else 16)
+    return kv, (6 if kv == 2 else 12)
+
+
+def row_segments(col_lo: list[int], col_hi: list[int], kw: int, pb: int) -> list[dict]:
+    """Cut an output row into blocks of at most `pb` pixels.
+
+    Each segment: start column, n pixels, count (consecutive equal blocks run as one C loop) and
+    mask — None when every tap of every pixel lies inside the input, else per kernel column the
+    pixels (0..n-1) whose tap does.
+    """
+    ow = len(col_lo)
+    blocks = []
+    for start in range(0, ow, pb):
+        n = min(pb, ow - start)
+        mask = [[j for j in range(n) if col_lo[start + j] <= t < col_hi[start + j]] for t in range(kw)]
+        full = all(len(m) == n for m in mask)
+        blocks.append({"start": start, "n": n, "count": 1, "mask": None if full else mask})
+    segments: list[dict] = []
+    for b in blocks:
+        last = segments[-1] if segments else None
+        if last and b["mask"] is None and last["mask"] is None and last["n"] == b["n"]:
+            last["count"] += 1
+        else:
+            segments.append(b)
+    return segments
+
+
+def blocked_lowering(args: dict, weights: dict[str, np.ndarray], macs: int):
+    """args: the plain conv2d kernel_args (+ residual / act). Returns (template, arrays, args)."""
+    k, c, kh, kw = weights["weight"].shape
+    lanes = 8 if k <= 8 else vector_lanes()  # few filters: half-width vectors waste fewer lanes
+    k_blocks = -(-k // lanes)
+    kv, pb = block_shape(lanes, k_blocks)
+    packed = np.zeros((k_blocks * lanes, c, kh, kw), np.float32)
+    packed[:k] = weights["weight"]
+    packed = packed.reshape(k_blocks, lanes, c, kh, kw).transpose(0, 2, 3, 4, 1)
+    bias = np.zeros(k_blocks * lanes, np.float32)
+    if "bias" in weights:
+        bias[:k] = weights["bias"]
+    # Loop order: which would be re-read from beyond L2 more, the input (once per channel group)
+    # or the weights (once per output row)?
+    input_bytes, weight_bytes = 4 * c * args["H"] * args["W"], 4 * packed.size
+    reread_input = input_bytes * (k_blocks // kv) if input_bytes > CACHE_BYTES else 0
+    reread_weights = weight_bytes * args["OH"] if weight_bytes > CACHE_BYTES else 0
+    out = dict(args, VL=lanes, KB=k_blocks, KV=kv, PB=pb, CKK=c * kh * kw, LASTN=k - (k_blocks - 1) * lanes,
+               OHW=args["OH"] * args["OW"], segments=row_segments(args["col_lo"], args["col_hi"], kw, pb),
+               parallel=macs >= PARALLEL_MACS,
+               rows_outer=reread_weights < reread_input, ITEMS=(k_blocks // kv) * args["OH"])
+    return "ops/conv2d_blocked.c.j2", {"weight": packed, "bias": bias}, out
+
+
+def pointwise_lowering(args: dict, weights: dict[str, np.ndarray], macs: int):
+    """1×1, stride 1, no padding: Y[K][P] = W[K][C]·X[C][P] with vectors along the pixels."""
+    lanes = vector_lanes()
+    k, c = weights["weight"].shape[:2]
+    mr, nr = (8, 3) if lanes == 16 else (4, 3)  # MR·NR accumulators: 24 of 32 (AVX-512), 12 of 16 (AVX2)
+    k_blocks = -(-k // mr)
+    packed = np.zeros((k_blocks * mr, c), np.float32)
+    packed[:k] = weights["weight"].reshape(k, c)
+    packed = packed.reshape(k_blocks, mr, c).transpose(0, 2, 1)
+    bias = np.zeros(k_blocks * mr, np.float32)
+    if "bias" in weights:
+        bias[:k] = weights["bias"]
+    p = args["H"] * args["W"]
+    chunks = p // (nr * lanes)
+    partial = p % lanes  # pixels in the last, partly filled vector
+    tail_vecs = (p - chunks * nr * lanes) // lanes + (partial > 0)
+    input_bytes, weight_bytes = 4 * c * p, 4 * packed.size
+    reread_input = input_bytes * k_blocks if input_bytes > CACHE_BYTES else 0
+    reread_weights = weight_bytes * chunks if weight_bytes > CACHE_BYTES else 0
+    out = dict(args, VL=lanes, MR=mr, NR=nr, KB=k_blocks, LASTN=k - (k_blocks - 1) * mr, P=p, CHUNKS=chunks,
+               TAIL_VECS=tail_vecs, PARTIAL=partial,
+               pixels_outer=reread_weights < reread_input, parallel=macs >= PARALLEL_MACS,
+               NCH=chunks + (tail_vecs > 0), ITEMS=k_blocks * (chunks + (tail_vecs > 0)))
+    return "ops/conv2d_pointwise.c.j2", {"weight": packed, "bias": bias}, out
+
+
+ROWVEC_MAX_CHANNELS = 8  # up to this many input channels, vectors along the output row beat the blocked kernel
+
+
+def _phases(row_len: int, sw: int, pl: int, w: int) -> list[dict]:
+    """Per column phase q: the buffer indices j with 0 <= j·SW + q − PL < W (the rest is zero padding)."""
+    phases = []
+    for q in range(sw):
+        valid = [j for j in range(row_len) if 0 <= j * sw + q - pl < w]
+        lo, hi = (valid[0], valid[-1] + 1) if valid else (0, 0)
+        phases.append({"lo": lo, "hi": hi})
+    return phases
+
+
+def rowvec_lowering(args: dict, weights: dict[str, np.ndarray], macs: int):
+    """Few input channels: vectors along the output row from zero-padded, phase-split row copies."""
+    lanes = vector_lanes()
+    k, c, kh, kw = weights["weight"].shape
+    mr, nr = (8, 2) if lanes == 16 else (4, 2)  # MR·NR accumulators: 16 of 32 (AVX-512), 8 of 16 (AVX2)
+    k_blocks = -(-k // mr)
+    packed = np.zeros((k_blocks * mr, c, kh, kw), np.float32)
+    packed[:k] = weights["weight"]
+    packed = packed.reshape(k_blocks, mr, c, kh, kw).transpose(0, 2, 3, 4, 1)
+    bias = np.zeros(k_blocks * mr, np.float32)
+    if "bias" in weights:
+        bias[:k] = weights["bias"]
+    ow, sw = args["OW"], args["SW"]
+    vectors = -(-ow // lanes)
+    segments = []
+    for first in range(0, vectors, nr):
+        n = min(nr, vectors - first)
+        last_pixels = ow - (first + n - 1) * lanes
+        segments.append({"start": first * lanes, "nr": n, "partial": last_pixels if last_pixels < lanes else 0})
+    row_len = vectors * lanes + (kw - 1) * args["DW"] // sw + 1
+    out = dict(args, VL=lanes, MR=mr, KB=k_blocks, LASTN=k - (k_blocks - 1) * mr, OHW=args["OH"] * ow,
+               segments=segments, RL=row_len, phases=_phases(row_len, sw, args["PL"], args["W"]),
+               parallel=macs >= PARALLEL_MACS)
+    return "ops/conv2d_rowvec.c.j2", {"weight": packed, "bias": bias}, out
+
+
+def _valid_range(out: int, size: int, stride: int, shift: int) -> tuple[int, int]:
+    """Output indices [lo, hi) with 0 <= o·stride + shift < size (empty: lo == hi)."""
+    valid = [o for o in range(out) if 0 <= o * stride + shift < size]
+    return (valid[0], valid[-1] + 1) if valid else (0, 0)
+
+
+def depthwise_lowering(args: dict, weights: dict[str, np.ndarray], macs: int):
+    """Per kernel tap the rectangle of output pixels it reaches inside the input, with its input offset."""
+    taps = []
+    for kh in range(args["KH"]):
+        oh_lo, oh_hi = _valid_range(args["OH"], args["H"], args["SH"], kh * args["DH"] - args["PT"])
+        for kw in range(args["KW"]):
+            ow_lo, ow_hi = _valid_range(args["OW"], args["W"], args["SW"], kw * args["DW"] - args["PL"])
+            if oh_lo < oh_hi and ow_lo < ow_hi:
+                offset = (kh * args["DH"] - args["PT"]) * args["W"] + kw * args["DW"] - args["PL"]
+                taps.append({"kh": kh, "kw": kw, "index": kh * args["KW"] + kw, "oh_lo": oh_lo, "oh_hi": oh_hi,
+                             "ow_lo": ow_lo, "ow_hi": ow_hi, "offset": offset})
+    lanes = vector_lanes()
+    ow, sw = args["OW"], args["SW"]
+    blocks = [{"start": b, "n": min(lanes, ow - b)} for b in range(0, ow, lanes)]
+    row_len = len(blocks) * lanes + (args["KW"] - 1) * args["DW"] // sw + 1  # per column phase
+    phases = _phases(row_len, sw, args["PL"], args["W"])
+    out = dict(args, taps=taps, OHW=args["OH"] * ow, parallel=macs >= PARALLEL_MACS, VL=lanes,
+               col_blocks=blocks, RL=row_len, phases=phases)
+    return "ops/conv2d_depthwise.c.j2", dict(weights), out

@@ -1,0 +1,320 @@
+"""Optimization levels: the graph passes, the fast kernels, threads, profiling builds.
+
+Correctness is always against the interpreter on the UNOPTIMIZED graph (rtol 1e-4, atol 1e-5, from
+conftest), or against PyTorch for the fused ops' own definition; speed is measured by `python -m bench`,
+never here.
+"""
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import threading
+import warnings
+
+import numpy as np
+import pytest
+
+import compiler
+import runtime
+from compiler.passes import PIPELINES, optimize
+from conftest import EXAMPLES, ROOT, assert_close, model_dict, random_input
+
+OPT_LEVELS = sorted(PIPELINES)
+
+
+def load_quietly(desc):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", compiler.ConvcWarning)
+        return compiler.load(desc)
+
+
+def conv(**kw):
+    return {"op": "conv2d", **kw}
+
+
+def check(graph, opt_level, batch=2, seed=0, **kw):
+    model = compiler.compile(graph, opt_level=opt_level, **kw)
+    x = random_input(graph.shape(graph.inputs[0]), batch, seed)
+    got = model.run({graph.inputs[0]: x})
+    ref = compiler.interpret(graph, {graph.inputs[0]: x}, dtype=np.float64)
+    for name in graph.outputs:
+        assert np.all(np.isfinite(got[name]))
+        assert_close(got[name], ref[name])
+    return model, got
+
+
+# ---------------------------------------------------------------- graph passes
+@pytest.mark.parametrize("path", sorted(EXAMPLES.glob("*.yaml")), ids=lambda p: p.stem)
+def test_passes_preserve_the_function_of_every_example(path):
+    graph = load_quietly(path)
+    opt = optimize(graph, 1)
+    x = random_input(graph.shape(graph.inputs[0]), 2, 5)
+    ref = compiler.interpret(graph, {graph.inputs[0]: x}, dtype=np.float64)
+    got = compiler.interpret(opt, {opt.inputs[0]: x}, dtype=np.float64)
+    for name in graph.outputs:  # folded weights are stored as float32: rounding of about 1e-7 relative
+        np.testing.assert_allclose(got[name], ref[name], rtol=2e-6, atol=1e-7)
+    ops = [layer.op for layer in opt.layers()]
+    assert "batchnorm" not in ops and "dropout" not in ops and "relu" not in ops, ops
+    assert len(ops) < len(graph.layers())
+
+
+def test_passes_do_not_change_the_input_graph():
+    graph = load_quietly(EXAMPLES / "resnet_small.yaml")
+    before = ([(layer.name, layer.op, layer.inputs) for layer in graph.layers()], dict(graph.weights))
+    optimize(graph, 1)
+    assert [(layer.name, layer.op, layer.inputs) for layer in graph.layers()] == before[0]
+    assert graph.weights.keys() == before[1].keys()
+    assert all(graph.weights[k] is before[1][k] for k in graph.weights)
+
+
+def test_residual_block_becomes_one_fused_conv_per_conv():
+    graph = load_quietly(model_dict([
+        conv(name="c1", filters=4, kernel=3, padding=1, bias=False), {"name": "bn1", "op": "batchnorm"},
+        {"name": "r1", "op": "relu"},
+        conv(name="c2", filters=3, kernel=3, padding=1), {"name": "bn2", "op": "batchnorm"},
+        {"name": "sum", "op": "add", "inputs": ["bn2", "x"]}, {"name": "out", "op": "relu6"}], shape=(3, 6, 6)))
+    opt = optimize(graph, 1)
+    layers = {layer.name: layer for layer in opt.layers()}
+    assert set(layers) == {"x", "r1", "out"}
+    assert layers["r1"].op == "fused_conv2d" and layers["r1"].attrs.act_min == 0.0
+    assert layers["out"].inputs == ("r1", "x")
+    assert (layers["out"].attrs.act_min, layers["out"].attrs.act_max) == (0.0, 6.0)
+    for level in OPT_LEVELS:
+        check(graph, level)
+
+
+@pytest.mark.parametrize("layers,outputs,unfused", [
+    # the conv's output is read twice: no fusion
+    ([conv(name="c", filters=3, kernel=3), {"name": "r", "op": "relu"}, {"name": "t", "op": "tanh", "inputs": ["c"]}],
+     None, {"c", "r"}),
+    # the conv is a model output: its batchnorm cannot take its place
+    ([conv(name="c", filters=3, kernel=3), {"name": "bn", "op": "batchnorm"}], ["c", "bn"], {"c", "bn"}),
+    # add(c, c): the conv is both operands
+    ([conv(name="c", filters=3, kernel=3), {"name": "s", "op": "add", "inputs": ["c", "c"]}], None, {"c", "s"}),
+    # three operands
+    ([conv(name="c", filters=3, kernel=3, padding=1), conv(name="d", filters=3, kernel=3, padding=1, inputs=["x"]),
+      {"name": "s", "op": "add", "inputs": ["c", "d", "x"]}], None, {"s"}),
+    # a second activation stays a layer of its own
+    ([conv(name="c", filters=3, kernel=3), {"name": "r", "op": "relu"}, {"name": "k", "op": "clip", "max": 0.5}],
+     None, {"k"}),
+    # dropout as an output keeps its name
+    ([conv(name="c", filters=3, kernel=3), {"name": "d", "op": "dropout"}], ["d"], {"d"}),
+])
+def test_passes_leave_what_they_must(layers, outputs, unfused):
+    extra = {"outputs": outputs} if outputs else {}
+    graph = load_quietly(model_dict(layers, shape=(3, 6, 6), **extra))
+    opt = optimize(graph, 1)
+    ops = {layer.name: layer.op for layer in opt.layers()}
+    for name in unfused:
+        assert ops.get(name) == graph.layer(name).op, ops
+    for level in OPT_LEVELS:
+        check(graph, level)
+
+
+def test_dense_epilogue_and_batchnorm_fold():
+    graph = load_quietly(model_dict([
+        {"name": "d1", "op": "dense", "units": 6, "bias": False}, {"name": "bn", "op": "batchnorm"},
+        {"name": "a", "op": "leaky_relu", "negative_slope": 0.2},
+        {"name": "d2", "op": "dense", "units": 6}, {"name": "s", "op": "add", "inputs": ["d2", "a"]},
+        {"name": "c", "op": "clip", "min": -0.25}], shape=(9,)))
+    opt = optimize(graph, 1)
+    assert [layer.op for layer in opt.layers()] == ["input", "fused_dense", "fused_dense"]
+    for level in OPT_LEVELS:
+        check(graph, level, batch=3)
+
+
+def test_fused_conv_reference_is_conv_plus_residual_then_activation_as_in_torch():
+    torch = pytest.importorskip("torch")
+    F = torch.nn.functional
+    graph = load_quietly(model_dict([
+        conv(name="c", filters=4, kernel=3, stride=2, padding=1), {"name": "s", "op": "add", "inputs": ["c", "r"]},
+        {"name": "o", "op": "leaky_relu", "negative_slope": 0.1},
+        conv(name="r", filters=4, kernel=1, stride=2, inputs=["x"])], shape=(3, 7, 7), outputs=["o"]))
+    opt = optimize(graph, 1)
+    (fused,) = [layer for layer in opt.layers() if layer.op == "fused_conv2d" and layer.name == "o"]
+    x = random_input((3, 7, 7), 2, 1).astype(np.float64)
+    res = np.random.default_rng(2).standard_normal((2, 4, 4, 4))
+    w = opt.layer_weights("o")
+    got = fused.spec.reference(fused, [x, res], w)
+    t = F.conv2d(torch.from_numpy(x), torch.from_numpy(w["weight"].astype(np.float64)),
+                 torch.from_numpy(w["bias"].astype(np.float64)), stride=2, padding=1)
+    want = F.leaky_relu(t + torch.from_numpy(res), 0.1).numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+
+
+def test_internal_ops_cannot_appear_in_a_model_file():
+    with pytest.raises(compiler.ModelError, match="unknown op 'fused_conv2d'"):
+        compiler.load(model_dict([{"op": "fused_conv2d", "filters": 2, "kernel": 1}]))
+
+
+# ---------------------------------------------------------------- fast kernels
+# Shapes that reach every branch of the fast kernels: two channel vectors per block (K = 32, 40),
+# a partial last vector, interior loops of several blocks, border blocks, taps that miss whole blocks,
+# rows-outer loop order (input > 512 KiB), threads, depthwise with stride, dilation and residual.
+FAST_CASES = {
+    "k6-half-vectors": ([conv(name="c", filters=6, kernel=5, padding=2), {"op": "relu"}], (1, 12, 28)),
+    "k32-wide-rows": ([conv(name="c", filters=32, kernel=3, padding=1)], (5, 9, 40)),
+    "k40-partial-vector": ([conv(name="c", filters=40, kernel=3, padding=1)], (3, 6, 14)),
+    "k20-kb2-partial": ([conv(name="c", filters=20, kernel=3, stride=2, padding=2, dilation=2)], (4, 11, 27)),
+    "k48-odd-blocks": ([conv(name="c", filters=48, kernel=[1, 5], padding=[0, 4])], (3, 3, 30)),
+    "wide-kernel-narrow-row": ([conv(name="c", filters=17, kernel=7, padding=3, stride=2)], (3, 9, 5)),
+    "1x1-rows-outer": ([conv(name="c", filters=16, kernel=1), {"op": "relu6"}], (16, 96, 96)),
+    "1x1-tails-residual": ([conv(name="c", filters=5, kernel=1), {"name": "s", "op": "add", "inputs": ["c", "x"]},
+                            {"op": "relu6"}], (5, 7, 11)),
+    "1x1-leaky": ([conv(name="c", filters=16, kernel=1), {"op": "leaky_relu", "negative_slope": 0.3}],
+                  (4, 8, 12)),
+    "1x1-clip-residual": ([conv(name="c", filters=4, kernel=1), {"name": "s", "op": "add", "inputs": ["x", "c"]},
+                           {"op": "clip", "min": -0.5, "max": 0.75}], (4, 9, 9)),
+    "1x1-partial-block-parallel": ([conv(name="c", filters=29, kernel=1, bias=False)], (40, 60, 29)),
+    "residual-relu-parallel": ([conv(name="c", filters=32, kernel=3, padding=1),
+                                conv(name="d", filters=32, kernel=3, padding=1, bias=False),
+                                {"name": "s", "op": "add", "inputs": ["d", "c"]}, {"op": "relu"}], (8, 40, 40)),
+    "depthwise-stride2": ([conv(name="c", filters=24, kernel=3, groups=24, stride=2, padding=1),
+                           {"op": "relu6"}], (24, 17, 16)),
+    "depthwise-parallel": ([conv(name="c", filters=64, kernel=3, groups=64, padding=1), {"op": "relu"}],
+                           (64, 48, 48)),
+    "depthwise-residual": ([conv(name="c", filters=8, kernel=5, groups=8, padding=2, bias=False),
+                            {"name": "s", "op": "add", "inputs": ["c", "x"]}], (8, 9, 7)),
+    "depthwise-dilated-asym": ([conv(name="c", filters=6, kernel=[3, 2], groups=6, dilation=[2, 3],
+                                     padding=[2, 0, 1, 3])], (6, 8, 9)),
+    "maxpool-interior-dilated": ([{"op": "maxpool2d", "kernel": [2, 3], "stride": [2, 1], "dilation": [1, 2]}],
+                                 (3, 10, 11)),
+    "maxpool-padded-falls-back": ([{"op": "maxpool2d", "kernel": 3, "stride": 2, "padding": 1}], (3, 9, 8)),
+    "dense-large": ([{"op": "flatten"}, {"op": "dense", "units": 600}, {"op": "relu"}], (8, 16, 16)),
+}
+
+
+# The same convs with more than 8 input channels take the blocked kernel instead of the row-vector one.
+for _name in ["k32-wide-rows", "k40-partial-vector", "k20-kb2-partial", "k48-odd-blocks", "wide-kernel-narrow-row",
+              "k6-half-vectors"]:
+    _layers, _shape = FAST_CASES[_name]
+    FAST_CASES[f"{_name}-c12"] = (_layers, (12, *_shape[1:]))
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("case", sorted(FAST_CASES))
+def test_fast_kernels_match_the_interpreter(case, threads):
+    layers, shape = FAST_CASES[case]
+    graph = load_quietly(model_dict(layers, shape=shape))
+    check(graph, 2, batch=2, seed=3, threads=threads)
+
+
+def test_opt_level_2_chooses_the_fast_kernels():
+    graph = load_quietly(model_dict([conv(name="c", filters=32, kernel=3, padding=1),
+                                     conv(name="d", filters=32, kernel=3, groups=32, padding=1),
+                                     conv(name="e", filters=16, kernel=3, padding=1),
+                                     conv(name="f", filters=16, kernel=1)], shape=(3, 8, 8)))
+    fast, plain = compiler.generate_c(graph, opt_level=2).code, compiler.generate_c(graph, opt_level=1).code
+    kernels = {"rowvec (c, C=3)": "packed [4][3][3][3][8]", "depthwise (d)": "zero-padded plane",
+               "blocked (e, C=32)": "weights packed [1][32][3][3][16]", "pointwise (f)": "packed [2][16][8]"}
+    for what, marker in kernels.items():
+        assert marker in fast, what
+        assert marker not in plain, what
+
+
+@pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc")
+@pytest.mark.parametrize("opt_level", OPT_LEVELS)
+def test_generated_c_is_pedantic_c99(opt_level, tmp_path):
+    """The standalone export builds from the same kernels: at every level they must be plain C99."""
+    layers = [conv(name="c", filters=20, kernel=3, padding=1), {"name": "bn", "op": "batchnorm"}, {"op": "relu"},
+              conv(name="d", filters=20, kernel=3, groups=20, padding=1), {"name": "s", "op": "add",
+                                                                        "inputs": ["d", "bn"]},
+              {"op": "leaky_relu"}, conv(name="p", filters=12, kernel=1), conv(name="q", filters=12, kernel=1),
+              {"op": "relu6"}, {"op": "maxpool2d", "kernel": 2}, {"op": "flatten"},
+              {"op": "dense", "units": 5}, {"op": "relu6"}, {"op": "softmax"}]
+    graph = load_quietly(model_dict(layers, shape=(3, 8, 8)))
+    (tmp_path / "m.c").write_text(compiler.generate_c(graph, opt_level=opt_level, weights_mode="array").code)
+    for flags in ([], ["-fopenmp-simd", "-DCONVC_OMP_SIMD", "-O2"], ["-DCONVC_SERIAL"]):
+        proc = subprocess.run(["gcc", "-std=c99", "-pedantic", "-Wall", "-Wextra", "-Werror", *flags, "-c", "m.c"],
+                              cwd=tmp_path, capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr[:2000]
+
+
+# ---------------------------------------------------------------- threads, concurrency, profiling
+def test_threads_option_and_default():
+    graph = load_quietly(EXAMPLES / "vgg_cifar.yaml")
+    model, _ = check(graph, 2, batch=1, threads=1)
+    assert model.threads == 1
+    model.set_threads(2)
+    assert model.threads == 2
+    check(graph, 2, batch=1, threads=2)
+    with pytest.raises(ValueError, match="threads"):
+        model.set_threads(-1)
+    model.set_threads(None)  # back to OpenMP's default
+
+
+def test_omp_num_threads_is_respected(tmp_path):
+    graph = load_quietly(EXAMPLES / "lenet5.yaml")
+    path = compiler.compile(graph).save(tmp_path / "m.so")
+    code = f"import runtime; print(runtime.load({str(path)!r}).threads)"
+    for n in ("1", "3"):
+        out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                             env={"OMP_NUM_THREADS": n, "PATH": "/usr/bin:/bin"})
+        assert out.stdout.strip() == n, out.stderr
+
+
+def test_python_threads_can_share_one_model():
+    graph = load_quietly(EXAMPLES / "resnet_small.yaml")
+    model = compiler.compile(graph, threads=2)
+    xs = [random_input(graph.shape(graph.inputs[0]), 1, seed) for seed in range(6)]
+    want = [model(x) for x in xs]
+    errors = []
+
+    def worker(i):
+        for _ in range(3):
+            if not np.array_equal(model(xs[i]), want[i]):
+                errors.append(i)
+
+    pool = [threading.Thread(target=worker, args=(i,)) for i in range(6)]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+    assert not errors
+
+
+def test_profile_build_times_every_layer():
+    graph = load_quietly(EXAMPLES / "resnet_small.yaml")
+    model, _ = check(graph, 2, batch=1, profile=True)
+    seconds = model.profile(reset=True)
+    assert list(seconds) == [layer.name for layer in optimize(graph, 2).layers() if layer.op != "input"
+                             and not layer.spec.is_view]
+    assert all(s > 0 for s in seconds.values())
+    assert sum(model.profile().values()) == 0.0  # reset
+    with pytest.raises(runtime.LibraryError, match="profil"):
+        compiler.compile(graph).profile()
+
+
+# ---------------------------------------------------------------- the benchmark runs
+def test_benchmark_quick_run_writes_its_table(tmp_path):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("torch")
+    out = tmp_path / "bench.md"
+    proc = subprocess.run([sys.executable, "-m", "bench", "--quick", "--models", "lenet5", "--budget", "0.2",
+                           "--output", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    text = out.read_text()
+    assert "| lenet5 | 1 | 2 |" in text and "FMA peak" in text
+
+
+def test_dropping_a_threaded_model_does_not_crash_the_process(tmp_path):
+    """The pool's worker threads idle in the library's code; unloading it under them would crash."""
+    graph = load_quietly(EXAMPLES / "vgg_cifar.yaml")
+    path = compiler.compile(graph).save(tmp_path / "m.so")
+    code = (f"import gc, numpy as np, runtime\n"
+            f"m = runtime.load({str(path)!r}, threads=2)\n"
+            f"m(np.zeros((1, 3, 32, 32), np.float32))\n"
+            f"del m\ngc.collect()\nimport time; time.sleep(0.2)\nprint('alive')\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                         env={"GOMP_SPINCOUNT": "infinite", "PATH": "/usr/bin:/bin"})
+    assert out.returncode == 0 and out.stdout.strip() == "alive", (out.returncode, out.stderr[-1000:])
+
+
+@pytest.mark.parametrize("case", ["residual-relu-parallel", "1x1-partial-block-parallel", "depthwise-parallel",
+                                  "dense-large"])
+def test_threaded_cases_do_use_the_pool(case):
+    """test_fast_kernels_match_the_interpreter[threads=2] covers the pool only if these layers are threaded."""
+    layers, shape = FAST_CASES[case]
+    code = compiler.generate_c(load_quietly(model_dict(layers, shape=shape))).code
+    assert "convc_parallel(L" in code
