@@ -13,6 +13,7 @@ from .codegen import CSource, render
 from .errors import ModelError
 from .frontends.description import parse_description, parse_file
 from .ir import Graph
+from .limits import DEFAULT_LIMITS, Limits, check_attributes, check_sizes
 from .lower import lower
 from .memory import plan_memory
 from .passes import optimize
@@ -22,9 +23,15 @@ from .validate import init_weights, validate_structure, validate_weights
 DEFAULT_OPT_LEVEL = 0
 
 
-def load(model: str | os.PathLike | dict[str, Any], *, allow_outside_paths: bool = False) -> Graph:
-    """A model description (.yaml, .yml, .json path, or an already-parsed dict) -> a shape-inferred Graph."""
+def load(model: str | os.PathLike | dict[str, Any], *, allow_outside_paths: bool = False,
+         limits: Limits = DEFAULT_LIMITS) -> Graph:
+    """A model description (.yaml, .yml, .json path, or an already-parsed dict) -> a shape-inferred Graph.
+
+    limits: size bounds checked before any weight or C exists (compiler.Limits; defaults fit real CNNs).
+    """
     if isinstance(model, Graph):
+        check_attributes(model, limits)
+        check_sizes(model, limits)
         return model
     if isinstance(model, dict):
         graph, seed = parse_description(model, allow_outside_paths=allow_outside_paths)
@@ -34,17 +41,30 @@ def load(model: str | os.PathLike | dict[str, Any], *, allow_outside_paths: bool
             from .frontends.onnx import parse_onnx  # optional dependency
             graph, seed = parse_onnx(path, allow_outside_paths=allow_outside_paths)
         elif path.suffix.lower() in (".yaml", ".yml", ".json"):
+            _check_file_size(path, limits.max_description_bytes)
             graph, seed = parse_file(path, allow_outside_paths=allow_outside_paths)
         else:
             raise ModelError(f"{path}: unknown model format {path.suffix!r}; expected .yaml, .yml, .json or .onnx")
     else:
         raise TypeError(f"load() takes a path or a dict, got {type(model).__name__}")
     validate_structure(graph)
+    check_attributes(graph, limits)
     infer_shapes(graph)
+    check_sizes(graph, limits)
     if seed is not None:
         init_weights(graph, seed)
     validate_weights(graph)
     return graph
+
+
+def _check_file_size(path: Path, limit: int) -> None:
+    try:
+        size = path.stat().st_size
+    except OSError:
+        return  # the front end reports a missing file
+    if size > limit:
+        raise ModelError(f"{path}: the description is {size} bytes; the limit is {limit} "
+                         "(compiler.Limits.max_description_bytes)")
 
 
 def generate_c(graph: Graph, *, opt_level: int = DEFAULT_OPT_LEVEL, weights_mode: str = "incbin") -> CSource:
@@ -55,15 +75,17 @@ def generate_c(graph: Graph, *, opt_level: int = DEFAULT_OPT_LEVEL, weights_mode
 
 def compile(model: Graph | str | os.PathLike | dict[str, Any], *, opt_level: int = DEFAULT_OPT_LEVEL,
             march: str | None = "native", cflags: list[str] | tuple[str, ...] = (), cc: str | None = None,
-            cache_dir: str | os.PathLike | None = None, sanitize: bool = False) -> runtime.Model:
+            cache_dir: str | os.PathLike | None = None, sanitize: bool = False,
+            limits: Limits = DEFAULT_LIMITS) -> runtime.Model:
     """Compile a model (Graph, path or dict) to a shared library and load it.
 
     march: -march value ("native" by default; None for the compiler's default target).
     cflags: extra compiler flags. cc: the C compiler (default $CC, else cc).
     cache_dir: where libraries are cached (default $CONVC_CACHE_DIR, else ~/.cache/convc).
     sanitize: build with AddressSanitizer + UBSan (the process must preload their runtimes).
+    limits: size bounds (compiler.Limits), checked before any C is generated.
     """
-    graph = load(model)
+    graph = load(model, limits=limits)
     source = generate_c(graph, opt_level=opt_level)
     flags = compile_flags(march=march, sanitize=sanitize, extra=tuple(cflags))
     result = build_library(source.code, source.files, cc=cc, flags=flags, cache_dir=cache_dir)

@@ -141,7 +141,7 @@ def _parse_layer(raw: Any, index: int, previous: str, source: str, taken: set[st
     if not isinstance(raw, dict):
         raise ModelError(f"{at}: a layer must be a mapping with an 'op', got {raw!r}")
     op = raw.get("op")
-    if op not in REGISTRY or op == "input":
+    if not isinstance(op, str) or op not in REGISTRY or op == "input":
         known = ", ".join(sorted(k for k in REGISTRY if k != "input"))
         raise ModelError(f"{at}{_named(raw)}: unknown op {op!r}; known ops: {known}")
     name = raw.get("name")
