@@ -17,6 +17,7 @@ import cffi
 import numpy as np
 
 from . import __version__
+from .cpu import missing_features
 from .errors import LibraryError
 
 ABI_VERSION = 1
@@ -26,6 +27,7 @@ int convc_abi_version(void);
 const unsigned char *convc_metadata(size_t *size);
 size_t convc_arena_floats(void);
 int convc_run(size_t batch, const float *const *inputs, float *const *outputs, float *arena);
+extern const char convc_required_isa[];
 """)
 
 
@@ -40,6 +42,7 @@ class Model:
             self._lib = _ffi.dlopen(str(self._path))
         except OSError as e:
             raise LibraryError(f"{path}: cannot load the library (corrupt, or built for another system): {e}") from None
+        self._check_cpu()
         try:
             abi = self._lib.convc_abi_version()
             size = _ffi.new("size_t *")
@@ -63,6 +66,18 @@ class Model:
         self.output_shapes = {d["name"]: tuple(d["shape"]) for d in self.metadata["outputs"]}
         self.arena_floats = int(self._lib.convc_arena_floats())
         self.build_info = None  # set by compiler.compile: runtime.build.BuildResult
+
+    def _check_cpu(self) -> None:
+        """Before running any of the library's code: does this CPU have the extensions it was built for?"""
+        try:
+            required = _ffi.string(self._lib.convc_required_isa).decode("ascii", "replace")
+        except (AttributeError, KeyError):  # cffi reports a missing variable as KeyError
+            return  # not a convc library, or an old one: the ABI and version checks report it
+        missing = missing_features(required)
+        if missing:
+            raise LibraryError(f"{self._path}: built for instruction-set extensions this CPU lacks: "
+                               f"{', '.join(missing)}; recompile on this machine (compile(..., march='native')), "
+                               "or with march=None for a portable library")
 
     @property
     def path(self) -> Path:
