@@ -18,6 +18,7 @@ import numpy as np
 
 from . import __version__
 from .cpu import missing_features
+from .elf import needed_libraries
 from .errors import LibraryError
 
 ABI_VERSION = 1
@@ -38,6 +39,7 @@ class Model:
         self._path = Path(path).resolve()
         if not self._path.is_file():
             raise LibraryError(f"{path}: no such compiled model")
+        _check_sanitizer_runtime(self._path)
         try:
             self._lib = _ffi.dlopen(str(self._path))
         except OSError as e:
@@ -147,6 +149,20 @@ class Model:
 
     def __reduce__(self):
         return (_from_bytes, (self._path.read_bytes(),))
+
+
+SANITIZER_PRELOAD = ('LD_PRELOAD="$(cc -print-file-name=libasan.so) $(cc -print-file-name=libubsan.so)" '
+                     'ASAN_OPTIONS=detect_leaks=0')
+
+
+def _check_sanitizer_runtime(path: Path) -> None:
+    """A library built with sanitize=True needs ASan loaded first; without it, dlopen would exit the process."""
+    if not any(name.startswith("libasan.so") for name in needed_libraries(path)):
+        return
+    import ctypes
+    if not hasattr(ctypes.CDLL(None), "__asan_init"):
+        raise LibraryError(f"{path}: built with sanitize=True, but AddressSanitizer is not loaded in this process; "
+                           f"start Python with {SANITIZER_PRELOAD} (see docs/SECURITY.md)")
 
 
 def _from_bytes(data: bytes) -> Model:
