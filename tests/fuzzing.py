@@ -143,7 +143,9 @@ def _mutations(draw, desc: dict[str, Any]) -> None:
     elif kind == "layers-type":
         desc["layers"] = draw(st.sampled_from([None, [], {"op": "relu"}, "relu"]))
     elif kind == "key-type":  # YAML allows non-string keys
-        layer[draw(st.sampled_from([1, None, True, 2.5, (1, 2)]))] = 1
+        where = draw(st.sampled_from([layer, desc, desc["input"]]))
+        where[draw(st.sampled_from([1, None, True, 2.5, (1, 2)]))] = 1
+        where[draw(st.sampled_from(["zz", "kernal"]))] = 1
     elif kind == "seed":
         desc["seed"] = draw(st.sampled_from([-1, 2**70, "zero", 1.5, None]))
     elif kind == "weights":

@@ -82,7 +82,7 @@ def parse_description(data: dict[str, Any], source: str = "<dict>", base: Path |
                       allow_outside_paths: bool = False) -> tuple[Graph, int | None]:
     """A description dict -> (Graph without shapes, seed for initial weights or None if a weights file was given)."""
     base = Path(base) if base is not None else Path.cwd()
-    unknown = sorted(set(data) - TOP_LEVEL_KEYS)
+    unknown = sorted(set(data) - TOP_LEVEL_KEYS, key=repr)
     if unknown:
         raise ModelError(f"{source}: unknown top-level key(s) {', '.join(map(repr, unknown))}; "
                          f"known: {', '.join(sorted(TOP_LEVEL_KEYS))}")
@@ -93,7 +93,7 @@ def parse_description(data: dict[str, Any], source: str = "<dict>", base: Path |
     spec = data.get("input")
     if not isinstance(spec, dict):
         raise ModelError(f"{source}: 'input' must be a mapping like {{name: image, shape: [1, 28, 28]}}, got {spec!r}")
-    extra = sorted(set(spec) - {"name", "shape"})
+    extra = sorted(set(spec) - {"name", "shape"}, key=repr)
     if extra:
         raise ModelError(f"{source}: 'input' has unknown key(s) {', '.join(map(repr, extra))}; known: name, shape")
     input_name = spec.get("name", "input")
