@@ -112,3 +112,42 @@ def test_build_warnings_are_kept_in_the_stamp(tmp_path):
     model = compiler.compile(tiny(), cache_dir=tmp_path)
     stamp = json.loads(model.path.with_suffix(".json").read_text())
     assert stamp["convc"] == runtime.__version__ and stamp["warnings"] == ""  # -Wall -Wextra clean
+
+
+def _unaligned(shape) -> np.ndarray:
+    raw = np.zeros(int(np.prod(shape)) * 4 + 1, np.uint8)
+    x = raw[1:].view(np.float32).reshape(shape)
+    assert not x.flags.aligned
+    return x
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda: _unaligned((2, 1, 6, 6)), "aligned"),
+    (lambda: np.zeros((2, 1, 6, 6), ">f4"), "float32"),
+    (lambda: np.zeros((2, 1, 6, 6), np.float16), "float32"),
+    (lambda: np.zeros((2, 1, 6, 6), np.complex64), "float32"),
+    (lambda: np.zeros((2, 1, 6, 6), object), "float32"),
+    (lambda: np.zeros((2, 6, 6, 1), np.float32).transpose(0, 3, 1, 2), "C-contiguous"),
+    (lambda: np.zeros((2, 1, 6, 6, 1), np.float32), "expected shape"),
+    (lambda: np.float32(1.0), "numpy.ndarray"),
+    (lambda: None, "numpy.ndarray"),
+])
+def test_call_checks_before_any_pointer_reaches_c(make, message):
+    model = compiler.compile(tiny())
+    with pytest.raises(ValueError, match=message):
+        model(make())
+
+
+def test_call_checks_arity_and_batch_agreement():
+    model = compiler.compile(tiny())
+    x = random_input((1, 6, 6))
+    with pytest.raises(ValueError, match="takes 1 input"):
+        model(x, x)
+    with pytest.raises(ValueError, match="takes a dict"):
+        model.run([x])
+    # read-only inputs are fine (the library never writes them); any batch size >= 1 is supported
+    x.setflags(write=False)
+    for batch in (1, 5, 64):
+        xb = random_input((1, 6, 6), batch=batch)
+        np.testing.assert_array_equal(model(xb)[:1], model(xb[:1]))
+    assert model(x).shape == (2, 2, 4, 4)
