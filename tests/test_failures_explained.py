@@ -127,7 +127,7 @@ def _unaligned(shape) -> np.ndarray:
     (lambda: np.zeros((2, 1, 6, 6), np.float16), "float32"),
     (lambda: np.zeros((2, 1, 6, 6), np.complex64), "float32"),
     (lambda: np.zeros((2, 1, 6, 6), object), "float32"),
-    (lambda: np.zeros((2, 6, 6, 1), np.float32).transpose(0, 3, 1, 2), "C-contiguous"),
+    (lambda: np.asfortranarray(np.zeros((2, 1, 6, 6), np.float32)), "C-contiguous"),
     (lambda: np.zeros((2, 1, 6, 6, 1), np.float32), "expected shape"),
     (lambda: np.float32(1.0), "numpy.ndarray"),
     (lambda: None, "numpy.ndarray"),
