@@ -97,3 +97,10 @@ def test_kernel_integers_that_overflow_c_int_are_refused_at_lowering():
         with pytest.raises(ModelError, match="layer 'c' \\(conv2d\\).*does not fit a C int"):
             check_c_ints(layer, context)
     assert isinstance(layer, Layer)
+
+
+def test_security_doc_lists_every_limit_with_its_default():
+    from conftest import ROOT
+    text = (ROOT / "docs" / "SECURITY.md").read_text()
+    for name in DEFAULT_LIMITS.__dataclass_fields__:
+        assert f"| `{name}` |" in text, f"docs/SECURITY.md does not list Limits.{name}"
