@@ -203,3 +203,16 @@ def test_weights_symlink_out_of_the_folder_is_refused_unless_allowed(tmp_path):
     assert "outside the description's folder" in load_error(path)
     graph = compiler.load(path, allow_outside_paths=True)
     assert np.all(graph.weights["c.weight"] == 1)
+
+
+def test_templates_render_with_undefined_variables_as_errors():
+    import jinja2
+    from compiler.codegen import environment, render_kernels
+    from compiler.lower import lower
+    env = environment()
+    with pytest.raises(jinja2.UndefinedError):
+        env.from_string("int n = {{ missing }};").render()
+    lowered = lower(compiler.load(model_dict([{"name": "c", "op": "conv2d", "filters": 2, "kernel": 3}])))
+    del lowered.kernels[0].context["K"]  # a kernel integer lowering forgot to compute
+    with pytest.raises(jinja2.UndefinedError, match="K"):
+        render_kernels(lowered, env)
