@@ -41,7 +41,7 @@ class Model:
             raise LibraryError(f"{path}: no such compiled model")
         _check_sanitizer_runtime(self._path)
         try:
-            self._lib = _ffi.dlopen(str(self._path))
+            self._lib = _ffi.dlopen(str(_path_to_open(self._path)))
         except OSError as e:
             raise LibraryError(f"{path}: cannot load the library (corrupt, or built for another system): {e}") from None
         self._check_cpu()
@@ -144,7 +144,10 @@ class Model:
     def save(self, path: str | os.PathLike) -> Path:
         """Copy the library to `path`; `runtime.load(path)` reopens it without the compiler."""
         path = Path(path)
-        shutil.copyfile(self._path, path)
+        # Copy then rename: overwriting a library in place would crash every process that has it loaded.
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        shutil.copyfile(self._path, tmp)
+        os.replace(tmp, path)
         return path
 
     def __reduce__(self):
@@ -165,8 +168,21 @@ def _check_sanitizer_runtime(path: Path) -> None:
                            f"start Python with {SANITIZER_PRELOAD} (see docs/SECURITY.md)")
 
 
-def _from_bytes(data: bytes) -> Model:
-    """Re-create a pickled model: its library bytes land (once) in a private folder keyed by their hash."""
+# dlopen hands back the library already loaded under the same path, even if the file was replaced since;
+# so each path remembers the file it was first opened as, and a different file there is opened by content.
+_opened: dict[Path, tuple[int, int, int, int]] = {}
+
+
+def _path_to_open(path: Path) -> Path:
+    st = path.stat()
+    identity = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+    if _opened.setdefault(path, identity) == identity:
+        return path
+    return _private_copy(path.read_bytes())
+
+
+def _private_copy(data: bytes) -> Path:
+    """The library bytes, written (once) to a private folder under a name that is their hash."""
     folder = Path(tempfile.gettempdir()) / f"convc-{os.getuid()}-models"
     folder.mkdir(mode=0o700, exist_ok=True)
     path = folder / f"{hashlib.sha256(data).hexdigest()[:40]}.so"
@@ -174,7 +190,12 @@ def _from_bytes(data: bytes) -> Model:
         tmp = path.with_suffix(f".{os.getpid()}.tmp")
         tmp.write_bytes(data)
         os.replace(tmp, path)
-    return Model(path)
+    return path
+
+
+def _from_bytes(data: bytes) -> Model:
+    """Re-create a pickled model from its library bytes."""
+    return Model(_private_copy(data))
 
 
 def load(path: str | os.PathLike) -> Model:

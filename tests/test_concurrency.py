@@ -190,3 +190,33 @@ def test_leftovers_of_a_killed_build_do_not_block_the_next(tmp_path):
     assert not model.build_info.cache_hit
     x = random_input((2, 4, 4))
     np.testing.assert_array_equal(model(x), np.maximum(x, 0))
+
+
+def test_saving_over_a_loaded_library_does_not_disturb_it(tmp_path):
+    """Model.save writes a new file and renames it, so a process using the old file keeps working."""
+    first = compiler.compile(model_dict([{"op": "relu"}], shape=(2, 4, 4)))
+    second = compiler.compile(model_dict([{"op": "tanh"}], shape=(2, 4, 4)))
+    target = first.save(tmp_path / "m.so")
+    import runtime
+    loaded = runtime.load(target)
+    inode = target.stat().st_ino
+    second.save(target)  # in place, this would truncate pages `loaded` has mapped
+    assert target.stat().st_ino != inode
+    x = random_input((2, 4, 4))
+    np.testing.assert_array_equal(loaded(x), np.maximum(x, 0))
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_loading_a_replaced_library_gets_the_new_one(tmp_path):
+    """dlopen reuses a handle by path; a library replaced on disk must still load as itself."""
+    import runtime
+    relu = compiler.compile(model_dict([{"op": "relu"}], shape=(2, 4, 4)))
+    tanh = compiler.compile(model_dict([{"op": "tanh"}], shape=(2, 4, 4)))
+    target = tmp_path / "m.so"
+    x = random_input((2, 4, 4))
+    relu.save(target)
+    np.testing.assert_array_equal(runtime.load(target)(x), np.maximum(x, 0))
+    tanh.save(target)
+    again = runtime.load(target)
+    assert again.output_names == ["tanh_1"]
+    np.testing.assert_allclose(again(x), np.tanh(x), rtol=1e-5, atol=1e-6)

@@ -5,12 +5,14 @@ Every outcome must be a result equal to the interpreter's or a documented convc 
 The examples are derandomized so CI is reproducible; scripts/fuzz.py runs long random campaigns.
 """
 import collections
+import faulthandler
 
 from hypothesis import HealthCheck, given, settings
 
 from fuzzing import ALLOWED_ERRORS, descriptions, run_description
 
 FUZZ_EXAMPLES = 120
+HANG_SECONDS = 300  # one example (load, compile, two runs) taking longer is a hang: fail with tracebacks
 
 
 def test_fuzz_outcomes_are_results_or_documented_errors():
@@ -21,7 +23,11 @@ def test_fuzz_outcomes_are_results_or_documented_errors():
     @given(descriptions())
     def one(case):
         desc, mutated = case
-        counts[(run_description(desc), mutated)] += 1
+        faulthandler.dump_traceback_later(HANG_SECONDS, exit=True)
+        try:
+            counts[(run_description(desc), mutated)] += 1
+        finally:
+            faulthandler.cancel_dump_traceback_later()
 
     one()
     ok = sum(n for (outcome, _), n in counts.items() if outcome == "ok")
