@@ -1,6 +1,7 @@
 """Long fuzz run: random model descriptions (valid and broken) through load -> compile -> call.
 
-    python scripts/fuzz.py --examples 2000            # or --seconds 600
+    python scripts/fuzz.py --examples 2000
+    python scripts/fuzz.py --examples 1000000 --seconds 3600    # an hour
     python scripts/fuzz.py --seconds 60 --seed 7 --cache-dir /tmp/fuzz-cache
 
 Every outcome must be a correct result (checked against the interpreter) or a documented convc
@@ -27,10 +28,13 @@ from hypothesis import HealthCheck, given, seed, settings  # noqa: E402
 from fuzzing import descriptions, run_description  # noqa: E402
 
 
+BATCH = 200
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--examples", type=int, default=1000, help="number of descriptions (default 1000)")
-    p.add_argument("--seconds", type=float, help="stop after this long instead (examples then only caps it)")
+    p.add_argument("--seconds", type=float, help="also stop after about this long")
     p.add_argument("--seed", type=int, default=int(time.time()), help="random seed (default: the time)")
     p.add_argument("--cache-dir", help="compiled-library cache (default: a fresh temporary folder)")
     p.add_argument("--hang-seconds", type=float, default=300, help="one example taking longer is a hang")
@@ -39,14 +43,11 @@ def main(argv: list[str] | None = None) -> int:
     cache = Path(args.cache_dir) if args.cache_dir else Path(tempfile.mkdtemp(prefix="convc-fuzz-"))
     counts: collections.Counter[str] = collections.Counter()
     start = time.monotonic()
-    limit = args.examples if args.seconds is None else max(args.examples, 10**9)
 
-    @seed(args.seed)
-    @settings(max_examples=limit, deadline=None, database=None, suppress_health_check=list(HealthCheck))
-    @given(descriptions())
-    def fuzz(case):
-        if args.seconds is not None and time.monotonic() - start > args.seconds:
-            return
+    def out_of_time() -> bool:
+        return args.seconds is not None and time.monotonic() - start > args.seconds
+
+    def one(case):
         desc, mutated = case
         faulthandler.dump_traceback_later(args.hang_seconds, exit=True)
         try:
@@ -55,15 +56,22 @@ def main(argv: list[str] | None = None) -> int:
             faulthandler.cancel_dump_traceback_later()
         counts[f"{outcome} ({'mutated' if mutated else 'generated'})"] += 1
         done = sum(counts.values())
-        if done % 50 == 0:
+        if done % 100 == 0:
             print(f"{done} examples, {time.monotonic() - start:.0f} s", file=sys.stderr, flush=True)
 
     print(f"seed {args.seed}, cache {cache}")
-    try:
-        fuzz()
-    except Exception:
-        print("FAILED after", dict(counts))
-        raise
+    # Rounds of BATCH examples, each from its own seed, until the example count or the time is used up.
+    round_ = 0
+    while sum(counts.values()) < args.examples and not out_of_time():
+        n = min(BATCH, args.examples - sum(counts.values()))
+        run = seed(args.seed + round_)(settings(max_examples=n, deadline=None, database=None,
+                                                suppress_health_check=list(HealthCheck))(given(descriptions())(one)))
+        try:
+            run()
+        except BaseException:
+            print(f"FAILED in round {round_} (seed {args.seed + round_}) after", dict(counts))
+            raise
+        round_ += 1
     print(json.dumps({"seed": args.seed, "examples": sum(counts.values()),
                       "seconds": round(time.monotonic() - start, 1), "outcomes": dict(sorted(counts.items()))},
                      indent=2))

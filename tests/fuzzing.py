@@ -117,7 +117,7 @@ def _mutations(draw, desc: dict[str, Any]) -> None:
         layer[draw(st.sampled_from(["kernal", "filters", "units", "stride", "axis", "padding"]))] = \
             draw(st.sampled_from(HOSTILE_VALUES + [1, 3]))
     elif kind == "drop-key":
-        key = draw(st.sampled_from(sorted(layer)))
+        key = draw(st.sampled_from(sorted(layer, key=repr)))
         del layer[key]
     elif kind == "op":
         layer["op"] = draw(st.sampled_from(["input", "conv3d", "", "RELU"] + HOSTILE_VALUES))
