@@ -25,7 +25,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from hypothesis import HealthCheck, given, seed, settings  # noqa: E402
 
-from fuzzing import descriptions, run_description  # noqa: E402
+from fuzzing import descriptions, opt_levels, run_description  # noqa: E402
 
 
 BATCH = 200
@@ -47,11 +47,11 @@ def main(argv: list[str] | None = None) -> int:
     def out_of_time() -> bool:
         return args.seconds is not None and time.monotonic() - start > args.seconds
 
-    def one(case):
+    def one(case, opt_level):
         desc, mutated = case
         faulthandler.dump_traceback_later(args.hang_seconds, exit=True)
         try:
-            outcome = run_description(desc, cache_dir=cache)
+            outcome = run_description(desc, cache_dir=cache, opt_level=opt_level)
         finally:
             faulthandler.cancel_dump_traceback_later()
         counts[f"{outcome} ({'mutated' if mutated else 'generated'})"] += 1
@@ -64,8 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     round_ = 0
     while sum(counts.values()) < args.examples and not out_of_time():
         n = min(BATCH, args.examples - sum(counts.values()))
-        run = seed(args.seed + round_)(settings(max_examples=n, deadline=None, database=None,
-                                                suppress_health_check=list(HealthCheck))(given(descriptions())(one)))
+        config = settings(max_examples=n, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+        run = seed(args.seed + round_)(config(given(descriptions(), opt_levels)(one)))
         try:
             run()
         except BaseException:

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 import compiler
 from compiler import BuildError, ConvcWarning, LibraryError, ModelError, ShapeError
+from compiler.passes import PIPELINES
 
 # The documented exceptions a model file may cause (docs/SECURITY.md); the order is most specific first.
 ALLOWED_ERRORS = (ShapeError, ModelError, BuildError, LibraryError)
@@ -165,13 +166,16 @@ def descriptions(draw) -> tuple[dict[str, Any], bool]:
     return desc, mutated
 
 
-def run_description(desc: dict[str, Any], cache_dir=None, batch: int = 2) -> str:
+opt_levels = st.sampled_from(sorted(PIPELINES))
+
+
+def run_description(desc: dict[str, Any], cache_dir=None, batch: int = 2, opt_level: int = 0) -> str:
     """load -> compile -> call on a random batch, compared with the interpreter; returns the outcome's name."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvcWarning)
             graph = compiler.load(desc)
-        model = compiler.compile(graph, cache_dir=cache_dir)
+        model = compiler.compile(graph, cache_dir=cache_dir, opt_level=opt_level)
     except ALLOWED_ERRORS as e:
         assert str(e), f"{type(e).__name__} without a message"
         return type(e).__name__

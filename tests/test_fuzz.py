@@ -9,7 +9,7 @@ import faulthandler
 
 from hypothesis import HealthCheck, given, settings
 
-from fuzzing import ALLOWED_ERRORS, descriptions, run_description
+from fuzzing import ALLOWED_ERRORS, descriptions, opt_levels, run_description
 
 FUZZ_EXAMPLES = 120
 HANG_SECONDS = 300  # one example (load, compile, two runs) taking longer is a hang: fail with tracebacks
@@ -20,12 +20,12 @@ def test_fuzz_outcomes_are_results_or_documented_errors():
 
     @settings(max_examples=FUZZ_EXAMPLES, deadline=None, derandomize=True, database=None,
               suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-    @given(descriptions())
-    def one(case):
+    @given(descriptions(), opt_levels)
+    def one(case, opt_level):
         desc, mutated = case
         faulthandler.dump_traceback_later(HANG_SECONDS, exit=True)
         try:
-            counts[(run_description(desc), mutated)] += 1
+            counts[(run_description(desc, opt_level=opt_level), mutated)] += 1
         finally:
             faulthandler.cancel_dump_traceback_later()
 
