@@ -22,7 +22,8 @@ from compiler.passes import PIPELINES
 ALLOWED_ERRORS = (ShapeError, ModelError, BuildError, LibraryError)
 
 HOSTILE_NAMES = ['a"; system("rm -rf ~"); //', "*/ int evil; /*", "line\nbreak", "#include <stdio.h>", "x\0y",
-                 "ünï cödé ☃", "??/", "\\", "{{ fn }}", "{% raw %}", "0digit", " ", "x" * 10_000, "%s%n", "__asm__"]
+                 "ünï cödé ☃", "??/", "\\", "{{ fn }}", "{% raw %}", "0digit", " ", "x" * 10_000, "%s%n",
+                 "__asm__"]
 # Values that are wrong for almost any attribute: wrong types, huge, negative, non-finite, nested.
 HOSTILE_VALUES = [None, True, -1, 0, 2**31, 2**63, 10**30, -(2**31), 1.5, float("nan"), float("inf"), "3", "",
                   [], [1], [1, 2, 3], [[1, 2]], {"a": 1}, HOSTILE_NAMES[0]]

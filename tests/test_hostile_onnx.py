@@ -75,7 +75,8 @@ def test_every_truncation_of_an_onnx_file_is_a_result_or_a_clear_error(tmp_path)
             assert str(path) in str(e) or "m.onnx" in str(e)
 
 
-@pytest.mark.parametrize("content", [b"", b"garbage \xff\x00 not protobuf", b"\x08" * 1000, b"\x0a\xff\xff\xff\xff\x0f"])
+@pytest.mark.parametrize("content", [b"", b"garbage \xff\x00 not protobuf", b"\x08" * 1000,
+                                     b"\x0a\xff\xff\xff\xff\x0f"])
 def test_malformed_onnx_files(tmp_path, content):
     path = tmp_path / "m.onnx"
     path.write_bytes(content)
