@@ -120,7 +120,7 @@ def test_generated_c_is_the_same_in_every_process():
     from conftest import ROOT
     digests = {subprocess.run([sys.executable, "-c", DIGEST_ALL_EXAMPLES], capture_output=True, text=True, cwd=ROOT,
                               check=True, env={**os.environ, "PYTHONHASHSEED": str(seed)}).stdout
-               for seed in (1, 2, 3)}
+               for seed in (1, 2)}
     assert len(digests) == 1
 
 
