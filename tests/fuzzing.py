@@ -8,6 +8,7 @@ Anything else -- another exception type, a mismatch -- propagates; a segfault ki
 from __future__ import annotations
 
 import copy
+import os
 import warnings
 from typing import Any
 
@@ -170,7 +171,7 @@ def descriptions(draw) -> tuple[dict[str, Any], bool]:
 opt_levels = st.sampled_from(sorted(PIPELINES))
 
 
-def run_description(desc: dict[str, Any], cache_dir=None, batch: int = 2, opt_level: int = 0) -> str:
+def run_description(desc: dict[str, Any] | os.PathLike, cache_dir=None, batch: int = 2, opt_level: int = 0) -> str:
     """load -> compile -> call on a random batch, compared with the interpreter; returns the outcome's name."""
     try:
         with warnings.catch_warnings():
@@ -179,6 +180,8 @@ def run_description(desc: dict[str, Any], cache_dir=None, batch: int = 2, opt_le
         model = compiler.compile(graph, cache_dir=cache_dir, opt_level=opt_level)
     except ALLOWED_ERRORS as e:
         assert str(e), f"{type(e).__name__} without a message"
+        if isinstance(desc, os.PathLike):
+            assert str(desc) in str(e), f"the error does not name the file: {e}"
         return type(e).__name__
     name = graph.inputs[0]
     x = np.random.default_rng(0).standard_normal((batch, *graph.shape(name))).astype(np.float32)

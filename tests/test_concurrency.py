@@ -220,3 +220,22 @@ def test_loading_a_replaced_library_gets_the_new_one(tmp_path):
     again = runtime.load(target)
     assert again.output_names == ["tanh_1"]
     np.testing.assert_allclose(again(x), np.tanh(x), rtol=1e-5, atol=1e-6)
+
+
+def test_threads_compiling_one_model_build_it_once(tmp_path):
+    """The per-key lock is an flock on a file each build opens itself, so threads exclude each other too."""
+    desc = model_dict([{"op": "conv2d", "filters": 4, "kernel": 3}, {"op": "sigmoid"}], shape=(2, 7, 7),
+                      name="threads")
+    barrier = threading.Barrier(THREADS)
+
+    def build(_):
+        barrier.wait()
+        return compiler.compile(desc, cache_dir=tmp_path)
+
+    with ThreadPoolExecutor(THREADS) as pool:
+        models = list(pool.map(build, range(THREADS)))
+    assert len({m.path for m in models}) == 1
+    assert sorted(m.build_info.cache_hit for m in models) == [False] + [True] * (THREADS - 1)
+    x = random_input((2, 7, 7))
+    for m in models:
+        np.testing.assert_array_equal(m(x), models[0](x))
