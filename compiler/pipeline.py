@@ -37,6 +37,7 @@ def load(model: str | os.PathLike | dict[str, Any], *, allow_outside_paths: bool
         graph, seed = parse_description(model, allow_outside_paths=allow_outside_paths)
     elif isinstance(model, (str, os.PathLike)):
         path = Path(model)
+        _check_regular_file(path)
         if path.suffix.lower() == ".onnx":
             from .frontends.onnx import parse_onnx  # optional dependency
             graph, seed = parse_onnx(path, allow_outside_paths=allow_outside_paths)
@@ -55,6 +56,12 @@ def load(model: str | os.PathLike | dict[str, Any], *, allow_outside_paths: bool
         init_weights(graph, seed)
     validate_weights(graph)
     return graph
+
+
+def _check_regular_file(path: Path) -> None:
+    """A device or a FIFO (say, a symlink to /dev/zero) would be read forever."""
+    if path.exists() and not path.is_file():
+        raise ModelError(f"{path}: cannot read the model description: not a regular file")
 
 
 def _check_file_size(path: Path, limit: int) -> None:

@@ -216,3 +216,12 @@ def test_templates_render_with_undefined_variables_as_errors():
     del lowered.kernels[0].context["K"]  # a kernel integer lowering forgot to compute
     with pytest.raises(jinja2.UndefinedError, match="K"):
         render_kernels(lowered, env)
+
+
+@pytest.mark.parametrize("suffix", [".yaml", ".json", ".onnx"])
+def test_description_that_is_a_device_or_a_fifo_is_refused_not_read_forever(tmp_path, suffix):
+    os.symlink("/dev/zero", tmp_path / f"zero{suffix}")
+    os.mkfifo(tmp_path / f"fifo{suffix}")
+    (tmp_path / f"dir{suffix}").mkdir()
+    for name in ("zero", "fifo", "dir"):
+        assert "not a regular file" in load_error(tmp_path / f"{name}{suffix}")
