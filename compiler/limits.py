@@ -35,6 +35,12 @@ class Limits:
                 raise ValueError(f"Limits.{f.name} must be an integer in [1, {C_INT_MAX}], got {value!r}")
 
 
+    @property
+    def max_weights_bytes(self) -> int:
+        """The most a weights file may unpack to: max_weights as float64, plus room for headers."""
+        return 8 * self.max_weights + 2**20
+
+
 DEFAULT_LIMITS = Limits()
 
 

@@ -34,7 +34,8 @@ def load(model: str | os.PathLike | dict[str, Any], *, allow_outside_paths: bool
         check_sizes(model, limits)
         return model
     if isinstance(model, dict):
-        graph, seed = parse_description(model, allow_outside_paths=allow_outside_paths)
+        graph, seed = parse_description(model, allow_outside_paths=allow_outside_paths,
+                                        max_weights_bytes=limits.max_weights_bytes)
     elif isinstance(model, (str, os.PathLike)):
         path = Path(model)
         _check_regular_file(path)
@@ -43,7 +44,8 @@ def load(model: str | os.PathLike | dict[str, Any], *, allow_outside_paths: bool
             graph, seed = parse_onnx(path, allow_outside_paths=allow_outside_paths)
         elif path.suffix.lower() in (".yaml", ".yml", ".json"):
             _check_file_size(path, limits.max_description_bytes)
-            graph, seed = parse_file(path, allow_outside_paths=allow_outside_paths)
+            graph, seed = parse_file(path, allow_outside_paths=allow_outside_paths,
+                                     max_weights_bytes=limits.max_weights_bytes)
         else:
             raise ModelError(f"{path}: unknown model format {path.suffix!r}; expected .yaml, .yml, .json or .onnx")
     else:

@@ -225,3 +225,22 @@ def test_description_that_is_a_device_or_a_fifo_is_refused_not_read_forever(tmp_
     (tmp_path / f"dir{suffix}").mkdir()
     for name in ("zero", "fifo", "dir"):
         assert "not a regular file" in load_error(tmp_path / f"{name}{suffix}")
+
+
+def test_weights_zip_bomb_is_refused_before_unpacking(tmp_path):
+    """A few kilobytes of compressed zeros claiming 800 MB: refused from the archive's directory."""
+    import compiler.frontends.description as description
+    header = b"{'descr': '<f4', 'fortran_order': False, 'shape': (200000000,), }"
+    header += b" " * (118 - len(header)) + b"\n"
+    with zipfile.ZipFile(tmp_path / "w.npz", "w", zipfile.ZIP_DEFLATED) as z:
+        with z.open("c.weight.npy", "w", force_zip64=True) as member:
+            member.write(b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header)
+            chunk = bytes(2**24)
+            for _ in range(48):
+                member.write(chunk)
+    assert (tmp_path / "w.npz").stat().st_size < 2**21
+    path = tmp_path / "m.yaml"
+    path.write_text(yaml.safe_dump({**GOOD, "weights": "w.npz"}))
+    msg = load_error(path, limits=compiler.Limits(max_weights=2**26))
+    assert "unpacks to" in msg and "max_weights" in msg
+    assert description.MAX_WEIGHTS_BYTES == compiler.Limits().max_weights_bytes
