@@ -10,6 +10,53 @@ from functools import lru_cache
 from pathlib import Path
 
 
+# x86 compiler macros for instruction-set extensions -> the CPU flag (as /proc/cpuinfo spells it) each needs.
+ISA_MACROS: tuple[tuple[str, str], ...] = (
+    ("__SSE3__", "pni"),
+    ("__SSSE3__", "ssse3"),
+    ("__SSE4_1__", "sse4_1"),
+    ("__SSE4_2__", "sse4_2"),
+    ("__SSE4A__", "sse4a"),
+    ("__POPCNT__", "popcnt"),
+    ("__AVX__", "avx"),
+    ("__AVX2__", "avx2"),
+    ("__FMA__", "fma"),
+    ("__F16C__", "f16c"),
+    ("__BMI__", "bmi1"),
+    ("__BMI2__", "bmi2"),
+    ("__AVX512F__", "avx512f"),
+    ("__AVX512CD__", "avx512cd"),
+    ("__AVX512BW__", "avx512bw"),
+    ("__AVX512DQ__", "avx512dq"),
+    ("__AVX512VL__", "avx512vl"),
+    ("__AVX512IFMA__", "avx512ifma"),
+    ("__AVX512VBMI__", "avx512vbmi"),
+    ("__AVX512VBMI2__", "avx512_vbmi2"),
+    ("__AVX512VNNI__", "avx512_vnni"),
+    ("__AVX512BITALG__", "avx512_bitalg"),
+    ("__AVX512VPOPCNTDQ__", "avx512_vpopcntdq"),
+    ("__AVX512BF16__", "avx512_bf16"),
+    ("__AVX512FP16__", "avx512_fp16"),
+    ("__AVXVNNI__", "avx_vnni"),
+    ("__AMX_TILE__", "amx_tile"),
+    ("__AMX_INT8__", "amx_int8"),
+    ("__AMX_BF16__", "amx_bf16"),
+    ("__AVX512VP2INTERSECT__", "avx512_vp2intersect"),
+    ("__LZCNT__", "abm"),
+    ("__MOVBE__", "movbe"),
+    ("__ADX__", "adx"),
+    ("__GFNI__", "gfni"),
+    ("__VAES__", "vaes"),
+    ("__VPCLMULQDQ__", "vpclmulqdq"),
+    ("__PCLMUL__", "pclmulqdq"),
+    ("__AES__", "aes"),
+    ("__SHA__", "sha_ni"),
+    ("__FMA4__", "fma4"),
+    ("__XOP__", "xop"),
+    ("__TBM__", "tbm"),
+)
+
+
 @lru_cache(maxsize=None)
 def cpu_flags() -> frozenset[str] | None:
     """The CPU's feature flags from /proc/cpuinfo ("flags" on x86, "Features" on ARM); None if unknown."""

@@ -151,3 +151,22 @@ def test_call_checks_arity_and_batch_agreement():
         xb = random_input((1, 6, 6), batch=batch)
         np.testing.assert_array_equal(model(xb)[:1], model(xb[:1]))
     assert model(x).shape == (2, 2, 4, 4)
+
+
+# The macros gcc defines for instruction-set extensions (SSE/SSE2 are the x86-64 baseline).
+EXTENSION_MACRO = (r"__(AVX\w*|FMA4?|F16C|BMI2?|AMX_\w+|SSE3|SSSE3|SSE4\w*|POPCNT|LZCNT|MOVBE|ADX|GFNI|VAES|VPCLMULQDQ|"
+                   r"PCLMUL|AES|SHA|XOP|TBM)__")
+
+
+@pytest.mark.parametrize("march", ["native", "sapphirerapids", "znver3", "bdver4"])
+def test_every_extension_a_build_can_assume_is_checked(march):
+    """Each extension macro the compiler defines for this -march is in the list the library reports."""
+    import re
+    import subprocess
+    from runtime.cpu import ISA_MACROS
+    proc = subprocess.run(["cc", f"-march={march}", "-dM", "-E", "-x", "c", "/dev/null"], capture_output=True,
+                          text=True)
+    assert proc.returncode == 0, proc.stderr
+    defined = set(re.findall(EXTENSION_MACRO, proc.stdout))
+    listed = {m.strip("_") for m, _ in ISA_MACROS}
+    assert defined and defined <= listed, f"-march={march} defines {sorted(defined - listed)}, not in ISA_MACROS"
