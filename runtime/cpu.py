@@ -54,6 +54,8 @@ ISA_MACROS: tuple[tuple[str, str], ...] = (
     ("__FMA4__", "fma4"),
     ("__XOP__", "xop"),
     ("__TBM__", "tbm"),
+    ("__ABM__", "abm"),
+    ("__LWP__", "lwp"),
 )
 
 

@@ -155,7 +155,7 @@ def test_call_checks_arity_and_batch_agreement():
 
 # The macros gcc defines for instruction-set extensions (SSE/SSE2 are the x86-64 baseline).
 EXTENSION_MACRO = (r"__(AVX\w*|FMA4?|F16C|BMI2?|AMX_\w+|SSE3|SSSE3|SSE4\w*|POPCNT|LZCNT|MOVBE|ADX|GFNI|VAES|VPCLMULQDQ|"
-                   r"PCLMUL|AES|SHA|XOP|TBM)__")
+                   r"PCLMUL|AES|SHA|XOP|TBM|ABM|LWP)__")
 
 
 @pytest.mark.parametrize("march", ["native", "sapphirerapids", "znver3", "bdver4"])
