@@ -9,6 +9,7 @@ import hashlib
 import json
 import os
 import shutil
+import stat
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -185,6 +186,11 @@ def _private_copy(data: bytes) -> Path:
     """The library bytes, written (once) to a private folder under a name that is their hash."""
     folder = Path(tempfile.gettempdir()) / f"convc-{os.getuid()}-models"
     folder.mkdir(mode=0o700, exist_ok=True)
+    st = folder.lstat()
+    if st.st_uid != os.getuid() or stat.S_IMODE(st.st_mode) & 0o077 or not stat.S_ISDIR(st.st_mode):
+        # someone else could swap the library between our check and dlopen
+        raise LibraryError(f"{folder}: not a private folder of this user (owner uid {st.st_uid}, mode "
+                           f"{stat.S_IMODE(st.st_mode):o}); remove it")
     path = folder / f"{hashlib.sha256(data).hexdigest()[:40]}.so"
     if not path.is_file() or path.read_bytes() != data:
         tmp = path.with_suffix(f".{os.getpid()}.tmp")

@@ -1,5 +1,6 @@
 """Each way a build or a library can fail gives an error naming the cause and the fix."""
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -170,3 +171,20 @@ def test_every_extension_a_build_can_assume_is_checked(march):
     defined = set(re.findall(EXTENSION_MACRO, proc.stdout))
     listed = {m.strip("_") for m, _ in ISA_MACROS}
     assert defined and defined <= listed, f"-march={march} defines {sorted(defined - listed)}, not in ISA_MACROS"
+
+
+def test_private_library_folder_must_be_private(tmp_path, monkeypatch):
+    """Pickled models land in a folder under /tmp; one that others can write is refused, not used."""
+    import pickle
+    import tempfile
+    model = compiler.compile(tiny())
+    data = pickle.dumps(model)
+    monkeypatch.setattr(tempfile, "gettempdir", lambda: str(tmp_path))
+    folder = tmp_path / f"convc-{os.getuid()}-models"
+    folder.mkdir(mode=0o777)
+    folder.chmod(0o777)
+    with pytest.raises(LibraryError, match="not a private folder"):
+        pickle.loads(data)
+    folder.chmod(0o700)
+    x = random_input((1, 6, 6))
+    np.testing.assert_array_equal(pickle.loads(data)(x), model(x))
