@@ -244,3 +244,16 @@ def test_weights_zip_bomb_is_refused_before_unpacking(tmp_path):
     msg = load_error(path, limits=compiler.Limits(max_weights=2**26))
     assert "unpacks to" in msg and "max_weights" in msg
     assert description.MAX_WEIGHTS_BYTES == compiler.Limits().max_weights_bytes
+
+
+def test_hostile_file_and_cache_paths(tmp_path):
+    """Paths never reach the C or a shell: quotes, spaces, $() and newlines in them are harmless."""
+    folder = tmp_path / 'we"ird $(touch pwned) `id`\nname'
+    folder.mkdir()
+    path = folder / "m'odel.yaml"
+    path.write_text(yaml.safe_dump(GOOD))
+    model = compiler.compile(path, cache_dir=folder / "cache 'dir'")
+    x = random_input((1, 6, 6))
+    graph = compiler.load(path)
+    assert_close(model(x), compiler.interpret(graph, {"x": x}, dtype=np.float64)["relu_2"])
+    assert not list(tmp_path.rglob("pwned"))
