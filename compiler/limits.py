@@ -69,18 +69,23 @@ def check_attributes(graph: Graph, limits: Limits = DEFAULT_LIMITS) -> None:
                                  f"{limits.max_attribute} (compiler.Limits.max_attribute)")
 
 
+def check_tensor(graph: Graph, layer, limits: Limits = DEFAULT_LIMITS) -> None:
+    """One layer's output size; run during shape inference, so no later layer sees a huge input."""
+    shape = graph.shape(layer.name)
+    if len(shape) == 3 and max(shape[1:]) > limits.max_spatial:
+        raise ModelError(f"{layer.where}: output {list(shape)} has a side longer than "
+                         f"{limits.max_spatial} (compiler.Limits.max_spatial)")
+    n = math.prod(shape)
+    if n > limits.max_tensor_elements:
+        raise ModelError(f"{layer.where}: output {list(shape)} has {n} values per sample; the limit is "
+                         f"{limits.max_tensor_elements} (compiler.Limits.max_tensor_elements)")
+
+
 def check_sizes(graph: Graph, limits: Limits = DEFAULT_LIMITS) -> None:
     """Every tensor's size and the total weight count, from the inferred shapes (before weights exist)."""
     total = 0
     for layer in graph.layers():
-        shape = graph.shape(layer.name)
-        if len(shape) == 3 and max(shape[1:]) > limits.max_spatial:
-            raise ModelError(f"{layer.where}: output {list(shape)} has a side longer than "
-                             f"{limits.max_spatial} (compiler.Limits.max_spatial)")
-        n = math.prod(shape)
-        if n > limits.max_tensor_elements:
-            raise ModelError(f"{layer.where}: output {list(shape)} has {n} values per sample; the limit is "
-                             f"{limits.max_tensor_elements} (compiler.Limits.max_tensor_elements)")
+        check_tensor(graph, layer, limits)
         for suffix, w_shape in layer.spec.weight_shapes(layer, graph.in_shapes(layer.name)).items():
             count = math.prod(w_shape)
             total += count

@@ -13,7 +13,7 @@ from .codegen import CSource, render
 from .errors import ModelError
 from .frontends.description import parse_description, parse_file
 from .ir import Graph
-from .limits import DEFAULT_LIMITS, Limits, check_attributes, check_sizes
+from .limits import DEFAULT_LIMITS, Limits, check_attributes, check_sizes, check_tensor
 from .lower import lower
 from .memory import plan_memory
 from .passes import optimize
@@ -52,7 +52,7 @@ def load(model: str | os.PathLike | dict[str, Any], *, allow_outside_paths: bool
         raise TypeError(f"load() takes a path or a dict, got {type(model).__name__}")
     validate_structure(graph)
     check_attributes(graph, limits)
-    infer_shapes(graph)
+    infer_shapes(graph, check=lambda g, layer: check_tensor(g, layer, limits))
     check_sizes(graph, limits)
     if seed is not None:
         init_weights(graph, seed)

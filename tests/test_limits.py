@@ -104,3 +104,18 @@ def test_security_doc_lists_every_limit_with_its_default():
     text = (ROOT / "docs" / "SECURITY.md").read_text()
     for name in DEFAULT_LIMITS.__dataclass_fields__:
         assert f"| `{name}` |" in text, f"docs/SECURITY.md does not list Limits.{name}"
+
+
+@pytest.mark.parametrize("layers, shape", [
+    # an input past the limits is refused before a pooling layer's shape rule walks its 2**31 rows
+    ([{"op": "maxpool2d", "kernel": 2}], [1, 2**31, 4]),
+    ([{"op": "avgpool2d", "kernel": 3, "padding": 1}], [1, 4, 2**40]),
+    # padding grows the tensor layer by layer; the layer that crosses the limit stops shape inference
+    ([{"name": f"p{i}", "op": "conv2d", "filters": 1, "kernel": 1, "padding": 60000} for i in range(40)]
+     + [{"op": "maxpool2d", "kernel": 2}], [1, 4, 4]),
+])
+def test_sizes_are_checked_layer_by_layer_during_shape_inference(layers, shape):
+    msg = load_error(model_dict(layers, shape=shape))
+    assert "max_spatial" in msg or "max_tensor_elements" in msg
+    if len(layers) > 2:
+        assert "layer 'p0' (conv2d)" in msg  # stopped at the first layer past the limit
