@@ -128,9 +128,9 @@ def _mutations(draw, desc: dict[str, Any]) -> None:
         layer["name"] = draw(st.sampled_from(HOSTILE_NAMES + HOSTILE_VALUES + ["x"]))
     elif kind == "inputs":
         layer["inputs"] = draw(st.sampled_from([["nowhere"], [], ["x", "x"], "x", 3, [None], [["x"]],
-                                                [layers[-1]["name"]]]))
+                                                [layers[-1].get("name", "x")]]))
     elif kind == "cycle":
-        layers[0]["inputs"] = [layers[-1]["name"]]
+        layers[0]["inputs"] = [layers[-1].get("name", "x")]
     elif kind == "duplicate":
         layers.append(copy.deepcopy(layer))
     elif kind == "input-shape":
