@@ -11,9 +11,10 @@ from runtime import __version__  # one version for both packages
 from .errors import BuildError, ConvcError, ConvcWarning, LibraryError, ModelError, ShapeError  # noqa: E402
 from .interpret import interpret  # noqa: E402
 from .ir import Graph, Layer  # noqa: E402
+from .limits import Limits  # noqa: E402
 from .ops.spatial import conv_output_size  # noqa: E402
 from .pipeline import compile, generate_c, load  # noqa: E402
 from .emit import emit_c  # noqa: E402
 
-__all__ = ["load", "compile", "interpret", "generate_c", "emit_c", "Graph", "Layer", "conv_output_size", "ConvcError",
-           "ModelError", "ShapeError", "BuildError", "LibraryError", "ConvcWarning", "__version__"]
+__all__ = ["load", "compile", "interpret", "generate_c", "emit_c", "Graph", "Layer", "Limits", "conv_output_size",
+           "ConvcError", "ModelError", "ShapeError", "BuildError", "LibraryError", "ConvcWarning", "__version__"]

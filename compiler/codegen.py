@@ -7,6 +7,8 @@ from pathlib import Path
 import jinja2
 import numpy as np
 
+from runtime.cpu import ISA_MACROS
+
 from . import __version__
 from .lower import ABI_VERSION, LoweredModel, c_comment, c_name
 
@@ -64,6 +66,7 @@ def render(model: LoweredModel, weights_mode: str = "incbin") -> CSource:
         meta_rows=_rows([str(b) for b in meta], 24),
         kernels=kernels,
         abi=ABI_VERSION,
+        isa_macros=ISA_MACROS,
         uses_arena=any("arena" in c for c in model.calls),
         sample_decls=model.sample_decls,
         calls=model.calls,

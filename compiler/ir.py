@@ -62,7 +62,8 @@ class Graph:
     def layer_weights(self, name: str) -> dict[str, np.ndarray]:
         layer = self.layer(name)
         suffixes = set(layer.spec.weight_shapes(layer, self.in_shapes(name))) | layer.spec.optional_weights(layer)
-        return {s: self.weights[f"{name}.{s}"] for s in suffixes if f"{name}.{s}" in self.weights}
+        # sorted: a set's order changes with the process's hash seed, and so would the C and its cache key
+        return {s: self.weights[f"{name}.{s}"] for s in sorted(suffixes) if f"{name}.{s}" in self.weights}
 
     def consumers(self, name: str) -> list[str]:
         return list(self.nx.successors(name))

@@ -97,6 +97,25 @@ def check_sizes(graph: Graph, arena: Arena, weights: WeightBlob) -> None:
             raise ModelError(f"{graph.source}: the {what} needs {n} floats; convc supports at most {INDEX_LIMIT}")
 
 
+def check_c_ints(layer, context: dict[str, Any]) -> None:
+    """Every integer a template receives fits a C int, so no kernel's literal or index product can overflow."""
+    def ints(v):
+        if isinstance(v, (bool, np.bool_)):
+            return []
+        if isinstance(v, (int, np.integer)):
+            return [int(v)]
+        if isinstance(v, (list, tuple)):
+            return [i for x in v for i in ints(x)]
+        if isinstance(v, dict):
+            return [i for x in v.values() for i in ints(x)]
+        return []
+    for key, value in context.items():
+        big = [i for i in ints(value) if abs(i) > INDEX_LIMIT]
+        if big:
+            raise ModelError(f"{layer.where}: kernel parameter {key} = {big[0]} does not fit a C int; "
+                             f"convc supports at most {INDEX_LIMIT}")
+
+
 def _pointer(buf: Buffer, constants: list[int]) -> str:
     if buf.kind == "arena":
         return f"arena + {buf.index}"
@@ -131,6 +150,7 @@ def lower(graph: Graph, arena: Arena | None = None, opt_level: int = 0, profile:
         if formula:
             header.append(f"out = {formula}")
         context = dict(args)
+        check_c_ints(layer, context)
         context.update(
             fn=fn, w=offsets, inputs=in_names,
             header="/* " + "\n * ".join(c_comment(h) for h in header) + " */",

@@ -13,6 +13,7 @@ from .codegen import CSource, render
 from .errors import ModelError
 from .frontends.description import parse_description, parse_file
 from .ir import Graph
+from .limits import DEFAULT_LIMITS, Limits, check_attributes, check_sizes, check_tensor
 from .lower import lower
 from .memory import plan_memory
 from .passes import optimize
@@ -24,31 +25,58 @@ DEFAULT_OPT_LEVEL = 2
 
 
 def load(model: str | os.PathLike | dict[str, Any], *, allow_outside_paths: bool = False,
-         progress: Progress = no_progress) -> Graph:
-    """A model description (.yaml, .yml, .json path, or an already-parsed dict) -> a shape-inferred Graph."""
+         progress: Progress = no_progress, limits: Limits = DEFAULT_LIMITS) -> Graph:
+    """A model description (.yaml, .yml, .json path, or an already-parsed dict) -> a shape-inferred Graph.
+
+    limits: size bounds checked before any weight or C exists (compiler.Limits; defaults fit real CNNs).
+    """
     if isinstance(model, Graph):
+        check_attributes(model, limits)
+        check_sizes(model, limits)
         return model
     progress("parse")
     if isinstance(model, dict):
-        graph, seed = parse_description(model, allow_outside_paths=allow_outside_paths)
+        graph, seed = parse_description(model, allow_outside_paths=allow_outside_paths,
+                                        max_weights_bytes=limits.max_weights_bytes)
     elif isinstance(model, (str, os.PathLike)):
         path = Path(model)
+        _check_regular_file(path)
         if path.suffix.lower() == ".onnx":
             from .frontends.onnx import parse_onnx  # optional dependency
             graph, seed = parse_onnx(path, allow_outside_paths=allow_outside_paths)
         elif path.suffix.lower() in (".yaml", ".yml", ".json"):
-            graph, seed = parse_file(path, allow_outside_paths=allow_outside_paths)
+            _check_file_size(path, limits.max_description_bytes)
+            graph, seed = parse_file(path, allow_outside_paths=allow_outside_paths,
+                                     max_weights_bytes=limits.max_weights_bytes)
         else:
             raise ModelError(f"{path}: unknown model format {path.suffix!r}; expected .yaml, .yml, .json or .onnx")
     else:
         raise TypeError(f"load() takes a path or a dict, got {type(model).__name__}")
     progress("infer")
     validate_structure(graph)
-    infer_shapes(graph)
+    check_attributes(graph, limits)
+    infer_shapes(graph, check=lambda g, layer: check_tensor(g, layer, limits))
+    check_sizes(graph, limits)
     if seed is not None:
         init_weights(graph, seed)
     validate_weights(graph)
     return graph
+
+
+def _check_regular_file(path: Path) -> None:
+    """A device or a FIFO (say, a symlink to /dev/zero) would be read forever."""
+    if path.exists() and not path.is_file():
+        raise ModelError(f"{path}: cannot read the model description: not a regular file")
+
+
+def _check_file_size(path: Path, limit: int) -> None:
+    try:
+        size = path.stat().st_size
+    except OSError:
+        return  # the front end reports a missing file
+    if size > limit:
+        raise ModelError(f"{path}: the description is {size} bytes; the limit is {limit} "
+                         "(compiler.Limits.max_description_bytes)")
 
 
 def generate_c(graph: Graph, *, opt_level: int = DEFAULT_OPT_LEVEL, weights_mode: str = "incbin",
@@ -64,7 +92,7 @@ def compile(model: Graph | str | os.PathLike | dict[str, Any], *, opt_level: int
             march: str | None = "native", cflags: list[str] | tuple[str, ...] = (), cc: str | None = None,
             cache_dir: str | os.PathLike | None = None, sanitize: bool = False,
             progress: Progress = no_progress, threads: int | None = None,
-            profile: bool = False) -> runtime.Model:
+            profile: bool = False, limits: Limits = DEFAULT_LIMITS) -> runtime.Model:
     """Compile a model (Graph, path or dict) to a shared library and load it.
 
     march: -march value ("native" by default; None for the compiler's default target).
@@ -74,8 +102,9 @@ def compile(model: Graph | str | os.PathLike | dict[str, Any], *, opt_level: int
     progress: called with each stage's name as it starts (compiler.progress.STAGES), then "done".
     threads: threads of the parallel kernels (default: $OMP_NUM_THREADS, else all cores).
     profile: time every layer (read with model.profile()); for finding what is slow, not for production.
+    limits: size bounds (compiler.Limits), checked before any C is generated.
     """
-    graph = load(model, progress=progress)
+    graph = load(model, progress=progress, limits=limits)
     source = generate_c(graph, opt_level=opt_level, progress=progress, profile=profile)
     flags = compile_flags(march=march, sanitize=sanitize, extra=tuple(cflags))
     progress("cc")

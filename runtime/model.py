@@ -9,6 +9,7 @@ import hashlib
 import json
 import os
 import shutil
+import stat
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,8 @@ import cffi
 import numpy as np
 
 from . import __version__
+from .cpu import missing_features
+from .elf import needed_libraries
 from .errors import LibraryError
 
 ABI_VERSION = 1
@@ -30,6 +33,7 @@ void convc_set_threads(int n);
 int convc_get_threads(void);
 const double *convc_profile(size_t *n);
 void convc_profile_reset(void);
+extern const char convc_required_isa[];
 """)
 
 
@@ -40,10 +44,12 @@ class Model:
         self._path = Path(path).resolve()
         if not self._path.is_file():
             raise LibraryError(f"{path}: no such compiled model")
+        _check_sanitizer_runtime(self._path)
         try:
-            self._lib = _ffi.dlopen(str(self._path))
+            self._lib = _ffi.dlopen(str(_path_to_open(self._path)))
         except OSError as e:
             raise LibraryError(f"{path}: cannot load the library (corrupt, or built for another system): {e}") from None
+        self._check_cpu()
         try:
             abi = self._lib.convc_abi_version()
             size = _ffi.new("size_t *")
@@ -70,6 +76,18 @@ class Model:
         self._arenas: list[np.ndarray] = []  # scratch reused across calls; each call takes its own
         if threads is not None:
             self.set_threads(threads)
+
+    def _check_cpu(self) -> None:
+        """Before running any of the library's code: does this CPU have the extensions it was built for?"""
+        try:
+            required = _ffi.string(self._lib.convc_required_isa).decode("ascii", "replace")
+        except (AttributeError, KeyError):  # cffi reports a missing variable as KeyError
+            return  # not a convc library, or an old one: the ABI and version checks report it
+        missing = missing_features(required)
+        if missing:
+            raise LibraryError(f"{self._path}: built for instruction-set extensions this CPU lacks: "
+                               f"{', '.join(missing)}; recompile on this machine (compile(..., march='native')), "
+                               "or with march=None for a portable library")
 
     @property
     def path(self) -> Path:
@@ -170,23 +188,63 @@ class Model:
     def save(self, path: str | os.PathLike) -> Path:
         """Copy the library to `path`; `runtime.load(path)` reopens it without the compiler."""
         path = Path(path)
-        shutil.copyfile(self._path, path)
+        # Copy then rename: overwriting a library in place would crash every process that has it loaded.
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        shutil.copyfile(self._path, tmp)
+        os.replace(tmp, path)
         return path
 
     def __reduce__(self):
         return (_from_bytes, (self._path.read_bytes(),))
 
 
-def _from_bytes(data: bytes) -> Model:
-    """Re-create a pickled model: its library bytes land (once) in a private folder keyed by their hash."""
+SANITIZER_PRELOAD = ('LD_PRELOAD="$(cc -print-file-name=libasan.so) $(cc -print-file-name=libubsan.so)" '
+                     'ASAN_OPTIONS=detect_leaks=0')
+
+
+def _check_sanitizer_runtime(path: Path) -> None:
+    """A library built with sanitize=True needs ASan loaded first; without it, dlopen would exit the process."""
+    if not any(name.startswith("libasan.so") for name in needed_libraries(path)):
+        return
+    import ctypes
+    if not hasattr(ctypes.CDLL(None), "__asan_init"):
+        raise LibraryError(f"{path}: built with sanitize=True, but AddressSanitizer is not loaded in this process; "
+                           f"start Python with {SANITIZER_PRELOAD} (see docs/SECURITY.md)")
+
+
+# dlopen hands back the library already loaded under the same path, even if the file was replaced since;
+# so each path remembers the file it was first opened as, and a different file there is opened by content.
+_opened: dict[Path, tuple[int, int, int, int]] = {}
+
+
+def _path_to_open(path: Path) -> Path:
+    st = path.stat()
+    identity = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+    if _opened.setdefault(path, identity) == identity:
+        return path
+    return _private_copy(path.read_bytes())
+
+
+def _private_copy(data: bytes) -> Path:
+    """The library bytes, written (once) to a private folder under a name that is their hash."""
     folder = Path(tempfile.gettempdir()) / f"convc-{os.getuid()}-models"
     folder.mkdir(mode=0o700, exist_ok=True)
+    st = folder.lstat()
+    if st.st_uid != os.getuid() or stat.S_IMODE(st.st_mode) & 0o077 or not stat.S_ISDIR(st.st_mode):
+        # someone else could swap the library between our check and dlopen
+        raise LibraryError(f"{folder}: not a private folder of this user (owner uid {st.st_uid}, mode "
+                           f"{stat.S_IMODE(st.st_mode):o}); remove it")
     path = folder / f"{hashlib.sha256(data).hexdigest()[:40]}.so"
     if not path.is_file() or path.read_bytes() != data:
         tmp = path.with_suffix(f".{os.getpid()}.tmp")
         tmp.write_bytes(data)
         os.replace(tmp, path)
-    return Model(path)
+    return path
+
+
+def _from_bytes(data: bytes) -> Model:
+    """Re-create a pickled model from its library bytes."""
+    return Model(_private_copy(data))
 
 
 def load(path: str | os.PathLike, threads: int | None = None) -> Model:

@@ -21,6 +21,7 @@ from ..ops.base import int_at_least, parse_attrs
 TOP_LEVEL_KEYS = {"name", "input", "layers", "weights", "seed", "outputs"}
 LAYER_KEYS = {"name", "op", "inputs"}
 MAX_DESCRIPTION_BYTES = 64 * 1024 * 1024
+MAX_WEIGHTS_BYTES = 8 * 2**28 + 2**20  # compiler.Limits' default max_weights as float64, plus headers
 
 
 def read_description(path: Path) -> dict[str, Any]:
@@ -48,10 +49,18 @@ def read_description(path: Path) -> dict[str, Any]:
     return data
 
 
-def load_weights_file(path: Path, source: str) -> dict[str, np.ndarray]:
-    """An .npz of float arrays keyed "layer.suffix" (a PyTorch state_dict saved with numpy.savez)."""
+def load_weights_file(path: Path, source: str, max_bytes: int = MAX_WEIGHTS_BYTES) -> dict[str, np.ndarray]:
+    """An .npz of float arrays keyed "layer.suffix" (a PyTorch state_dict saved with numpy.savez).
+
+    max_bytes bounds the arrays' unpacked size, checked from the archive's directory before anything is
+    unpacked (a few kilobytes of compressed zeros can claim gigabytes).
+    """
     try:
         with np.load(path, allow_pickle=False) as npz:
+            unpacked = sum(info.file_size for info in npz.zip.infolist())
+            if unpacked > max_bytes:
+                raise ModelError(f"{source}: weights file {path.name} unpacks to {unpacked} bytes; the limit is "
+                                 f"{max_bytes} (compiler.Limits.max_weights)")
             out = {}
             for key in npz.files:
                 arr = npz[key]
@@ -79,10 +88,11 @@ def resolve_weights_path(value: Any, base: Path, source: str, allow_outside: boo
 
 
 def parse_description(data: dict[str, Any], source: str = "<dict>", base: Path | None = None,
-                      allow_outside_paths: bool = False) -> tuple[Graph, int | None]:
+                      allow_outside_paths: bool = False,
+                      max_weights_bytes: int = MAX_WEIGHTS_BYTES) -> tuple[Graph, int | None]:
     """A description dict -> (Graph without shapes, seed for initial weights or None if a weights file was given)."""
     base = Path(base) if base is not None else Path.cwd()
-    unknown = sorted(set(data) - TOP_LEVEL_KEYS)
+    unknown = sorted(set(data) - TOP_LEVEL_KEYS, key=repr)
     if unknown:
         raise ModelError(f"{source}: unknown top-level key(s) {', '.join(map(repr, unknown))}; "
                          f"known: {', '.join(sorted(TOP_LEVEL_KEYS))}")
@@ -93,7 +103,7 @@ def parse_description(data: dict[str, Any], source: str = "<dict>", base: Path |
     spec = data.get("input")
     if not isinstance(spec, dict):
         raise ModelError(f"{source}: 'input' must be a mapping like {{name: image, shape: [1, 28, 28]}}, got {spec!r}")
-    extra = sorted(set(spec) - {"name", "shape"})
+    extra = sorted(set(spec) - {"name", "shape"}, key=repr)
     if extra:
         raise ModelError(f"{source}: 'input' has unknown key(s) {', '.join(map(repr, extra))}; known: name, shape")
     input_name = spec.get("name", "input")
@@ -129,7 +139,8 @@ def parse_description(data: dict[str, Any], source: str = "<dict>", base: Path |
     weights: dict[str, np.ndarray] = {}
     seed = data.get("seed", 0)
     if "weights" in data:
-        weights = load_weights_file(resolve_weights_path(data["weights"], base, source, allow_outside_paths), source)
+        weights = load_weights_file(resolve_weights_path(data["weights"], base, source, allow_outside_paths), source,
+                                    max_weights_bytes)
         seed = None
     else:
         seed = int_at_least(0)(seed, f"{source}: 'seed'")
@@ -141,7 +152,7 @@ def _parse_layer(raw: Any, index: int, previous: str, source: str, taken: set[st
     if not isinstance(raw, dict):
         raise ModelError(f"{at}: a layer must be a mapping with an 'op', got {raw!r}")
     op = raw.get("op")
-    if op not in REGISTRY or op == "input" or REGISTRY[op].internal:
+    if not isinstance(op, str) or op not in REGISTRY or op == "input" or REGISTRY[op].internal:
         known = ", ".join(sorted(k for k, v in REGISTRY.items() if k != "input" and not v.internal))
         raise ModelError(f"{at}{_named(raw)}: unknown op {op!r}; known ops: {known}")
     name = raw.get("name")
@@ -173,6 +184,7 @@ def _named(raw: dict) -> str:
     return f" ('{name}')" if isinstance(name, str) else ""
 
 
-def parse_file(path: str | os.PathLike, allow_outside_paths: bool = False) -> tuple[Graph, int | None]:
+def parse_file(path: str | os.PathLike, allow_outside_paths: bool = False,
+               max_weights_bytes: int = MAX_WEIGHTS_BYTES) -> tuple[Graph, int | None]:
     path = Path(path)
-    return parse_description(read_description(path), str(path), path.parent, allow_outside_paths)
+    return parse_description(read_description(path), str(path), path.parent, allow_outside_paths, max_weights_bytes)

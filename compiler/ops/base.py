@@ -134,7 +134,7 @@ class NoAttrs:
 def parse_attrs(cls: type, raw: dict[str, Any], where: str) -> Any:
     """Build the attrs dataclass `cls` from `raw`; unknown or missing attributes are errors."""
     known = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(raw) - set(known))
+    unknown = sorted(set(raw) - set(known), key=repr)  # YAML keys need not be strings
     if unknown:
         listing = ", ".join(sorted(known)) or "none"
         raise ModelError(f"{where}: unknown attribute(s) {', '.join(map(repr, unknown))}; this op takes: {listing}")
