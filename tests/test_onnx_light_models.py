@@ -50,14 +50,7 @@ def run_light_model(name: str) -> dict:
             "layers": len(graph.layers())}
 
 
-# At opt level 0 (plain loops) VGG-19 takes 1-2.5 minutes (~20 GMACs, 143 M weights); it runs when
-# CONVC_HEAVY_TESTS=1 and in scripts/onnx_conformance.py, and is reported as skipped otherwise.
-HEAVY = {"vgg19"}
-
-
-@pytest.mark.parametrize("name", [pytest.param(m, marks=pytest.mark.skipif(
-    m in HEAVY and os.environ.get("CONVC_HEAVY_TESTS") != "1",
-    reason="1-2.5 min at opt level 0; set CONVC_HEAVY_TESTS=1")) for m in MODELS])
+@pytest.mark.parametrize("name", MODELS)
 def test_light_model(name):
     result = run_light_model(name)
     np.testing.assert_allclose(result["got"], result["ref"], rtol=RTOL, atol=ATOL)
