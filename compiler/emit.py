@@ -4,6 +4,15 @@ It reuses the kernels the shared-library build renders (codegen.render_kernels) 
 templates/standalone/: a static arena instead of a caller-provided one, the weights as a const
 array or a .bin file read by a loader, and a public API whose names carry a prefix so several
 models link into one program.
+
+Every opt level works; the default is the shared library's (pipeline.DEFAULT_OPT_LEVEL, 2: the fast
+kernels). Their GCC vector extensions sit under `#if defined(__GNUC__)` with a portable scalar path
+for other compilers (or any compiler given -DCONVC_NO_VECTOR_EXTENSIONS). Their thread pool
+(templates/threads.c.j2) is compiled serial unless the user defines PREFIX_THREADS, so by default
+model.c needs no pthreads, no heap and no OS. Two costs matter on microcontrollers: the register-
+blocked kernels keep several KB of accumulators on the stack when the target's vector registers are
+fewer or narrower than this machine's (their vector width is tuned to the machine running convc),
+and the unrolled kernels are more code; opt_level=1 keeps the graph passes with the plain loops.
 """
 from __future__ import annotations
 
@@ -20,6 +29,7 @@ from .ir import Graph
 from .lower import c_comment, c_name, lower
 from .memory import plan_memory
 from .passes import optimize
+from .pipeline import DEFAULT_OPT_LEVEL
 
 WEIGHTS_FILE = "weights.bin"
 # "auto" writes the weights as a C array up to this many floats (1 MiB), else as weights.bin:
@@ -50,12 +60,14 @@ def _shape_macros(macro: str, shape: tuple[int, ...], what: str) -> list[tuple[s
     return rows
 
 
-def emit_c(graph: Graph, directory: str | os.PathLike, *, weights: str = "auto", opt_level: int = 0,
-           prefix: str | None = None) -> EmittedC:
+def emit_c(graph: Graph, directory: str | os.PathLike, *, weights: str = "auto",
+           opt_level: int = DEFAULT_OPT_LEVEL, prefix: str | None = None) -> EmittedC:
     """Write the model as a standalone C99 library into `directory` (created if needed).
 
     weights: "array" (a const array in model.c), "file" (weights.bin + PREFIX_load_weights), or
     "auto" (array up to ARRAY_WEIGHTS_LIMIT floats, else file).
+    opt_level: as compiler.compile (a key of compiler.passes.PIPELINES); see the module docstring
+    for what level 2 costs on a microcontroller.
     prefix: the C name prefix of the API (default: from the model's name).
     """
     if weights not in WEIGHT_MODES:
@@ -66,7 +78,7 @@ def emit_c(graph: Graph, directory: str | os.PathLike, *, weights: str = "auto",
     p = prefix.lower() if prefix else c_prefix(graph.name)
     P = p.upper()
     optimized = optimize(graph, opt_level)
-    lowered = lower(optimized, plan_memory(optimized))
+    lowered = lower(optimized, plan_memory(optimized), opt_level)
     env = environment()
     kernels = render_kernels(lowered, env)
     blob = lowered.weights.data()
@@ -105,6 +117,8 @@ def emit_c(graph: Graph, directory: str | os.PathLike, *, weights: str = "auto",
         weight_rows=_rows(_hex_floats(blob), 6) if mode == "array" else [],
         arena_floats=lowered.arena.floats, arena_floats_decl=max(lowered.arena.floats, 1),
         kernels=kernels, uses_arena=any("arena" in c for c in lowered.calls),
+        # The fast kernels (opt level 2) hand their work items to templates/threads.c.j2.
+        uses_threads=any("struct convc_task" in k for k in kernels), threads_static=True,
         sample_decls=lowered.sample_decls, calls=lowered.calls,
         n_inputs=len(inputs), n_outputs=len(outputs), in_args=in_args, out_args=out_args,
         run_params=run_params, run_doc=c_comment(run_doc),

@@ -1,5 +1,5 @@
-"""Standalone C export: model.c/model.h build with plain cc -std=c99 -pedantic -Werror, run without Python,
-and agree with the interpreter for every example."""
+"""Standalone C export: model.c/model.h build with plain cc -std=c99 -pedantic -Werror at every opt level,
+run without Python, and agree with the interpreter for every example."""
 import shutil
 import subprocess
 import warnings
@@ -10,11 +10,26 @@ import pytest
 import compiler
 from compiler.cli import main
 from compiler.emit import ARRAY_WEIGHTS_LIMIT, c_prefix, emit_c
+from compiler.lower import lower
+from compiler.memory import plan_memory
+from compiler.passes import PIPELINES, optimize
+from compiler.pipeline import DEFAULT_OPT_LEVEL
 from conftest import EXAMPLES, assert_close, model_dict, random_input
 from runtime.build import default_cc
 
 STRICT = ["-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic"]
 EXAMPLE_FILES = sorted(EXAMPLES.glob("*.yaml"))
+OPT_LEVELS = sorted(PIPELINES)
+FAST_LEVEL = max(OPT_LEVELS)
+# One layer for each fast kernel of opt level 2: rowvec (C <= 8), blocked (large enough for the thread
+# pool), depthwise, pointwise, and the vectorized dense.
+EVERY_FAST_KERNEL = model_dict(
+    [{"name": "rowvec", "op": "conv2d", "filters": 16, "kernel": 3, "padding": 1}, {"op": "relu"},
+     {"name": "blocked", "op": "conv2d", "filters": 24, "kernel": 3, "padding": 1},
+     {"name": "depthwise", "op": "conv2d", "filters": 24, "kernel": 3, "padding": 1, "groups": 24},
+     {"name": "pointwise", "op": "conv2d", "filters": 20, "kernel": 1},
+     {"op": "maxpool2d", "kernel": 2}, {"op": "flatten"}, {"name": "fc", "op": "dense", "units": 7}],
+    shape=(3, 32, 32), name="every_kernel", seed=5)
 
 
 def load(path):
@@ -43,10 +58,11 @@ def run_example(exe, folder, x, *extra_args, env=None):
     return np.fromfile(folder / "out.bin", np.float32)
 
 
+@pytest.mark.parametrize("opt_level", OPT_LEVELS)
 @pytest.mark.parametrize("path", EXAMPLE_FILES, ids=lambda p: p.stem)
-def test_example_builds_strict_and_matches_interpreter(path, tmp_path):
+def test_example_builds_strict_and_matches_interpreter(path, opt_level, tmp_path):
     graph = load(path)
-    emitted = emit_c(graph, tmp_path)
+    emitted = emit_c(graph, tmp_path, opt_level=opt_level)
     assert {p.name for p in emitted.files} >= {"model.c", "model.h", "main.c", "Makefile"}
     exe = build(tmp_path)
     x = random_input(graph.shape(graph.inputs[0]), batch=3, seed=2)
@@ -54,6 +70,73 @@ def test_example_builds_strict_and_matches_interpreter(path, tmp_path):
     y = run_example(exe, tmp_path, x, *extra)
     ref = compiler.interpret(graph, {graph.inputs[0]: x}, dtype=np.float64)[graph.outputs[0]]
     assert_close(y.reshape(ref.shape), ref)
+
+
+def test_default_opt_level_is_the_shared_librarys_and_uses_the_fast_kernels(tmp_path):
+    graph = load(EXAMPLES / "lenet5.yaml")
+    emit_c(graph, tmp_path / "default")
+    emit_c(graph, tmp_path / "same", opt_level=DEFAULT_OPT_LEVEL)
+    emit_c(graph, tmp_path / "plain", opt_level=0)
+    default = (tmp_path / "default" / "model.c").read_text()
+    assert default == (tmp_path / "same" / "model.c").read_text()
+    assert "vector_size" in default and "vector_size" not in (tmp_path / "plain" / "model.c").read_text()
+
+
+def every_kernel_program(folder, graph, prefix="net"):
+    """A program that sets 3 threads, prints the thread count, runs one sample from argv[1] and prints it."""
+    emit_c(graph, folder, opt_level=FAST_LEVEL, prefix=prefix)
+    main_c = folder / "threads.c"
+    main_c.write_text(
+        '#include <stdio.h>\n#include "model.h"\n'
+        "static float x[NET_INPUT_SIZE], y[NET_OUTPUT_SIZE];\n"
+        "int main(int argc, char **argv)\n{\n    int i;\n    FILE *f = fopen(argv[1], \"rb\");\n"
+        "    (void)argc;\n    if (f == NULL || fread(x, sizeof(float), NET_INPUT_SIZE, f) != NET_INPUT_SIZE) return 1;\n"
+        "    fclose(f);\n    net_set_threads(3);\n    printf(\"%d\\n\", net_get_threads());\n"
+        "    if (net_run(x, y) != NET_OK) return 1;\n"
+        "    for (i = 0; i < NET_OUTPUT_SIZE; ++i) printf(\"%.9g\\n\", y[i]);\n    return 0;\n}\n")
+    return main_c
+
+
+@pytest.mark.parametrize("defines, threads", [((), 1), (("-DNET_THREADS", "-pthread"), 3),
+                                              (("-DCONVC_NO_VECTOR_EXTENSIONS",), 1),
+                                              (("-DCONVC_NO_VECTOR_EXTENSIONS", "-DNET_THREADS", "-pthread"), 1)],
+                         ids=["serial", "threads", "scalar", "scalar-threads"])
+def test_fast_kernels_serial_threaded_and_scalar(defines, threads, tmp_path):
+    """Every fast kernel, built strict: serial by default, on the pool with NET_THREADS, and through the
+    portable path that compilers without GNU vector extensions take (which must stay on one thread)."""
+    graph = compiler.load(EVERY_FAST_KERNEL)
+    main_c = every_kernel_program(tmp_path, graph)
+    optimized = optimize(graph, FAST_LEVEL)
+    templates = {k.template for k in lower(optimized, plan_memory(optimized), FAST_LEVEL).kernels}
+    assert {f"ops/conv2d_{kind}.c.j2" for kind in ("rowvec", "blocked", "depthwise", "pointwise")} <= templates
+    assert "convc_parallel(L" in (tmp_path / "model.c").read_text()  # the pool has a layer to split
+    exe = build(tmp_path, extra=("-O2", *defines), main_c=main_c)
+    x = random_input(graph.shape("x"), batch=1, seed=6)
+    (tmp_path / "x.bin").write_bytes(x.tobytes())
+    proc = subprocess.run([str(exe), str(tmp_path / "x.bin")], capture_output=True, text=True, timeout=120,
+                          env={"OMP_NUM_THREADS": "1"})  # net_set_threads(3) must win over the environment
+    assert proc.returncode == 0, proc.stderr
+    got = proc.stdout.split()
+    assert int(got[0]) == threads
+    ref = compiler.interpret(graph, {"x": x}, dtype=np.float64)[graph.outputs[0]].ravel()
+    assert_close(np.array(got[1:], dtype=np.float64), ref)
+
+
+@pytest.mark.skipif(shutil.which("nm") is None, reason="nm is not installed")
+def test_default_build_needs_no_pthreads_and_no_heap(tmp_path):
+    graph = compiler.load(EVERY_FAST_KERNEL)
+    emit_c(graph, tmp_path, prefix="net", weights="file")
+    source = (tmp_path / "model.c").read_text()
+    assert "malloc" not in source and "vector_size" in source
+    obj = tmp_path / "model.o"
+    proc = subprocess.run([default_cc(), *STRICT, "-O2", "-c", "-o", str(obj), str(tmp_path / "model.c")],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+    undefined = set(subprocess.run(["nm", "-u", str(obj)], capture_output=True, text=True, check=True).stdout.split())
+    undefined -= {"U"}
+    # The file loader's stdio, and libm; nothing else (no pthread_*, malloc, getenv, sysconf).
+    assert undefined <= {"fopen", "fread", "fgetc", "fclose", "expf", "logf", "tanhf", "sqrtf", "powf"}, undefined
+    assert {"fopen", "fread"} <= undefined
 
 
 def test_auto_weights_follow_size(tmp_path):
@@ -71,10 +154,11 @@ def test_header_documents_sizes_and_api(tmp_path):
     graph = load(EXAMPLES / "lenet5.yaml")
     emit_c(graph, tmp_path, weights="array")
     header = (tmp_path / "model.h").read_text()
-    arena_floats = compiler.compile(graph, opt_level=0).arena_floats  # emit_c defaults to opt level 0
+    arena_floats = compiler.compile(graph, opt_level=DEFAULT_OPT_LEVEL).arena_floats
     for text in ("#define LENET5_INPUT0_SIZE 784", "#define LENET5_OUTPUT0_SIZE 10", "#define LENET5_INPUT0_C 1",
                  f"#define LENET5_ARENA_FLOATS {arena_floats}", "int lenet5_run(const float *in0, float *out0);",
-                 "int lenet5_run_batch(size_t batch,", "NCHW"):
+                 "int lenet5_run_batch(size_t batch,", "NCHW", "-DLENET5_THREADS -pthread",
+                 "void lenet5_set_threads(int n);", "int lenet5_get_threads(void);"):
         assert text in header
     source = (tmp_path / "model.c").read_text()
     assert "malloc" not in source and "__asm__" not in source
@@ -114,9 +198,11 @@ def test_run_before_loading_weights_is_an_error(tmp_path):
 
 
 def test_sanitizers_find_nothing(tmp_path):
-    """One -O0 build under AddressSanitizer and UBSan of the residual network (arena reuse, adds, pools)."""
+    """One -O0 build under AddressSanitizer and UBSan of the residual network (arena reuse, adds, pools)
+    at the default opt level."""
     graph = load(EXAMPLES / "resnet_small.yaml")
     emit_c(graph, tmp_path, weights="array")
+    assert "vector_size" in (tmp_path / "model.c").read_text()
     exe = build(tmp_path, extra=("-O0", "-g", "-fsanitize=address,undefined", "-fno-sanitize-recover=all"))
     x = random_input(graph.shape("image"), batch=1, seed=3)
     y = run_example(exe, tmp_path, x)
@@ -195,3 +281,11 @@ def test_cli_emit_c(tmp_path, capsys):
     assert "digits_run" in capsys.readouterr().out
     assert (out / "weights.bin").is_file() and "int digits_load_weights(const char *path);" in (out / "model.h").read_text()
     assert not (tmp_path / "lenet5.so").exists()
+
+
+def test_cli_opt_level_applies_to_emit_c(tmp_path):
+    for level in (0, FAST_LEVEL):
+        assert main(["compile", str(EXAMPLES / "lenet5.yaml"), "--emit-c", str(tmp_path / str(level)),
+                     "--opt-level", str(level), "--quiet"]) == 0
+    assert "vector_size" not in (tmp_path / "0" / "model.c").read_text()
+    assert "vector_size" in (tmp_path / str(FAST_LEVEL) / "model.c").read_text()
