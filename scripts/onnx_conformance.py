@@ -1,7 +1,9 @@
 """ONNX conformance figures for docs/onnx.md: backend tests passed / run per op family, the excluded ones,
-each light model's max error, compile time and run time, and the PyTorch round-trip errors.
+each light model's max error, compile time and run time, the same models with random weights vs onnxruntime,
+and the PyTorch round-trip errors.
 
-    python scripts/onnx_conformance.py [--skip-backend] [--skip-light] [--skip-roundtrip] [--markdown]
+    python scripts/onnx_conformance.py [--skip-backend] [--skip-light] [--skip-random] [--skip-roundtrip]
+                                       [--markdown]
 
 Compile times are cold: libraries are built into a fresh temporary cache unless --cache-dir is given.
 """
@@ -12,6 +14,7 @@ import os
 import re
 import sys
 import tempfile
+import time
 import unittest
 import warnings
 from collections import Counter
@@ -93,6 +96,33 @@ def light_figures(markdown: bool) -> None:
                   f"run {r['run_seconds']:.1f} s", flush=True)
 
 
+def random_light_figures(markdown: bool) -> None:
+    import test_onnx_light_random as random_light
+
+    if markdown:
+        print("| model | batches | max abs error | max \\|ref\\| | error / max | convc compile (s) | total (s) |\n"
+              "|---|---|---|---|---|---|---|")
+    for name in random_light.MODELS:
+        batches = (1, 2) if name in random_light.SMALL else (1,)
+        start = time.perf_counter()
+        try:
+            r = random_light.run_random_model(name, batches)
+        except Exception as e:  # report and go on: the table should show every model
+            print(f"{name}: ERROR {type(e).__name__}: {e}")
+            continue
+        total = time.perf_counter() - start
+        e = random_light.errors(r)
+        cold = "" if not r["cache_hit"] else " (cache hit)"
+        shown = ", ".join(f"N={n}" for n in batches)
+        if markdown:
+            print(f"| {name} | {shown} | {e['max_abs_error']:.2g} | {e['ref_max']:.3g} | {e['relative_to_max']:.1g} | "
+                  f"{r['compile_seconds']:.1f}{cold} | {total:.1f} |")
+        else:
+            print(f"{name:14} random weights ({shown}): max abs error {e['max_abs_error']:.3g} "
+                  f"(max |ref| {e['ref_max']:.3g}, {e['relative_to_max']:.2g} of it), "
+                  f"compile {r['compile_seconds']:.1f} s{cold}, total {total:.1f} s", flush=True)
+
+
 def roundtrip_figures(markdown: bool) -> None:
     import test_torch_roundtrip as roundtrip
 
@@ -111,6 +141,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--skip-light", action="store_true", help="only the backend node tests")
     parser.add_argument("--skip-backend", action="store_true", help="only the light models")
+    parser.add_argument("--skip-random", action="store_true", help="skip the light models with random weights")
     parser.add_argument("--skip-roundtrip", action="store_true", help="skip the PyTorch round trips")
     parser.add_argument("--markdown", action="store_true", help="tables for docs/onnx.md")
     parser.add_argument("--cache-dir", help="compiled-library cache (default: a fresh temporary folder)")
@@ -123,6 +154,8 @@ def main() -> int:
                 backend_figures(args.markdown)
             if not args.skip_light:
                 light_figures(args.markdown)
+            if not args.skip_random:
+                random_light_figures(args.markdown)
             if not args.skip_roundtrip:
                 roundtrip_figures(args.markdown)
     return 0
