@@ -114,13 +114,14 @@ def randomize(model: onnx.ModelProto, seed: int = 0) -> onnx.ModelProto:
     if last.op_type == "Softmax":
         kept_nodes.remove(last)
         outputs = [helper.make_tensor_value_info(last.input[0], TensorProto.FLOAT, None)]
-    kept_inits = [i for i in graph.initializer if i.name not in params and any(i.name in n.input for n in kept_nodes)]
-    param_inputs = set(params)
-    new_graph = helper.make_graph(kept_nodes, graph.name, [i for i in graph.input if i.name not in param_inputs
-                                                            and i.name not in {k.name for k in graph.initializer}],
-                                  outputs, initializer=kept_inits + new_inits)
-    out = helper.make_model(new_graph, opset_imports=model.opset_import, ir_version=max(model.ir_version, 4))  # 4+: initializers need not be inputs
-    return out
+    used = {name for node in kept_nodes for name in node.input}
+    kept_inits = [i for i in graph.initializer if i.name not in params and i.name in used]
+    constants = set(params) | {i.name for i in graph.initializer}
+    runtime_inputs = [i for i in graph.input if i.name not in constants]
+    new_graph = helper.make_graph(kept_nodes, graph.name, runtime_inputs, outputs,
+                                  initializer=kept_inits + new_inits)
+    # IR version 4+: initializers need not be listed as graph inputs.
+    return helper.make_model(new_graph, opset_imports=model.opset_import, ir_version=max(model.ir_version, 4))
 
 
 def convc_library(model: onnx.ModelProto):
