@@ -110,6 +110,11 @@ def test_fast_kernels_serial_threaded_and_scalar(defines, threads, tmp_path):
     templates = {k.template for k in lower(optimized, plan_memory(optimized), FAST_LEVEL).kernels}
     assert {f"ops/conv2d_{kind}.c.j2" for kind in ("rowvec", "blocked", "depthwise", "pointwise")} <= templates
     assert "convc_parallel(L" in (tmp_path / "model.c").read_text()  # the pool has a layer to split
+    # The switches select what the compiler sees: vector code, and pthreads only with NET_THREADS.
+    seen = subprocess.run([default_cc(), "-std=c99", "-E", *defines, str(tmp_path / "model.c")],
+                          capture_output=True, text=True, check=True).stdout
+    assert ("vector_size" in seen) == ("-DCONVC_NO_VECTOR_EXTENSIONS" not in defines)
+    assert ("pthread_create (" in seen or "pthread_create(" in seen) == (threads > 1)
     exe = build(tmp_path, extra=("-O2", *defines), main_c=main_c)
     x = random_input(graph.shape("x"), batch=1, seed=6)
     (tmp_path / "x.bin").write_bytes(x.tobytes())
