@@ -108,7 +108,7 @@ class Model:
             return 1
 
     def set_threads(self, n: int | None) -> None:
-        """Use n threads (None or 0: OpenMP's default, OMP_NUM_THREADS). Applies to every Model of this file."""
+        """Use n threads (None or 0: $OMP_NUM_THREADS, else all CPUs). Applies to every Model of this file."""
         if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n < 0):
             raise ValueError(f"threads must be a positive integer or None, got {n!r}")
         try:
