@@ -19,6 +19,8 @@ RTOL, ATOL = 1e-4, 1e-5  # float32 kernels vs. the float64 interpreter
 def _compile_kwargs(args) -> dict:
     kw = {"opt_level": args.opt_level, "march": None if args.march == "none" else args.march,
           "cflags": tuple(args.cflag or ()), "sanitize": args.sanitize, "progress": _progress(args)}
+    if getattr(args, "threads", None) is not None:
+        kw["threads"] = args.threads
     if args.cache_dir:
         kw["cache_dir"] = args.cache_dir
     if args.cc:
@@ -31,6 +33,12 @@ def _progress(args):
     return terminal_progress(quiet=getattr(args, "quiet", False))
 
 
+def _positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
+    return int(text)
+
+
 def _add_build_options(p: argparse.ArgumentParser) -> None:
     from .pipeline import DEFAULT_OPT_LEVEL
     p.add_argument("--opt-level", type=int, default=DEFAULT_OPT_LEVEL,
@@ -41,6 +49,8 @@ def _add_build_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cc", help="C compiler (default $CC, else cc)")
     p.add_argument("--cache-dir", help="compiled-library cache (default $CONVC_CACHE_DIR, else ~/.cache/convc)")
     p.add_argument("--sanitize", action="store_true", help="build with AddressSanitizer and UBSan")
+    p.add_argument("--threads", type=_positive_int, metavar="N",
+                   help="threads for the parallel kernels (default $OMP_NUM_THREADS, else all CPUs)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress lines on stderr (shown only on a terminal)")
 
 
@@ -77,7 +87,7 @@ def cmd_summary(args) -> int:
 def _open_model(path: str, args):
     """A .so opens with the runtime alone; a description is compiled first."""
     if Path(path).suffix == ".so":
-        return runtime.load(path)
+        return runtime.load(path, threads=getattr(args, "threads", None))
     import compiler
     return compiler.compile(path, **_compile_kwargs(args))
 

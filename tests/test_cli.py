@@ -110,3 +110,25 @@ def test_help_and_version(argv, capsys):
     with pytest.raises(SystemExit) as e:
         main(argv)
     assert e.value.code == 0
+
+
+def test_threads_option_reaches_the_model(tmp_path, capsys, monkeypatch):
+    """--threads N sets the library's thread count for run; a bad value is an argparse error, not a traceback."""
+    import runtime
+    seen = []
+    real_load = runtime.load
+
+    def spy(path, threads=None):
+        model = real_load(path, threads=threads)
+        seen.append(model.threads)
+        return model
+
+    so = tmp_path / "lenet5.so"
+    assert main(["compile", LENET, "-o", str(so), "--quiet"]) == 0
+    monkeypatch.setattr(runtime, "load", spy)
+    assert main(["run", str(so), "--random", "1", "--threads", "3"]) == 0
+    assert seen == [3]  # not the default (the CPU count)
+    with pytest.raises(SystemExit) as exc:
+        main(["run", str(so), "--random", "1", "--threads", "0"])
+    assert exc.value.code == 2
+    assert "expected an integer >= 1" in capsys.readouterr().err
