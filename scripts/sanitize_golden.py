@@ -8,8 +8,8 @@ environment, e.g. (what tests/test_sanitizers.py does):
     python scripts/sanitize_golden.py [--cache-dir DIR] [--opt-level N ...] [CASE_ID ...]
 
 Any out-of-bounds access or undefined behaviour in a kernel aborts the process with a report on
-stderr; a wrong result raises. By default every case is built at the default optimization level and
-at the highest one. Prints one line per build and "sanitized N builds (...), 0 mismatches".
+stderr; a wrong result raises. By default every case is built at opt level 0 (plain loops), the default
+level and the highest one. Prints one line per build and "sanitized N builds (...), 0 mismatches".
 """
 from __future__ import annotations
 
@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     unknown = set(args.cases) - {c.id for c in cases}
     if unknown:
         p.error(f"unknown case(s): {', '.join(sorted(unknown))}")
-    levels = args.opt_level or sorted({DEFAULT_OPT_LEVEL, max(PIPELINES)})
+    levels = args.opt_level or sorted({0, DEFAULT_OPT_LEVEL, max(PIPELINES)})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", compiler.ConvcWarning)
         graphs = [compiler.load(c.description()) for c in cases]
