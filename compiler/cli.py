@@ -11,9 +11,8 @@ import numpy as np
 
 import runtime
 
+from .debug import ATOL, RTOL  # one tolerance for `check` and `check --layers`
 from .errors import ConvcError, ConvcWarning
-
-RTOL, ATOL = 1e-4, 1e-5  # float32 kernels vs. the float64 interpreter
 
 
 def _compile_kwargs(args) -> dict:

@@ -28,7 +28,7 @@ from .memory import plan_memory
 from .ops.base import fmt_shape
 from .passes import optimize
 
-RTOL, ATOL = 1e-4, 1e-5  # float32 kernels vs. the float64 interpreter (as `convc check`)
+RTOL, ATOL = 1e-4, 1e-5  # float32 kernels vs. the float64 interpreter (`convc check` uses these too)
 
 
 @dataclass(frozen=True)
