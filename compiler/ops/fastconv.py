@@ -62,18 +62,26 @@ def row_segments(col_lo: list[int], col_hi: list[int], kw: int, pb: int) -> list
     return segments
 
 
+def pack_filter_blocks(weights: dict[str, np.ndarray], block: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """Filters zero-padded to whole blocks of `block`, the filter index innermost: [K/block][C][FH][FW][block],
+    so one vector load reads a tap of `block` filters. Returns (packed weight, zero-padded bias, blocks)."""
+    k, c, kh, kw = weights["weight"].shape
+    k_blocks = -(-k // block)
+    packed = np.zeros((k_blocks * block, c, kh, kw), np.float32)
+    packed[:k] = weights["weight"]
+    packed = packed.reshape(k_blocks, block, c, kh, kw).transpose(0, 2, 3, 4, 1)
+    bias = np.zeros(k_blocks * block, np.float32)
+    if "bias" in weights:
+        bias[:k] = weights["bias"]
+    return packed, bias, k_blocks
+
+
 def blocked_lowering(args: dict, weights: dict[str, np.ndarray], macs: int):
     """args: the plain conv2d kernel_args (+ residual / act). Returns (template, arrays, args)."""
     k, c, kh, kw = weights["weight"].shape
     lanes = 8 if k <= 8 else vector_lanes()  # few filters: half-width vectors waste fewer lanes
-    k_blocks = -(-k // lanes)
+    packed, bias, k_blocks = pack_filter_blocks(weights, lanes)
     kv, pb = block_shape(lanes, k_blocks)
-    packed = np.zeros((k_blocks * lanes, c, kh, kw), np.float32)
-    packed[:k] = weights["weight"]
-    packed = packed.reshape(k_blocks, lanes, c, kh, kw).transpose(0, 2, 3, 4, 1)
-    bias = np.zeros(k_blocks * lanes, np.float32)
-    if "bias" in weights:
-        bias[:k] = weights["bias"]
     # Loop order: which would be re-read from beyond L2 more, the input (once per channel group)
     # or the weights (once per output row)?
     input_bytes, weight_bytes = 4 * c * args["H"] * args["W"], 4 * packed.size
@@ -91,13 +99,7 @@ def pointwise_lowering(args: dict, weights: dict[str, np.ndarray], macs: int):
     lanes = vector_lanes()
     k, c = weights["weight"].shape[:2]
     mr, nr = (8, 3) if lanes == 16 else (4, 3)  # MR·NR accumulators: 24 of 32 (AVX-512), 12 of 16 (AVX2)
-    k_blocks = -(-k // mr)
-    packed = np.zeros((k_blocks * mr, c), np.float32)
-    packed[:k] = weights["weight"].reshape(k, c)
-    packed = packed.reshape(k_blocks, mr, c).transpose(0, 2, 1)
-    bias = np.zeros(k_blocks * mr, np.float32)
-    if "bias" in weights:
-        bias[:k] = weights["bias"]
+    packed, bias, k_blocks = pack_filter_blocks(weights, mr)  # [K/MR][C][1][1][MR]
     p = args["H"] * args["W"]
     chunks = p // (nr * lanes)
     partial = p % lanes  # pixels in the last, partly filled vector
@@ -130,13 +132,7 @@ def rowvec_lowering(args: dict, weights: dict[str, np.ndarray], macs: int):
     lanes = vector_lanes()
     k, c, kh, kw = weights["weight"].shape
     mr, nr = (8, 2) if lanes == 16 else (4, 2)  # MR·NR accumulators: 16 of 32 (AVX-512), 8 of 16 (AVX2)
-    k_blocks = -(-k // mr)
-    packed = np.zeros((k_blocks * mr, c, kh, kw), np.float32)
-    packed[:k] = weights["weight"]
-    packed = packed.reshape(k_blocks, mr, c, kh, kw).transpose(0, 2, 3, 4, 1)
-    bias = np.zeros(k_blocks * mr, np.float32)
-    if "bias" in weights:
-        bias[:k] = weights["bias"]
+    packed, bias, k_blocks = pack_filter_blocks(weights, mr)
     ow, sw = args["OW"], args["SW"]
     vectors = -(-ow // lanes)
     segments = []
