@@ -32,7 +32,7 @@ def interleaved(engines: dict[str, Callable[[], object]], warmup: int, budget_s:
         start = time.perf_counter()
         call()
         per_call[name] = time.perf_counter() - start
-    block = {name: max(1, min(20, round(block_s / max(t, 1e-9)))) for name, t in per_call.items()}
+    block = {name: max(1, min(1000, round(block_s / max(t, 1e-9)))) for name, t in per_call.items()}
     per_round = sum(per_call[n] * (block[n] + 1) + pause_s for n in engines)
     rounds = int(max(1, min(max_runs, budget_s / max(per_round, 1e-9))))
     rounds = max(rounds, -(-min_runs // min(block.values())))

@@ -19,7 +19,7 @@ from .ir import Graph
 from .memory import ALIGN_FLOATS, Arena, Buffer, plan_memory
 from .ops.base import fmt_shape
 
-ABI_VERSION = 1
+ABI_VERSION = 2
 INDEX_LIMIT = 2**31 - 1  # kernels index with C int
 
 

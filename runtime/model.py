@@ -22,13 +22,13 @@ from .cpu import missing_features
 from .elf import needed_libraries
 from .errors import LibraryError
 
-ABI_VERSION = 1
+ABI_VERSION = 2
 _ffi = cffi.FFI()
 _ffi.cdef("""
 int convc_abi_version(void);
 const unsigned char *convc_metadata(size_t *size);
 size_t convc_arena_floats(void);
-int convc_run(size_t batch, const float *const *inputs, float *const *outputs, float *arena);
+int convc_run(size_t batch, const float *const *inputs, float *const *outputs, float *arena, size_t arenas);
 void convc_set_threads(int n);
 int convc_get_threads(void);
 const double *convc_profile(size_t *n);
@@ -164,13 +164,19 @@ class Model:
             if x.shape[0] != batch:
                 raise ValueError(f"input {n!r}: batch size {x.shape[0]} differs from {self.input_names[0]!r}'s {batch}")
         outs = [np.empty((batch, *self.output_shapes[n]), np.float32) for n in self.output_names]
+        # One arena slot per sample that may run at once: a batch's samples run in parallel, one per thread.
+        slots = max(1, min(batch, self.threads))
+        need = max(slots * self.arena_floats, 1)
         try:
             arena = self._arenas.pop()  # atomic: concurrent calls never share scratch
         except IndexError:
-            arena = np.empty(max(self.arena_floats, 1), np.float32)
+            arena = None
+        if arena is None or arena.size < need:
+            arena = np.empty(need, np.float32)
         in_ptrs = _ffi.new("const float *[]", [_ffi.from_buffer("float[]", x) for x in xs])
         out_ptrs = _ffi.new("float *[]", [_ffi.from_buffer("float[]", y, require_writable=True) for y in outs])
-        rc = self._lib.convc_run(batch, in_ptrs, out_ptrs, _ffi.from_buffer("float[]", arena, require_writable=True))
+        rc = self._lib.convc_run(batch, in_ptrs, out_ptrs, _ffi.from_buffer("float[]", arena, require_writable=True),
+                                 slots)
         self._arenas.append(arena)
         if rc != 0:
             raise LibraryError(f"model {self.name!r}: the library returned error code {rc}")

@@ -54,7 +54,7 @@ y = np.empty((1, 4, 32, 32), np.float32)  # room for one sample; the library is 
 ins = rm._ffi.new("const float *[]", [rm._ffi.from_buffer("float[]", x)])
 outs = rm._ffi.new("float *[]", [rm._ffi.from_buffer("float[]", y)])
 arena = np.empty(max(m.arena_floats, 1), np.float32)
-m._lib.convc_run(2, ins, outs, rm._ffi.from_buffer("float[]", arena))
+m._lib.convc_run(2, ins, outs, rm._ffi.from_buffer("float[]", arena), 1)
 print("not caught")
 """
 
