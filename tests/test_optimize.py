@@ -178,6 +178,15 @@ FAST_CASES = {
                             {"name": "s", "op": "add", "inputs": ["c", "x"]}], (8, 9, 7)),
     "depthwise-dilated-asym": ([conv(name="c", filters=6, kernel=[3, 2], groups=6, dilation=[2, 3],
                                      padding=[2, 0, 1, 3])], (6, 8, 9)),
+    # 8 output rows at a time: two full groups and a remainder of 3; two full column vectors and 5 columns
+    "depthwise-row-groups": ([conv(name="c", filters=5, kernel=3, groups=5, padding=1), {"op": "relu6"}],
+                             (5, 19, 37)),
+    "depthwise-exact-vectors": ([conv(name="c", filters=3, kernel=3, groups=3, padding=1)], (3, 16, 32)),
+    # padding wider than the kernel: whole output rows and columns see only zeros
+    "depthwise-wide-padding": ([conv(name="c", filters=4, kernel=3, groups=4, stride=3, padding=[4, 5, 3, 4])],
+                               (4, 11, 10)),
+    # the padded plane would not fit the stack budget: the plain kernel runs instead
+    "depthwise-huge-plane": ([conv(name="c", filters=2, kernel=3, groups=2, padding=1)], (2, 150, 180)),
     "maxpool-interior-dilated": ([{"op": "maxpool2d", "kernel": [2, 3], "stride": [2, 1], "dilation": [1, 2]}],
                                  (3, 10, 11)),
     "maxpool-padded-falls-back": ([{"op": "maxpool2d", "kernel": 3, "stride": 2, "padding": 1}], (3, 9, 8)),
@@ -211,6 +220,12 @@ def test_opt_level_2_chooses_the_fast_kernels():
     for what, marker in kernels.items():
         assert marker in fast, what
         assert marker not in plain, what
+
+
+def test_a_depthwise_plane_too_big_for_the_stack_keeps_the_plain_kernel():
+    layers, shape = FAST_CASES["depthwise-huge-plane"]
+    code = compiler.generate_c(load_quietly(model_dict(layers, shape=shape)), opt_level=2).code
+    assert "zero-padded plane" not in code
 
 
 @pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc")

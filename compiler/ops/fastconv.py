@@ -5,7 +5,7 @@
 - other groups = 1: `conv2d_blocked` — register-blocked direct convolution, VL output channels per vector
   (weights packed [K/VL][C][KH][KW][VL]), KV vectors × PB output pixels of accumulators in registers,
   border columns split from the interior so interior blocks run without bounds tests;
-- groups = C = K (depthwise): `conv2d_depthwise` — per channel plane, each tap over its literal rectangle;
+- groups = C = K (depthwise): `conv2d_depthwise` — per channel a zero-padded copy of the plane, 8 output rows at a time;
 - other groupings keep the plain kernel.
 """
 from __future__ import annotations
@@ -123,7 +123,7 @@ def _phases(row_len: int, sw: int, pl: int, w: int) -> list[dict]:
     for q in range(sw):
         valid = [j for j in range(row_len) if 0 <= j * sw + q - pl < w]
         lo, hi = (valid[0], valid[-1] + 1) if valid else (0, 0)
-        phases.append({"lo": lo, "hi": hi})
+        phases.append({"q": q, "lo": lo, "hi": hi})
     return phases
 
 
@@ -153,8 +153,14 @@ def _valid_range(out: int, size: int, stride: int, shift: int) -> tuple[int, int
     return (valid[0], valid[-1] + 1) if valid else (0, 0)
 
 
+DEPTHWISE_ROWS = 8  # output rows computed together: 8 independent accumulators cover the FMA latency
+DEPTHWISE_PLANE_BYTES = 96 * 1024  # the padded plane lives on the stack; bigger planes keep the plain kernel
+
+
 def depthwise_lowering(args: dict, weights: dict[str, np.ndarray], macs: int):
-    """Per kernel tap the rectangle of output pixels it reaches inside the input, with its input offset."""
+    """Vector path: a zero-padded, phase-split copy of each channel plane (PR rows of SW phases of RL
+    columns) and DEPTHWISE_ROWS output rows at a time. Portable path: per kernel tap the rectangle of
+    output pixels it reaches inside the input, with its input offset. None: the plane is too big."""
     taps = []
     for kh in range(args["KH"]):
         oh_lo, oh_hi = _valid_range(args["OH"], args["H"], args["SH"], kh * args["DH"] - args["PT"])
@@ -165,10 +171,14 @@ def depthwise_lowering(args: dict, weights: dict[str, np.ndarray], macs: int):
                 taps.append({"kh": kh, "kw": kw, "index": kh * args["KW"] + kw, "oh_lo": oh_lo, "oh_hi": oh_hi,
                              "ow_lo": ow_lo, "ow_hi": ow_hi, "offset": offset})
     lanes = vector_lanes()
-    ow, sw = args["OW"], args["SW"]
-    blocks = [{"start": b, "n": min(lanes, ow - b)} for b in range(0, ow, lanes)]
-    row_len = len(blocks) * lanes + (args["KW"] - 1) * args["DW"] // sw + 1  # per column phase
-    phases = _phases(row_len, sw, args["PL"], args["W"])
-    out = dict(args, taps=taps, OHW=args["OH"] * ow, parallel=macs >= PARALLEL_MACS, VL=lanes,
-               col_blocks=blocks, RL=row_len, phases=phases)
+    oh, ow, sw = args["OH"], args["OW"], args["SW"]
+    full_blocks, last_cols = divmod(ow, lanes)
+    row_len = (full_blocks + (last_cols > 0)) * lanes + (args["KW"] - 1) * args["DW"] // sw + 1  # per phase
+    plane_rows = (oh - 1) * args["SH"] + (args["KH"] - 1) * args["DH"] + 1  # padded input rows the taps read
+    if 4 * plane_rows * sw * row_len > DEPTHWISE_PLANE_BYTES:
+        return None
+    rows = min(DEPTHWISE_ROWS, oh)
+    out = dict(args, taps=taps, OHW=oh * ow, parallel=macs >= PARALLEL_MACS, VL=lanes, RL=row_len,
+               phases=_phases(row_len, sw, args["PL"], args["W"]), PR=plane_rows, R=rows,
+               ROW_GROUPS=oh // rows, LAST_ROWS=oh % rows, FULL_BLOCKS=full_blocks, LAST_COLS=last_cols)
     return "ops/conv2d_depthwise.c.j2", dict(weights), out

@@ -258,7 +258,7 @@ class Conv2d(Op):
         if a.groups == 1:
             return fastconv.blocked_lowering(args, weights, macs)
         if a.groups == c == a.filters:
-            return fastconv.depthwise_lowering(args, weights, macs)
+            return fastconv.depthwise_lowering(args, weights, macs) or (template, arrays, args)
         return template, arrays, args
 
 
