@@ -178,6 +178,8 @@ FAST_CASES = {
                             {"name": "s", "op": "add", "inputs": ["c", "x"]}], (8, 9, 7)),
     "depthwise-dilated-asym": ([conv(name="c", filters=6, kernel=[3, 2], groups=6, dilation=[2, 3],
                                      padding=[2, 0, 1, 3])], (6, 8, 9)),
+    # many equal full segments: one C loop over them, then a partial vector
+    "rowvec-long-row": ([conv(name="c", filters=8, kernel=5, stride=2, padding=2)], (3, 6, 701)),
     # 8 output rows at a time: two full groups and a remainder of 3; two full column vectors and 5 columns
     "depthwise-row-groups": ([conv(name="c", filters=5, kernel=3, groups=5, padding=1), {"op": "relu6"}],
                              (5, 19, 37)),
@@ -220,6 +222,17 @@ def test_opt_level_2_chooses_the_fast_kernels():
     for what, marker in kernels.items():
         assert marker in fast, what
         assert marker not in plain, what
+
+
+def test_generated_code_does_not_grow_with_the_row_length():
+    """Equal blocks along a row are one C loop: a 20× longer row must not mean 20× the C (it once hung gcc)."""
+    def code_bytes(width, **conv_kw):
+        graph = load_quietly(model_dict([conv(name="c", filters=8, **conv_kw)], shape=(3, 9, width)))
+        return len(compiler.generate_c(graph, opt_level=2).code)
+    for conv_kw in ({"kernel": 3, "padding": 1}, {"kernel": 7, "stride": 2}):
+        short, long = code_bytes(500, **conv_kw), code_bytes(10_000, **conv_kw)
+        # only the per-column tables of the portable path grow, by a few bytes per column
+        assert long - short < 16 * (10_000 - 500), conv_kw
 
 
 def test_a_depthwise_plane_too_big_for_the_stack_keeps_the_plain_kernel():

@@ -17,6 +17,7 @@ import numpy as np
 
 CACHE_BYTES = 512 * 1024  # data this size stays in a core's L2 (about half of it) between passes
 PARALLEL_MACS = 1 << 20  # below this (~10 µs of work) a layer runs on the caller's thread alone
+STACK_BUFFER_BYTES = 96 * 1024  # a kernel's copy of its input rows lives on the stack: bigger ones take another kernel
 
 
 @lru_cache(maxsize=None)
@@ -128,19 +129,27 @@ def _phases(row_len: int, sw: int, pl: int, w: int) -> list[dict]:
 
 
 def rowvec_lowering(args: dict, weights: dict[str, np.ndarray], macs: int):
-    """Few input channels: vectors along the output row from zero-padded, phase-split row copies."""
+    """Few input channels: vectors along the output row from zero-padded, phase-split row copies (None: the
+    copies would not fit STACK_BUFFER_BYTES)."""
     lanes = vector_lanes()
     k, c, kh, kw = weights["weight"].shape
     mr, nr = (8, 2) if lanes == 16 else (4, 2)  # MR·NR accumulators: 16 of 32 (AVX-512), 8 of 16 (AVX2)
     packed, bias, k_blocks = pack_filter_blocks(weights, mr)
     ow, sw = args["OW"], args["SW"]
     vectors = -(-ow // lanes)
-    segments = []
+    segments: list[dict] = []  # runs of equal full segments become one C loop (count > 1)
     for first in range(0, vectors, nr):
         n = min(nr, vectors - first)
         last_pixels = ow - (first + n - 1) * lanes
-        segments.append({"start": first * lanes, "nr": n, "partial": last_pixels if last_pixels < lanes else 0})
+        seg = {"start": first * lanes, "nr": n, "partial": last_pixels if last_pixels < lanes else 0, "count": 1}
+        last = segments[-1] if segments else None
+        if last and not last["partial"] and not seg["partial"] and last["nr"] == n:
+            last["count"] += 1
+        else:
+            segments.append(seg)
     row_len = vectors * lanes + (kw - 1) * args["DW"] // sw + 1
+    if 4 * c * kh * sw * row_len > STACK_BUFFER_BYTES:
+        return None  # the row copies would not fit the stack budget
     out = dict(args, VL=lanes, MR=mr, KB=k_blocks, LASTN=k - (k_blocks - 1) * mr, OHW=args["OH"] * ow,
                segments=segments, RL=row_len, phases=_phases(row_len, sw, args["PL"], args["W"]),
                parallel=macs >= PARALLEL_MACS)
@@ -154,7 +163,6 @@ def _valid_range(out: int, size: int, stride: int, shift: int) -> tuple[int, int
 
 
 DEPTHWISE_ROWS = 8  # output rows computed together: 8 independent accumulators cover the FMA latency
-DEPTHWISE_PLANE_BYTES = 96 * 1024  # the padded plane lives on the stack; bigger planes keep the plain kernel
 
 
 def depthwise_lowering(args: dict, weights: dict[str, np.ndarray], macs: int):
@@ -175,7 +183,7 @@ def depthwise_lowering(args: dict, weights: dict[str, np.ndarray], macs: int):
     full_blocks, last_cols = divmod(ow, lanes)
     row_len = (full_blocks + (last_cols > 0)) * lanes + (args["KW"] - 1) * args["DW"] // sw + 1  # per phase
     plane_rows = (oh - 1) * args["SH"] + (args["KH"] - 1) * args["DH"] + 1  # padded input rows the taps read
-    if 4 * plane_rows * sw * row_len > DEPTHWISE_PLANE_BYTES:
+    if 4 * plane_rows * sw * row_len > STACK_BUFFER_BYTES:
         return None
     rows = min(DEPTHWISE_ROWS, oh)
     out = dict(args, taps=taps, OHW=oh * ow, parallel=macs >= PARALLEL_MACS, VL=lanes, RL=row_len,

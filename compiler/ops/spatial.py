@@ -254,7 +254,9 @@ class Conv2d(Op):
                 and (args["OH"], args["OW"]) == (args["H"], args["W"]):
             return fastconv.pointwise_lowering(args, weights, macs)
         if a.groups == 1 and c <= fastconv.ROWVEC_MAX_CHANNELS:
-            return fastconv.rowvec_lowering(args, weights, macs)
+            rowvec = fastconv.rowvec_lowering(args, weights, macs)
+            if rowvec:
+                return rowvec
         if a.groups == 1:
             return fastconv.blocked_lowering(args, weights, macs)
         if a.groups == c == a.filters:
