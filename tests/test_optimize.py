@@ -183,6 +183,12 @@ FAST_CASES = {
     # 8 output rows at a time: two full groups and a remainder of 3; two full column vectors and 5 columns
     "depthwise-row-groups": ([conv(name="c", filters=5, kernel=3, groups=5, padding=1), {"op": "relu6"}],
                              (5, 19, 37)),
+    # stride 2: 32 input columns at a time split into even and odd by vector shuffles, the rest one by one
+    "depthwise-stride2-split-odd-pad": ([conv(name="c", filters=4, kernel=3, groups=4, stride=2, padding=1)],
+                                        (4, 20, 75)),
+    "depthwise-stride2-split-even-pad": ([conv(name="c", filters=3, kernel=5, groups=3, stride=2, padding=2),
+                                          {"op": "relu"}], (3, 9, 70)),
+    "depthwise-stride2-split-unread-tail": ([conv(name="c", filters=2, kernel=3, groups=2, stride=2)], (2, 7, 68)),
     "depthwise-exact-vectors": ([conv(name="c", filters=3, kernel=3, groups=3, padding=1)], (3, 16, 32)),
     # padding wider than the kernel: whole output rows and columns see only zeros
     "depthwise-wide-padding": ([conv(name="c", filters=4, kernel=3, groups=4, stride=3, padding=[4, 5, 3, 4])],

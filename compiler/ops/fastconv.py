@@ -186,7 +186,17 @@ def depthwise_lowering(args: dict, weights: dict[str, np.ndarray], macs: int):
     if 4 * plane_rows * sw * row_len > STACK_BUFFER_BYTES:
         return None
     rows = min(DEPTHWISE_ROWS, oh)
+    phases = _phases(row_len, sw, args["PL"], args["W"])
+    # Stride 2: input columns 2·VL at a time split into even and odd with vector shuffles. Even columns
+    # i go to phase (i + PL) % 2 at j = (i + PL) // 2, odd ones to the other phase.
+    even_q, split_blocks, even_lo, odd_lo = args["PL"] % 2, 0, 0, 0
+    if sw == 2:
+        even, odd = phases[even_q], phases[1 - even_q]
+        even_lo, odd_lo = even["lo"], odd["lo"]
+        if even_lo == args["PL"] // 2 and odd_lo == (args["PL"] + 1) // 2:
+            split_blocks = min(args["W"] // (2 * lanes), (even["hi"] - even_lo) // lanes, (odd["hi"] - odd_lo) // lanes)
     out = dict(args, taps=taps, OHW=oh * ow, parallel=macs >= PARALLEL_MACS, VL=lanes, RL=row_len,
-               phases=_phases(row_len, sw, args["PL"], args["W"]), PR=plane_rows, R=rows,
+               phases=phases, SPLIT_BLOCKS=split_blocks, EVEN_Q=even_q,
+               EVEN_LO=even_lo, ODD_LO=odd_lo, PR=plane_rows, R=rows,
                ROW_GROUPS=oh // rows, LAST_ROWS=oh % rows, FULL_BLOCKS=full_blocks, LAST_COLS=last_cols)
     return "ops/conv2d_depthwise.c.j2", dict(weights), out
