@@ -197,7 +197,10 @@ FAST_CASES = {
     "depthwise-huge-plane": ([conv(name="c", filters=2, kernel=3, groups=2, padding=1)], (2, 150, 180)),
     "maxpool-interior-dilated": ([{"op": "maxpool2d", "kernel": [2, 3], "stride": [2, 1], "dilation": [1, 2]}],
                                  (3, 10, 11)),
-    "maxpool-padded-falls-back": ([{"op": "maxpool2d", "kernel": 3, "stride": 2, "padding": 1}], (3, 9, 8)),
+    "maxpool-padded": ([{"op": "maxpool2d", "kernel": 3, "stride": 2, "padding": 1}], (3, 9, 8)),
+    "maxpool-padded-ceil-dilated": ([{"op": "maxpool2d", "kernel": [3, 2], "stride": [2, 3], "padding": [1, 1, 0, 1],
+                                      "dilation": [2, 1], "ceil_mode": True}], (2, 12, 13)),
+    "maxpool-padded-parallel": ([{"op": "maxpool2d", "kernel": 3, "stride": 2, "padding": 1}], (128, 64, 64)),
     "dense-large": ([{"op": "flatten"}, {"op": "dense", "units": 600}, {"op": "relu"}], (8, 16, 16)),
 }
 

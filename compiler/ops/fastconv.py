@@ -156,7 +156,7 @@ def rowvec_lowering(args: dict, weights: dict[str, np.ndarray], macs: int):
     return "ops/conv2d_rowvec.c.j2", {"weight": packed, "bias": bias}, out
 
 
-def _valid_range(out: int, size: int, stride: int, shift: int) -> tuple[int, int]:
+def valid_range(out: int, size: int, stride: int, shift: int) -> tuple[int, int]:
     """Output indices [lo, hi) with 0 <= o·stride + shift < size (empty: lo == hi)."""
     valid = [o for o in range(out) if 0 <= o * stride + shift < size]
     return (valid[0], valid[-1] + 1) if valid else (0, 0)
@@ -171,9 +171,9 @@ def depthwise_lowering(args: dict, weights: dict[str, np.ndarray], macs: int):
     output pixels it reaches inside the input, with its input offset. None: the plane is too big."""
     taps = []
     for kh in range(args["KH"]):
-        oh_lo, oh_hi = _valid_range(args["OH"], args["H"], args["SH"], kh * args["DH"] - args["PT"])
+        oh_lo, oh_hi = valid_range(args["OH"], args["H"], args["SH"], kh * args["DH"] - args["PT"])
         for kw in range(args["KW"]):
-            ow_lo, ow_hi = _valid_range(args["OW"], args["W"], args["SW"], kw * args["DW"] - args["PL"])
+            ow_lo, ow_hi = valid_range(args["OW"], args["W"], args["SW"], kw * args["DW"] - args["PL"])
             if oh_lo < oh_hi and ow_lo < ow_hi:
                 offset = (kh * args["DH"] - args["PT"]) * args["W"] + kw * args["DW"] - args["PL"]
                 taps.append({"kh": kh, "kw": kw, "index": kh * args["KW"] + kw, "oh_lo": oh_lo, "oh_hi": oh_hi,

@@ -333,13 +333,24 @@ class MaxPool2d(_Pool):
         return win.max(axis=(4, 5))
 
     def lowering(self, layer, in_shapes, out_shape, weights, opt_level):
-        """opt_level ≥ 2: literal loops when every window lies inside the input."""
+        """opt_level ≥ 2: literal loops when every window lies inside the input, else literal column
+        ranges per window column (the padding never read), channels split across threads."""
         template, arrays, args = super().lowering(layer, in_shapes, out_shape, weights, opt_level)
+        if opt_level < 2:
+            return template, arrays, args
         inside = all(lo == 0 and hi == args[k] for tab, k in (("row", "KH"), ("col", "KW"))
                      for lo, hi in zip(args[f"{tab}_lo"], args[f"{tab}_hi"]))
-        if opt_level >= 2 and inside and args["PT"] == args["PL"] == 0:
+        if inside and args["PT"] == args["PL"] == 0:
             return "ops/maxpool2d_interior.c.j2", arrays, args
-        return template, arrays, args
+        from .fastconv import PARALLEL_MACS, valid_range
+        col_taps = []
+        for j in range(args["KW"]):
+            offset = j * args["DW"] - args["PL"]
+            lo, hi = valid_range(args["OW"], args["W"], args["SW"], offset)
+            if lo < hi:
+                col_taps.append({"j": j, "lo": lo, "hi": hi, "offset": offset})
+        reads = args["C"] * args["OH"] * args["OW"] * args["KH"] * args["KW"]
+        return "ops/maxpool2d_padded.c.j2", arrays, dict(args, col_taps=col_taps, parallel=reads >= PARALLEL_MACS)
 
 
 @register
