@@ -107,7 +107,7 @@ def test_fast_kernels_serial_threaded_and_scalar(defines, threads, tmp_path):
     graph = compiler.load(EVERY_FAST_KERNEL)
     main_c = every_kernel_program(tmp_path, graph)
     optimized = optimize(graph, FAST_LEVEL)
-    templates = {k.template for k in lower(optimized, plan_memory(optimized), FAST_LEVEL).kernels}
+    templates = {k.template for k in lower(optimized, plan_memory(optimized, FAST_LEVEL), FAST_LEVEL).kernels}
     assert {f"ops/conv2d_{kind}.c.j2" for kind in ("rowvec", "blocked", "depthwise", "pointwise")} <= templates
     assert "convc_parallel(L" in (tmp_path / "model.c").read_text()  # the pool has a layer to split
     # The switches select what the compiler sees: vector code, and pthreads only with NET_THREADS.
