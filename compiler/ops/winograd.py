@@ -25,13 +25,18 @@ BT = np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]], np.fl
 AT = np.array([[1, 1, 1, 0], [0, 1, -1, -1]], np.float64)
 
 MIN_CHANNELS = fastconv.ROWVEC_MAX_CHANNELS + 1  # fewer input channels: the row-vector kernel
+PAD_ROW_FLOATS = 2048  # padded input rows per chunk of channels: enough that their stores drain before reuse
 MAX_ROW = 512  # input/output row length limit: the kernel keeps 8 padded rows on the stack
-# Cost model (cycles per unit, fitted to per-layer profiles on the AVX-512 machine).
-DIRECT_MAC_CYCLES = 1 / (32 * 0.93)  # the blocked kernel runs at ~93% of 2 FMA/cycle × 16 lanes
-TRANSFORM_CYCLES = 1.0  # per input channel, tile row and vector of columns: copy, row and column transforms
-OUTPUT_CYCLES = 2.0  # per output value: Aᵀ M A share, bias, residual, activation, scattered store
-L3_BYTES_PER_CYCLE = 12.0  # transformed weights streamed once per register block when they exceed L2
-L2_BYTES = 768 * 1024
+# Cost model, in cycles; fitted to per-layer times of ResNet-18 and CIFAR VGG on the AVX-512 machine
+# (one 16-lane FMA per cycle), each term measured by leaving the others out.
+DIRECT_MAC_CYCLES = 1 / (16 * 0.93)  # the blocked kernel runs at ~93% of the FMA peak
+GEMM_EFFICIENCY = 0.75  # the products' share of the peak with ≥ 8 accumulators (more loads per FMA than direct)
+TRANSFORM_CYCLES = 4.0  # per input channel, tile row and vector of columns: row copies, Bᵀ d B, 16 stores
+OUTPUT_CYCLES = 6.0  # per output value: Aᵀ M A share, bias, residual, activation, scattered store
+L2_BYTES = 768 * 1024  # transformed weights beyond this are re-read from L3 once per register block
+L3_BYTES_PER_CYCLE = 24.0
+MAX_WEIGHT_BYTES = 8 << 20  # beyond this the transformed weights come from memory: keep the direct kernel
+USE_COST_MODEL = True  # False: every eligible layer takes Winograd (tests reach small shapes this way)
 
 
 def eligible(attrs, c: int, args: dict) -> bool:
@@ -56,9 +61,13 @@ class Plan:
     def items(self) -> int:
         return -(-self.tile_rows // self.rows_per_item)
 
-    @property
-    def item_floats(self) -> int:  # scratch per item: V [16][C][R][XW] / C
-        return 16 * self.rows_per_item * self.row_width
+    def xi_stride(self, c: int) -> int:
+        """Floats between the 16 planes of an item's V: [C][R][XW] plus one cache line, so the planes
+        fall in different cache sets (a power-of-two stride makes the 16 streams evict each other)."""
+        return c * self.rows_per_item * self.row_width + self.lanes
+
+    def item_floats(self, c: int) -> int:  # scratch per item: V [16][C][R][XW], planes padded
+        return 16 * self.xi_stride(c)
 
 
 def _row_blocks(tw: int, nt: int) -> list[int]:
@@ -91,34 +100,34 @@ def plan(args: dict, c: int, k: int) -> Plan:
 def predicted_cycles(p: Plan, c: int, k: int, args: dict) -> tuple[float, float]:
     """(direct, winograd) cycles per sample from the cost model above."""
     direct = k * args["OH"] * args["OW"] * c * 9 * DIRECT_MAC_CYCLES
-    tiles_computed = p.items * sum(len(b) for b in p.blocks)
     gemm = 0.0
-    for b in p.blocks:  # vector FMAs at 2 per cycle; small blocks cannot hide the FMA latency (8 chains)
-        fmas = 16 * c * p.kv * len(b) * (p.k_blocks // p.kv)
-        gemm += fmas / 2 / min(1.0, p.kv * len(b) / 8)
+    for b in p.blocks:  # vector FMAs; small blocks cannot hide the FMA latency (8 independent chains)
+        fmas = 16 * c * len(b) * p.k_blocks
+        gemm += fmas / GEMM_EFFICIENCY / min(1.0, p.kv * len(b) / 8)
     gemm *= p.items
-    transform = c * p.items * p.rows_per_item * (p.row_width // p.lanes + 1) * 24 * TRANSFORM_CYCLES
+    transform = c * p.items * p.rows_per_item * (p.row_width // p.lanes + 1) * TRANSFORM_CYCLES
     output = k * args["OH"] * args["OW"] * OUTPUT_CYCLES
-    u_bytes = 16 * c * p.k_blocks * p.lanes * 4
-    stream = 0.0
-    if u_bytes > L2_BYTES:
-        stream = u_bytes * p.items * len(p.blocks) / L3_BYTES_PER_CYCLE
-    del tiles_computed
+    u_bytes = weight_bytes(c, k)
+    stream = u_bytes * p.items * len(p.blocks) / L3_BYTES_PER_CYCLE if u_bytes > L2_BYTES else 0.0
     return direct, gemm + transform + output + stream
+
+
+def weight_bytes(c: int, k: int) -> int:
+    return 16 * c * -(-k // fastconv.vector_lanes()) * fastconv.vector_lanes() * 4
 
 
 def chosen(attrs, in_shape, args: dict) -> Plan | None:
     """The Winograd plan when this layer is eligible and predicted faster than the blocked kernel."""
     c = in_shape[0]
-    if not eligible(attrs, c, args):
+    if not eligible(attrs, c, args) or (weight_bytes(c, attrs.filters) > MAX_WEIGHT_BYTES and USE_COST_MODEL):
         return None
     p = plan(args, c, attrs.filters)
     direct, wino = predicted_cycles(p, c, attrs.filters, args)
-    return p if wino < direct else None
+    return p if wino < direct or not USE_COST_MODEL else None
 
 
 def scratch_floats(p: Plan, c: int) -> int:
-    return p.items * p.item_floats * c
+    return p.items * p.item_floats(c)
 
 
 def transform_weights(weight: np.ndarray, lanes: int) -> tuple[np.ndarray, int]:
@@ -150,6 +159,7 @@ def winograd_lowering(args: dict, weights: dict[str, np.ndarray], macs: int, p: 
             blocks.append({"tw0": b[0][1], "count": 1, "tiles": tiles, "cols": len(b) // p.rows_per_item})
     out = dict(args, VL=p.lanes, KB=k_blocks, KV=p.kv, LASTN=k - (k_blocks - 1) * p.lanes, TH=p.tile_rows,
                TW=p.tile_cols, R=p.rows_per_item, XW=p.row_width, XB=p.row_width + p.lanes, RXW=rxw,
-               XI_STRIDE=c * rxw, ITEM_FLOATS=p.item_floats * c, OHW=args["OH"] * args["OW"],
+               XI_STRIDE=p.xi_stride(c), ITEM_FLOATS=p.item_floats(c), OHW=args["OH"] * args["OW"],
+               CB=min(c, max(1, -(-PAD_ROW_FLOATS // (4 * (p.row_width + p.lanes))))),
                blocks=blocks, NTMAX=max(len(b) for b in p.blocks), ITEMS=p.items, parallel=macs >= fastconv.PARALLEL_MACS)
     return "ops/conv2d_winograd.c.j2", {"weight": packed, "bias": bias}, out
