@@ -7,7 +7,8 @@ of the 36·C of the direct kernel (2.25× fewer).
 
 Kernel shape (templates/ops/conv2d_winograd.c.j2): one work item is R rows of tiles. It first
 transforms its input patches into its own part of the layer's scratch, laid out [16][C][R][XW]
-(tile column tw at column 2·tw, so the column transform runs on whole vectors of input columns),
+(tile column tw at tw; the input rows are split into even and odd columns first, so the column
+transform runs on whole vectors of 16 tiles),
 then for each pair of output-channel vectors and each register block of tiles accumulates the 16
 products over C in registers (like the blocked kernel), and turns them into outputs with Aᵀ M A.
 """
@@ -31,7 +32,7 @@ MAX_ROW = 512  # input/output row length limit: the kernel keeps 8 padded rows o
 # (one 16-lane FMA per cycle), each term measured by leaving the others out.
 DIRECT_MAC_CYCLES = 1 / (16 * 0.93)  # the blocked kernel runs at ~93% of the FMA peak
 GEMM_EFFICIENCY = 0.75  # the products' share of the peak with ≥ 8 accumulators (more loads per FMA than direct)
-TRANSFORM_CYCLES = 4.0  # per input channel, tile row and vector of columns: row copies, Bᵀ d B, 16 stores
+TRANSFORM_CYCLES = 6.0  # per input channel, tile row and vector of 16 tiles: split row copies, Bᵀ d B, 16 stores
 OUTPUT_CYCLES = 6.0  # per output value: Aᵀ M A share, bias, residual, activation, scattered store
 L2_BYTES = 768 * 1024  # transformed weights beyond this are re-read from L3 once per register block
 L3_BYTES_PER_CYCLE = 24.0
@@ -54,7 +55,7 @@ class Plan:
     tile_rows: int  # TH
     tile_cols: int  # TW
     rows_per_item: int  # R
-    row_width: int  # XW: columns per tile row in the scratch (a multiple of VL, ≥ 2·TW)
+    row_width: int  # XW: tile columns per tile row in the scratch (TW rounded up to whole vectors)
     blocks: tuple[tuple[tuple[int, int], ...], ...]  # per register block of an item: its (row, tile column)s
 
     @property
@@ -93,7 +94,7 @@ def plan(args: dict, c: int, k: int) -> Plan:
             start += n
     else:
         blocks = [tuple((r, j) for r in range(rows) for j in range(tw))]
-    row_width = -(-2 * tw // lanes) * lanes
+    row_width = -(-tw // lanes) * lanes
     return Plan(lanes, k_blocks, kv, th, tw, rows, row_width, tuple(blocks))
 
 
@@ -149,9 +150,10 @@ def winograd_lowering(args: dict, weights: dict[str, np.ndarray], macs: int, p: 
     if "bias" in weights:
         bias[:k] = weights["bias"]
     rxw = p.rows_per_item * p.row_width
+    pl, w = args["PL"], args["W"]  # the split input rows: padded column 2j (+ 1) is input column 2j (+ 1) - PL
     blocks = []  # consecutive equal blocks of one tile row become one C loop
     for b in p.blocks:
-        tiles = [{"r": r, "dtw": tw - b[0][1], "off": r * p.row_width + 2 * (tw - b[0][1])} for r, tw in b]
+        tiles = [{"r": r, "dtw": tw - b[0][1], "off": r * p.row_width + tw - b[0][1]} for r, tw in b]
         last = blocks[-1] if blocks else None
         if p.rows_per_item == 1 and last and len(last["tiles"]) == len(tiles):
             last["count"] += 1
@@ -160,6 +162,7 @@ def winograd_lowering(args: dict, weights: dict[str, np.ndarray], macs: int, p: 
     out = dict(args, VL=p.lanes, KB=k_blocks, KV=p.kv, LASTN=k - (k_blocks - 1) * p.lanes, TH=p.tile_rows,
                TW=p.tile_cols, R=p.rows_per_item, XW=p.row_width, XB=p.row_width + p.lanes, RXW=rxw,
                XI_STRIDE=p.xi_stride(c), ITEM_FLOATS=p.item_floats(c), OHW=args["OH"] * args["OW"],
+               even_lo=(pl + 1) // 2, even_hi=(w - 1 + pl) // 2 + 1, odd_lo=pl // 2, odd_hi=(w - 2 + pl) // 2 + 1,
                CB=min(c, max(1, -(-PAD_ROW_FLOATS // (4 * (p.row_width + p.lanes))))),
                blocks=blocks, NTMAX=max(len(b) for b in p.blocks), ITEMS=p.items, parallel=macs >= fastconv.PARALLEL_MACS)
     return "ops/conv2d_winograd.c.j2", {"weight": packed, "bias": bias}, out
