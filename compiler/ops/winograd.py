@@ -31,6 +31,7 @@ MAX_ROW = 512  # input/output row length limit: the kernel keeps 8 padded rows o
 # Cost model, in cycles; fitted to per-layer times of ResNet-18 and CIFAR VGG on the AVX-512 machine
 # (one 16-lane FMA per cycle), each term measured by leaving the others out.
 DIRECT_MAC_CYCLES = 1 / (16 * 0.93)  # the blocked kernel runs at ~93% of the FMA peak
+DIRECT_ONE_VECTOR_SLOWDOWN = 1.5  # ... and at ~62% with an odd number of filter vectors (one per register block)
 GEMM_EFFICIENCY = 0.75  # the products' share of the peak with ≥ 8 accumulators (more loads per FMA than direct)
 TRANSFORM_CYCLES = 6.0  # per input channel, tile row and vector of 16 tiles: split row copies, Bᵀ d B, 16 stores
 OUTPUT_CYCLES = 6.0  # per output value: Aᵀ M A share, bias, residual, activation, scattered store
@@ -101,6 +102,8 @@ def plan(args: dict, c: int, k: int) -> Plan:
 def predicted_cycles(p: Plan, c: int, k: int, args: dict) -> tuple[float, float]:
     """(direct, winograd) cycles per sample from the cost model above."""
     direct = k * args["OH"] * args["OW"] * c * 9 * DIRECT_MAC_CYCLES
+    if p.kv == 1:  # the blocked kernel's register blocks have the same shape (fastconv.block_shape)
+        direct *= DIRECT_ONE_VECTOR_SLOWDOWN
     gemm = 0.0
     for b in p.blocks:  # vector FMAs; small blocks cannot hide the FMA latency (8 independent chains)
         fmas = 16 * c * len(b) * p.k_blocks
