@@ -26,7 +26,7 @@ BT = np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]], np.fl
 AT = np.array([[1, 1, 1, 0], [0, 1, -1, -1]], np.float64)
 
 MIN_CHANNELS = fastconv.ROWVEC_MAX_CHANNELS + 1  # fewer input channels: the row-vector kernel
-PAD_ROW_FLOATS = 2048  # padded input rows per chunk of channels: enough that their stores drain before reuse
+PAD_ROW_FLOATS = 1024  # split input rows per chunk of channels: enough that their stores drain before reuse
 MAX_ROW = 512  # input/output row length limit: the kernel keeps 8 padded rows on the stack
 # Cost model, in cycles; fitted to per-layer times of ResNet-18 and CIFAR VGG on the AVX-512 machine
 # (one 16-lane FMA per cycle), each term measured by leaving the others out.
