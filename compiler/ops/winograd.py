@@ -27,7 +27,7 @@ AT = np.array([[1, 1, 1, 0], [0, 1, -1, -1]], np.float64)
 
 MIN_CHANNELS = fastconv.ROWVEC_MAX_CHANNELS + 1  # fewer input channels: the row-vector kernel
 PAD_ROW_FLOATS = 1024  # split input rows per chunk of channels: enough that their stores drain before reuse
-MAX_ROW = 512  # input/output row length limit: the kernel keeps 8 padded rows on the stack
+MAX_ROW = 512  # input/output row length limit: the kernel keeps split input rows (≥ 1 channel) on the stack
 # Cost model, in cycles; fitted to per-layer times of ResNet-18 and CIFAR VGG on the AVX-512 machine
 # (one 16-lane FMA per cycle), each term measured by leaving the others out.
 DIRECT_MAC_CYCLES = 1 / (16 * 0.93)  # the blocked kernel runs at ~93% of the FMA peak
