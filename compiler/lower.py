@@ -124,9 +124,20 @@ def _pointer(buf: Buffer, constants: list[int]) -> str:
     return f"{'x' if buf.kind == 'input' else 'y'}{buf.index}"
 
 
+def _scratch(layer, need: int, arena: Arena) -> list[str]:
+    """The kernel's scratch argument ([] when it needs none)."""
+    if not need:
+        return []
+    block = arena.scratch.get(layer.name)
+    if block is None or block.size < need:
+        raise ValueError(f"{layer.where}: the memory plan has no scratch for this layer's kernel; "
+                         "plan it with plan_memory(graph, opt_level) at the lowering's opt_level")
+    return [f"arena + {block.index}"]
+
+
 def lower(graph: Graph, arena: Arena | None = None, opt_level: int = 0, profile: bool = False) -> LoweredModel:
     """profile: time each layer's call (convc_profile() in the library; see runtime.Model.profile)."""
-    arena = arena or plan_memory(graph)
+    arena = arena or plan_memory(graph, opt_level)
     blob = WeightBlob()
     kernels: list[Kernel] = []
     calls: list[str] = []
@@ -151,12 +162,14 @@ def lower(graph: Graph, arena: Arena | None = None, opt_level: int = 0, profile:
             header.append(f"out = {formula}")
         context = dict(args)
         check_c_ints(layer, context)
+        scratch = _scratch(layer, spec.scratch_floats(layer, ins, out, opt_level), arena)
         context.update(
             fn=fn, w=offsets, inputs=in_names,
             header="/* " + "\n * ".join(c_comment(h) for h in header) + " */",
-            params=", ".join([f"const float *restrict {x}" for x in in_names] + ["float *restrict y"]))
+            params=", ".join([f"const float *restrict {x}" for x in in_names] + ["float *restrict y"]
+                             + (["float *restrict scratch"] if scratch else [])))
         kernels.append(Kernel(layer.name, template, context))
-        args = [_pointer(arena.buffers[i], constants) for i in layer.inputs + (layer.name,)]
+        args = [_pointer(arena.buffers[i], constants) for i in layer.inputs + (layer.name,)] + scratch
         call = f"{fn}({', '.join(args)});"
         if profile:
             call = (f"{{ const double t0 = convc_now(); {call} "

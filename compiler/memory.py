@@ -5,7 +5,7 @@ and outputs live in the caller's arrays and constants in the weights, not in the
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -28,6 +28,7 @@ class Arena:
     buffers: dict[str, Buffer]
     floats: int
     copies: list[tuple[str, str]]  # (output, tensor) pairs an output needs copied from a view's storage
+    scratch: dict[str, Buffer] = field(default_factory=dict)  # per layer: arena block live only during its call
 
     @property
     def bytes(self) -> int:
@@ -45,7 +46,8 @@ def _aligned(n: int) -> int:
     return -(-n // ALIGN_FLOATS) * ALIGN_FLOATS
 
 
-def plan_memory(graph: Graph) -> Arena:
+def plan_memory(graph: Graph, opt_level: int = 0) -> Arena:
+    """opt_level: the level the graph will be lowered at, which decides the kernels' scratch needs."""
     layers = graph.layers()
     order = {layer.name: i for i, layer in enumerate(layers)}
     roots = {layer.name: storage_root(graph, layer.name) for layer in layers}
@@ -59,6 +61,7 @@ def plan_memory(graph: Graph) -> Arena:
             last_use[r] = max(last_use.get(r, -1), order[layer.name])
 
     buffers: dict[str, Buffer] = {}
+    scratch: dict[str, Buffer] = {}
     copies: list[tuple[str, str]] = []
     placed_outputs: dict[str, int] = {}
     for i, out in enumerate(graph.outputs):
@@ -88,12 +91,18 @@ def plan_memory(graph: Graph) -> Arena:
             live.sort()
             peak = max(peak, offset + length)
             buffers[name] = Buffer("arena", offset, size[name])
+        if layer.op != "input" and not layer.spec.is_constant:
+            need = layer.spec.scratch_floats(layer, graph.in_shapes(name), graph.shape(name), opt_level)
+            if need:  # beside the live inputs and the output, free again after this layer
+                offset = _first_fit(live, _aligned(need))
+                peak = max(peak, offset + _aligned(need))
+                scratch[name] = Buffer("arena", offset, need)
         # Free every block whose last reader is this layer (after placing its output: no in-place).
         live = [blk for blk in live if last_use.get(blk[2], len(layers)) > order[name] or blk[2] == name]
     for layer in layers:
         if roots[layer.name] != layer.name:
             buffers[layer.name] = buffers[roots[layer.name]]
-    return Arena(buffers, peak, copies)
+    return Arena(buffers, peak, copies, scratch)
 
 
 def _first_fit(live: list[tuple[int, int, str]], length: int) -> int:

@@ -85,7 +85,7 @@ def generate_c(graph: Graph, *, opt_level: int = DEFAULT_OPT_LEVEL, weights_mode
     progress("optimize")
     graph = optimize(graph, opt_level)
     progress("generate")
-    return render(lower(graph, plan_memory(graph), opt_level, profile), weights_mode=weights_mode)
+    return render(lower(graph, plan_memory(graph, opt_level), opt_level, profile), weights_mode=weights_mode)
 
 
 def compile(model: Graph | str | os.PathLike | dict[str, Any], *, opt_level: int = DEFAULT_OPT_LEVEL,

@@ -82,6 +82,11 @@ CASES = [
     Case("conv-no-bias", [conv(name="c", filters=4, kernel=3, bias=False)]),
     Case("conv-bias-true", [conv(name="c", filters=4, kernel=3, bias=True)]),
     Case("conv-batch-1", [conv(name="c", filters=4, kernel=3, padding=1)], batch=1),
+    # the Winograd F(2x2, 3x3) kernel of opt_level 2 (enough channels, 3x3, stride 1): odd map, residual + relu
+    Case("conv-winograd-odd-map", [conv(name="c", filters=32, kernel=3, padding=1)], shape=(32, 9, 11)),
+    Case("conv-winograd-residual-relu", [conv(name="c", filters=32, kernel=3, padding=[1, 1, 1, 1], bias=False),
+                                         {"name": "s", "op": "add", "inputs": ["c", "x"]}, {"op": "relu"}],
+         shape=(32, 10, 7), batch=3),
     Case("conv-batch-5", [conv(name="c", filters=4, kernel=3, stride=2, padding=1)], shape=(3, 11, 6), batch=5),
     Case("conv-one-channel-odd", [conv(name="c", filters=1, kernel=[5, 3], padding=[2, 0])], shape=(1, 13, 5)),
     Case("conv-deep-accumulation", [conv(name="c", filters=16, kernel=3, padding=1)], shape=(16, 12, 12)),

@@ -230,6 +230,11 @@ class Op:
         """(template, constant arrays, template args) at `opt_level`; ops with fast kernels choose them here."""
         return self.template, self.lower_weights(layer, weights), self.kernel_args(layer, in_shapes, out_shape)
 
+    def scratch_floats(self, layer, in_shapes: list[Shape], out_shape: Shape, opt_level: int) -> int:
+        """Floats of arena scratch the kernel chosen at `opt_level` needs during its own call (0: none).
+        A kernel with scratch takes it as a last argument `float *restrict scratch`."""
+        return 0
+
 
 def check_rank(layer, in_shapes: list[Shape], rank: int, what: str = "a C×H×W input") -> None:
     for s in in_shapes:

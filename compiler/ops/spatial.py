@@ -241,13 +241,22 @@ class Conv2d(Op):
         return args
 
 
+    def scratch_floats(self, layer, in_shapes, out_shape, opt_level):
+        """The Winograd kernel's transformed input (0 for the other kernels)."""
+        if opt_level < 2:
+            return 0
+        from . import winograd
+        wino = winograd.chosen(layer.attrs, in_shapes[0], self.kernel_args(layer, in_shapes, out_shape))
+        return 0 if wino is None else winograd.scratch_floats(wino, in_shapes[0][0])
+
     def lowering(self, layer, in_shapes, out_shape, weights, opt_level):
-        """opt_level ≥ 2: the blocked kernel (groups = 1) or the depthwise kernel (groups = C = K)."""
+        """opt_level ≥ 2: for groups = 1 the pointwise, row-vector, Winograd or blocked kernel; the depthwise
+        kernel for groups = C = K."""
         template, arrays, args = super().lowering(layer, in_shapes, out_shape, weights, opt_level)
         a, c = layer.attrs, in_shapes[0][0]
         if opt_level < 2:
             return template, arrays, args
-        from . import fastconv
+        from . import fastconv, winograd
         macs = self.macs(layer, in_shapes, out_shape)
         weights = {k: v for k, v in weights.items() if k in ("weight", "bias")}
         if a.groups == 1 and a.kernel == (1, 1) and a.stride == (1, 1) and args["PT"] == args["PL"] == 0 \
@@ -257,6 +266,9 @@ class Conv2d(Op):
             rowvec = fastconv.rowvec_lowering(args, weights, macs)
             if rowvec:
                 return rowvec
+        wino = winograd.chosen(a, in_shapes[0], args)
+        if wino is not None:
+            return winograd.winograd_lowering(args, weights, macs, wino)
         if a.groups == 1:
             return fastconv.blocked_lowering(args, weights, macs)
         if a.groups == c == a.filters:

@@ -1,0 +1,174 @@
+"""The Winograd F(2×2, 3×3) conv2d kernel (compiler/ops/winograd.py) against the float64 interpreter.
+
+Most cases switch the cost model off (every eligible layer takes Winograd), so small odd shapes reach
+the kernel; the last tests check which layers the cost model gives it.
+"""
+import warnings
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import compiler
+from compiler.lower import lower
+from compiler.memory import plan_memory
+from compiler.ops import winograd
+from compiler.passes import optimize
+from conftest import assert_close, model_dict, random_input
+
+WINOGRAD = "ops/conv2d_winograd.c.j2"
+
+
+def load_quietly(description):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", compiler.ConvcWarning)
+        return compiler.load(description)
+
+
+def templates(graph, opt_level=2):
+    """Layer name -> the template its kernel was lowered with."""
+    optimized = optimize(graph, opt_level)
+    return {k.layer: k.template for k in lower(optimized, plan_memory(optimized, opt_level), opt_level).kernels}
+
+
+def check(graph, batch=3, threads=1, seed=0):
+    model = compiler.compile(graph, opt_level=2, threads=threads)
+    x = random_input(graph.shape(graph.inputs[0]), batch, seed)
+    got = model.run({graph.inputs[0]: x})
+    ref = compiler.interpret(graph, {graph.inputs[0]: x}, dtype=np.float64)
+    for name in graph.outputs:
+        assert np.all(np.isfinite(got[name]))
+        assert_close(got[name], ref[name])
+
+
+@pytest.fixture
+def always_winograd(monkeypatch):
+    monkeypatch.setattr(winograd, "USE_COST_MODEL", False)
+
+
+def conv(c_out, padding=1, bias=True, name="c"):
+    return {"name": name, "op": "conv2d", "filters": c_out, "kernel": 3, "padding": padding, "bias": bias}
+
+
+SHAPES = {  # (C, K, H, W, padding)
+    "5x7-pad1": (17, 20, 5, 7, 1),
+    "8x8-pad1": (16, 32, 8, 8, 1),
+    "13x11-pad0": (17, 20, 13, 11, 0),
+    "13x11-pad2": (9, 33, 13, 11, 2),
+    "32x32-pad1": (24, 48, 32, 32, 1),
+    "asymmetric-pad": (20, 20, 12, 10, [0, 1, 2, 0]),
+    "asymmetric-pad-odd": (11, 7, 9, 6, [2, 0, 1, 2]),
+    "one-output-row": (10, 16, 3, 9, 0),
+    "one-output": (12, 5, 3, 3, 0),
+    "wide-row": (9, 18, 4, 70, 1),
+}
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("case", sorted(SHAPES))
+def test_winograd_matches_the_interpreter(case, threads, always_winograd):
+    c, k, h, w, padding = SHAPES[case]
+    graph = load_quietly(model_dict([conv(k, padding)], shape=(c, h, w)))
+    assert templates(graph)["c"] == WINOGRAD
+    check(graph, batch=3, threads=threads)
+
+
+EPILOGUES = {
+    "relu": [{"op": "relu"}],
+    "relu6": [{"op": "relu6"}],
+    "leaky": [{"op": "leaky_relu", "negative_slope": 0.2}],
+    "residual-relu": [{"name": "s", "op": "add", "inputs": ["c", "x"]}, {"op": "relu"}],
+    "residual-relu6": [{"name": "s", "op": "add", "inputs": ["x", "c"]}, {"op": "relu6"}],
+    "residual-leaky": [{"name": "s", "op": "add", "inputs": ["c", "x"]}, {"op": "leaky_relu", "negative_slope": 0.1}],
+    "residual-only": [{"name": "s", "op": "add", "inputs": ["c", "x"]}],
+    "batchnorm-clip": [{"name": "bn", "op": "batchnorm"}, {"op": "clip", "min": -0.3, "max": 0.4}],
+}
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("case", sorted(EPILOGUES))
+def test_winograd_fused_epilogues(case, threads, always_winograd):
+    graph = load_quietly(model_dict([conv(18, bias=False), *EPILOGUES[case]], shape=(18, 11, 13), seed=4))
+    fused = optimize(graph, 2)
+    (layer,) = [x for x in fused.layers() if x.op in ("conv2d", "fused_conv2d")]
+    assert set(templates(graph).values()) >= {WINOGRAD}
+    if case.startswith("residual"):
+        assert layer.op == "fused_conv2d" and len(layer.inputs) == 2
+    check(graph, batch=3, threads=threads, seed=1)
+
+
+def test_winograd_layers_in_a_chain_share_the_arena(always_winograd):
+    """Two Winograd layers with different scratch sizes, a pool between: the plan must keep them apart."""
+    layers = [conv(20, name="a"), {"op": "relu"}, conv(36, name="b"), {"op": "maxpool2d", "kernel": 2},
+              conv(16, name="d"), {"name": "s", "op": "add", "inputs": ["d", "d"]}]
+    graph = load_quietly(model_dict(layers, shape=(12, 14, 18)))
+    assert list(templates(graph).values()).count(WINOGRAD) == 3
+    check(graph, batch=2, threads=2)
+
+
+@settings(max_examples=12, deadline=None, derandomize=True, database=None)
+@given(st.integers(9, 40), st.integers(1, 40), st.integers(3, 20), st.integers(3, 20),
+       st.lists(st.integers(0, 2), min_size=4, max_size=4), st.booleans(), st.integers(1, 2))
+def test_winograd_random_shapes(c, k, h, w, padding, residual, threads):
+    t, left, b, r = padding
+    if h + t + b < 3 or w + left + r < 3:
+        return
+    layers = [conv(k, padding)]
+    if residual and k == c and t + b == 2 and left + r == 2:
+        layers.append({"name": "s", "op": "add", "inputs": ["c", "x"]})
+    layers.append({"op": "relu"})
+    graph = load_quietly(model_dict(layers, shape=(c, h, w)))
+    saved, winograd.USE_COST_MODEL = winograd.USE_COST_MODEL, False  # hypothesis: no function fixtures
+    try:
+        assert list(templates(graph).values()) == [WINOGRAD]  # the conv, relu fused in
+        check(graph, batch=2, threads=threads, seed=c + k)
+    finally:
+        winograd.USE_COST_MODEL = saved
+
+
+def test_only_3x3_stride_1_undilated_dense_convs_are_eligible(always_winograd):
+    layers = [conv(16, name="w"), {"name": "s2", "op": "conv2d", "filters": 16, "kernel": 3, "stride": 2},
+              {"name": "dil", "op": "conv2d", "filters": 16, "kernel": 3, "dilation": 2, "padding": 2},
+              {"name": "grp", "op": "conv2d", "filters": 16, "kernel": 3, "groups": 2, "padding": 1},
+              {"name": "k5", "op": "conv2d", "filters": 16, "kernel": 5, "padding": 2},
+              {"name": "few", "op": "conv2d", "filters": 8, "kernel": 3, "padding": 1},
+              {"name": "after_few", "op": "conv2d", "filters": 16, "kernel": 3, "padding": 1}]
+    chosen = templates(load_quietly(model_dict(layers, shape=(16, 20, 20))))
+    assert chosen["w"] == chosen["few"] == WINOGRAD and chosen["after_few"] != WINOGRAD  # 8 input channels: row-vector kernel
+    assert all(chosen[n] != WINOGRAD for n in ("s2", "dil", "grp", "k5"))
+    assert all(t != WINOGRAD for t in templates(load_quietly(model_dict([conv(16)], shape=(16, 9, 9))), 1).values())
+
+
+def test_cost_model_takes_winograd_for_big_maps_and_keeps_direct_for_tiny_maps_with_huge_weights():
+    """ResNet-18: the 56×56×64 layers take Winograd; the 7×7×512 ones (16 MB of transformed weights
+    streamed for 16 tiles) keep the blocked kernel."""
+    big = load_quietly(model_dict([conv(64, bias=False)], shape=(64, 56, 56)))
+    assert templates(big)["c"] == WINOGRAD
+    assert winograd.scratch_floats(winograd.chosen(big.layer("c").attrs, (64, 56, 56),
+                                                   big.layer("c").spec.kernel_args(big.layer("c"), [(64, 56, 56)],
+                                                                                   (64, 56, 56))), 64) > 0
+    tiny = load_quietly(model_dict([conv(512, bias=False)], shape=(512, 7, 7)))
+    assert templates(tiny)["c"] == "ops/conv2d_blocked.c.j2"
+
+
+def test_scratch_is_planned_only_for_winograd_layers(always_winograd):
+    graph = optimize(load_quietly(model_dict([conv(16, name="a"), conv(16, name="b")], shape=(16, 10, 10))), 2)
+    with_scratch = plan_memory(graph, 2)
+    assert set(with_scratch.scratch) == {"a", "b"}
+    a, b = with_scratch.buffers["a"], with_scratch.scratch["b"]
+    assert b.index >= a.index + a.size or b.index + b.size <= a.index  # b's scratch beside its live input
+    assert plan_memory(graph, 1).scratch == {} and plan_memory(graph, 1).floats < with_scratch.floats
+    with pytest.raises(ValueError, match="no scratch"):
+        lower(graph, plan_memory(graph, 1), 2)
+
+
+def test_weight_transform_reproduces_the_convolution_of_one_tile():
+    """U = G g Gᵀ, V = Bᵀ d B, Y = Aᵀ (U ⊙ V) A equals the 2×2 correlation of the 4×4 patch (float64)."""
+    rng = np.random.default_rng(0)
+    g, d = rng.standard_normal((3, 3)), rng.standard_normal((4, 4))
+    u = winograd.G @ g @ winograd.G.T
+    v = winograd.BT @ d @ winograd.BT.T
+    y = winograd.AT @ (u * v) @ winograd.AT.T
+    direct = np.array([[np.sum(d[i:i + 3, j:j + 3] * g) for j in range(2)] for i in range(2)])
+    np.testing.assert_allclose(y, direct, rtol=1e-12, atol=1e-12)
