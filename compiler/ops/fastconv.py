@@ -195,7 +195,9 @@ def depthwise_lowering(args: dict, weights: dict[str, np.ndarray], macs: int):
         even_lo, odd_lo = even["lo"], odd["lo"]
         if even_lo == args["PL"] // 2 and odd_lo == (args["PL"] + 1) // 2:
             split_blocks = min(args["W"] // (2 * lanes), (even["hi"] - even_lo) // lanes, (odd["hi"] - odd_lo) // lanes)
-    out = dict(args, taps=taps, OHW=oh * ow, parallel=macs >= PARALLEL_MACS, VL=lanes, RL=row_len,
+    # Split across threads from an eighth of the usual size up: the channels a thread reads are mostly the
+    # ones it just wrote (templates/threads.c.j2), and on one thread half of them sit in the other core's cache.
+    out = dict(args, taps=taps, OHW=oh * ow, parallel=macs >= PARALLEL_MACS // 8, VL=lanes, RL=row_len,
                phases=phases, SPLIT_BLOCKS=split_blocks, EVEN_Q=even_q,
                EVEN_LO=even_lo, ODD_LO=odd_lo, PR=plane_rows, R=rows,
                ROW_GROUPS=oh // rows, LAST_ROWS=oh % rows, FULL_BLOCKS=full_blocks, LAST_COLS=last_cols)
