@@ -22,14 +22,14 @@ EXAMPLE_FILES = sorted(EXAMPLES.glob("*.yaml"))
 OPT_LEVELS = sorted(PIPELINES)
 FAST_LEVEL = max(OPT_LEVELS)
 # One layer for each fast kernel of opt level 2: rowvec (C <= 8), blocked (large enough for the thread
-# pool), depthwise, pointwise, and the vectorized dense.
+# pool), depthwise, Winograd, pointwise, both max-pool kernels, and the vectorized dense.
 EVERY_FAST_KERNEL = model_dict(
     [{"name": "rowvec", "op": "conv2d", "filters": 16, "kernel": 3, "padding": 1}, {"op": "relu"},
      {"name": "blocked", "op": "conv2d", "filters": 24, "kernel": 3, "padding": 2, "dilation": 2},
      {"name": "depthwise", "op": "conv2d", "filters": 24, "kernel": 3, "padding": 1, "groups": 24},
      {"name": "winograd", "op": "conv2d", "filters": 32, "kernel": 3, "padding": 1},
      {"name": "pointwise", "op": "conv2d", "filters": 20, "kernel": 1},
-     {"op": "maxpool2d", "kernel": 2}, {"op": "flatten"}, {"name": "fc", "op": "dense", "units": 7}],
+     {"op": "maxpool2d", "kernel": 2}, {"op": "maxpool2d", "kernel": 3, "padding": 1}, {"op": "flatten"}, {"name": "fc", "op": "dense", "units": 7}],
     shape=(3, 32, 32), name="every_kernel", seed=5)
 
 

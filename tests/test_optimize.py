@@ -161,11 +161,14 @@ FAST_CASES = {
     "wide-kernel-narrow-row": ([conv(name="c", filters=17, kernel=7, padding=3, stride=2)], (3, 9, 5)),
     "1x1-rows-outer": ([conv(name="c", filters=16, kernel=1), {"op": "relu6"}], (16, 96, 96)),
     "1x1-tails-residual": ([conv(name="c", filters=5, kernel=1), {"name": "s", "op": "add", "inputs": ["c", "x"]},
-                            {"op": "relu6"}], (5, 7, 11)),
+                            {"op": "relu6"}], (5, 17, 19)),
     "1x1-leaky": ([conv(name="c", filters=16, kernel=1), {"op": "leaky_relu", "negative_slope": 0.3}],
-                  (4, 8, 12)),
+                  (4, 16, 18)),
     "1x1-clip-residual": ([conv(name="c", filters=4, kernel=1), {"name": "s", "op": "add", "inputs": ["x", "c"]},
-                           {"op": "clip", "min": -0.5, "max": 0.75}], (4, 9, 9)),
+                           {"op": "clip", "min": -0.5, "max": 0.75}], (4, 19, 19)),
+    # fewer than POINTWISE_MIN_PIXELS pixels: the 1×1 conv takes the blocked kernel
+    "1x1-small-map-blocked": ([conv(name="c", filters=24, kernel=1), {"name": "s", "op": "add", "inputs": ["c", "x"]},
+                               {"op": "relu6"}], (24, 7, 7)),
     "1x1-partial-block-parallel": ([conv(name="c", filters=29, kernel=1, bias=False)], (40, 60, 29)),
     "residual-relu-parallel": ([conv(name="c", filters=32, kernel=3, padding=1),
                                 conv(name="d", filters=32, kernel=3, padding=1, bias=False),
@@ -226,11 +229,15 @@ def test_opt_level_2_chooses_the_fast_kernels():
                                      conv(name="e", filters=16, kernel=3, padding=2, dilation=2),
                                      conv(name="f", filters=16, kernel=1),
                                      conv(name="g", filters=32, kernel=3, padding=1),
-                                     conv(name="h", filters=32, kernel=3, padding=1)], shape=(3, 8, 8)))
+                                     conv(name="h", filters=32, kernel=3, padding=1),
+                                     {"op": "maxpool2d", "kernel": 3, "stride": 2, "padding": 1},
+                                     conv(name="i", filters=16, kernel=1)], shape=(3, 16, 16)))
     fast, plain = compiler.generate_c(graph, opt_level=2).code, compiler.generate_c(graph, opt_level=1).code
     kernels = {"rowvec (c, C=3)": "packed [4][3][3][3][8]", "depthwise (d)": "zero-padded plane",
                "blocked (e, C=32)": "weights packed [1][32][3][3][16]", "pointwise (f)": "packed [2][16][8]",
-               "winograd (h, C=32)": "U packed [16][2][32][16]"}
+               "winograd (h, C=32)": "U packed [16][2][32][16]",
+               "padded max-pool": "window column 0: output columns 1..7",
+               "blocked for a 1×1 on 8×8 pixels (i)": "weights packed [1][32][1][1][16]"}
     for what, marker in kernels.items():
         assert marker in fast, what
         assert marker not in plain, what

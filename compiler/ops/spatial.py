@@ -260,7 +260,8 @@ class Conv2d(Op):
         macs = self.macs(layer, in_shapes, out_shape)
         weights = {k: v for k, v in weights.items() if k in ("weight", "bias")}
         if a.groups == 1 and a.kernel == (1, 1) and a.stride == (1, 1) and args["PT"] == args["PL"] == 0 \
-                and (args["OH"], args["OW"]) == (args["H"], args["W"]):
+                and (args["OH"], args["OW"]) == (args["H"], args["W"]) \
+                and args["H"] * args["W"] >= fastconv.POINTWISE_MIN_PIXELS:
             return fastconv.pointwise_lowering(args, weights, macs)
         if a.groups == 1 and c <= fastconv.ROWVEC_MAX_CHANNELS:
             rowvec = fastconv.rowvec_lowering(args, weights, macs)
