@@ -182,7 +182,9 @@ def report(facts: list[ModelFacts], rows: list[Row], peaks: dict[int, float], ar
         "Timings from a shared or busy machine are noisy: compare the engines within a row (they ran "
         "interleaved), and look at the medians. Per-layer times: `python -m bench --profile MODEL`.", "",
         "Latency in ms: median (min–max) over the rounds. GFLOP/s and % of peak are convc's, with "
-        "2 FLOP per MAC and the peak for the same thread count; ratios are convc's median over the other "
+        "2 FLOP per MAC of the direct convolution and the peak for the same thread count. They are "
+        "effective rates: convc's Winograd layers (3×3, stride 1) do 2.25× fewer multiply-adds, so a model "
+        "using them can pass 100% of the FMA peak. Ratios are convc's median over the other "
         "engine's median (< 1: convc is faster).", "",
         "| model | batch | threads | convc ms | onnxruntime ms | PyTorch ms | convc GFLOP/s | % FMA peak | "
         "convc/ORT | convc/PyTorch |",
