@@ -169,6 +169,7 @@ def valid_range(out: int, size: int, stride: int, shift: int) -> tuple[int, int]
 
 
 DEPTHWISE_ROWS = 8  # output rows computed together: 8 independent accumulators cover the FMA latency
+DEPTHWISE_CHANNELS = 8  # planes copied before the first is read (within STACK_BUFFER_BYTES)
 
 
 def depthwise_lowering(args: dict, weights: dict[str, np.ndarray], macs: int):
@@ -192,6 +193,8 @@ def depthwise_lowering(args: dict, weights: dict[str, np.ndarray], macs: int):
     if 4 * plane_rows * sw * row_len > STACK_BUFFER_BYTES:
         return None
     rows = min(DEPTHWISE_ROWS, oh)
+    plane_bytes = 4 * plane_rows * sw * row_len
+    channel_block = max(1, min(DEPTHWISE_CHANNELS, STACK_BUFFER_BYTES // plane_bytes, args["C"]))
     phases = _phases(row_len, sw, args["PL"], args["W"])
     # Stride 2: input columns 2·VL at a time split into even and odd with vector shuffles. Even columns
     # i go to phase (i + PL) % 2 at j = (i + PL) // 2, odd ones to the other phase.
@@ -205,6 +208,6 @@ def depthwise_lowering(args: dict, weights: dict[str, np.ndarray], macs: int):
     # ones it just wrote (templates/threads.c.j2), and on one thread half of them sit in the other core's cache.
     out = dict(args, taps=taps, OHW=oh * ow, parallel=macs >= PARALLEL_MACS // 8, VL=lanes, RL=row_len,
                phases=phases, SPLIT_BLOCKS=split_blocks, EVEN_Q=even_q,
-               EVEN_LO=even_lo, ODD_LO=odd_lo, PR=plane_rows, R=rows,
+               EVEN_LO=even_lo, ODD_LO=odd_lo, PR=plane_rows, R=rows, CB=channel_block,
                ROW_GROUPS=oh // rows, LAST_ROWS=oh % rows, FULL_BLOCKS=full_blocks, LAST_COLS=last_cols)
     return "ops/conv2d_depthwise.c.j2", dict(weights), out
