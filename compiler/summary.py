@@ -28,7 +28,7 @@ class Summary:
     params: int
     macs: int
     activation_bytes: int  # every tensor once, per sample
-    arena_bytes: int  # what the memory plan needs, per sample
+    arena_bytes: int  # what the memory plan of the layers as written (opt_level 0) needs, per sample
     warnings: list[str]
 
     def to_dict(self) -> dict:
@@ -54,7 +54,8 @@ class Summary:
         out.append(line(["-" * w for w in widths]))
         out.append(f"total: {self.params:,} parameters ({self.params * 4:,} bytes), {self.macs:,} MACs per sample")
         out.append(f"activations: {self.activation_bytes:,} bytes per sample over all tensors; "
-                   f"arena (reused by liveness): {self.arena_bytes:,} bytes per sample")
+                   f"arena (reused by liveness): {self.arena_bytes:,} bytes per sample "
+                   "(the layers as written, opt_level 0; a compiled model's is model.arena_floats)")
         out += [f"warning: {w}" for w in self.warnings]
         return "\n".join(out)
 
