@@ -29,6 +29,22 @@ def model_dict(layers, shape=(3, 8, 8), name="m", **extra) -> dict:
     return {"name": name, "input": {"name": "x", "shape": list(shape)}, "layers": layers, **extra}
 
 
+def compile_and_check(graph, batch: int = 2, seed: int = 0, finite: bool = True, **compile_kw):
+    """Compile `graph`, run it on a random batch, and check every output matches the float64
+    interpreter (and, with `finite`, is finite). Returns (model, outputs, reference outputs)."""
+    import compiler
+
+    model = compiler.compile(graph, **compile_kw)
+    x = random_input(graph.shape(graph.inputs[0]), batch, seed)
+    got = model.run({graph.inputs[0]: x})
+    ref = compiler.interpret(graph, {graph.inputs[0]: x}, dtype=np.float64)
+    for name in graph.outputs:
+        if finite:
+            assert np.all(np.isfinite(got[name])), name
+        assert_close(got[name], ref[name])
+    return model, got, ref
+
+
 @pytest.fixture
 def compile_and_compare():
     """Compile a description, run it on a random batch, and compare every output with the interpreter."""
@@ -36,12 +52,7 @@ def compile_and_compare():
 
     def run(description, batch: int = 2, seed: int = 0, **compile_kw):
         graph = compiler.load(description)
-        model = compiler.compile(graph, **compile_kw)
-        x = random_input(graph.shape(graph.inputs[0]), batch, seed)
-        got = model.run({graph.inputs[0]: x})
-        ref = compiler.interpret(graph, {graph.inputs[0]: x}, dtype=np.float64)
-        for name in graph.outputs:
-            assert_close(got[name], ref[name])
+        model, got, ref = compile_and_check(graph, batch, seed, finite=False, **compile_kw)
         return graph, model, got, ref
     return run
 

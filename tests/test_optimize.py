@@ -18,7 +18,7 @@ import pytest
 import compiler
 import runtime
 from compiler.passes import PIPELINES, optimize
-from conftest import EXAMPLES, ROOT, assert_close, model_dict, random_input
+from conftest import EXAMPLES, ROOT, compile_and_check, model_dict, random_input
 
 OPT_LEVELS = sorted(PIPELINES)
 
@@ -34,13 +34,7 @@ def conv(**kw):
 
 
 def check(graph, opt_level, batch=2, seed=0, **kw):
-    model = compiler.compile(graph, opt_level=opt_level, **kw)
-    x = random_input(graph.shape(graph.inputs[0]), batch, seed)
-    got = model.run({graph.inputs[0]: x})
-    ref = compiler.interpret(graph, {graph.inputs[0]: x}, dtype=np.float64)
-    for name in graph.outputs:
-        assert np.all(np.isfinite(got[name]))
-        assert_close(got[name], ref[name])
+    model, got, _ = compile_and_check(graph, batch, seed, opt_level=opt_level, **kw)
     return model, got
 
 

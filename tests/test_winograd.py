@@ -15,7 +15,7 @@ from compiler.lower import lower
 from compiler.memory import plan_memory
 from compiler.ops import winograd
 from compiler.passes import optimize
-from conftest import assert_close, model_dict, random_input
+from conftest import compile_and_check, model_dict
 
 WINOGRAD = "ops/conv2d_winograd.c.j2"
 
@@ -33,13 +33,7 @@ def templates(graph, opt_level=2):
 
 
 def check(graph, batch=3, threads=1, seed=0):
-    model = compiler.compile(graph, opt_level=2, threads=threads)
-    x = random_input(graph.shape(graph.inputs[0]), batch, seed)
-    got = model.run({graph.inputs[0]: x})
-    ref = compiler.interpret(graph, {graph.inputs[0]: x}, dtype=np.float64)
-    for name in graph.outputs:
-        assert np.all(np.isfinite(got[name]))
-        assert_close(got[name], ref[name])
+    compile_and_check(graph, batch, seed, opt_level=2, threads=threads)
 
 
 @pytest.fixture

@@ -190,10 +190,10 @@ def depthwise_lowering(args: dict, weights: dict[str, np.ndarray], macs: int):
     full_blocks, last_cols = divmod(ow, lanes)
     row_len = (full_blocks + (last_cols > 0)) * lanes + (args["KW"] - 1) * args["DW"] // sw + 1  # per phase
     plane_rows = (oh - 1) * args["SH"] + (args["KH"] - 1) * args["DH"] + 1  # padded input rows the taps read
-    if 4 * plane_rows * sw * row_len > STACK_BUFFER_BYTES:
+    plane_bytes = 4 * plane_rows * sw * row_len
+    if plane_bytes > STACK_BUFFER_BYTES:
         return None
     rows = min(DEPTHWISE_ROWS, oh)
-    plane_bytes = 4 * plane_rows * sw * row_len
     channel_block = max(1, min(DEPTHWISE_CHANNELS, STACK_BUFFER_BYTES // plane_bytes, args["C"]))
     phases = _phases(row_len, sw, args["PL"], args["W"])
     # Stride 2: input columns 2·VL at a time split into even and odd with vector shuffles. Even columns
@@ -209,5 +209,6 @@ def depthwise_lowering(args: dict, weights: dict[str, np.ndarray], macs: int):
     out = dict(args, taps=taps, OHW=oh * ow, parallel=macs >= PARALLEL_MACS // 8, VL=lanes, RL=row_len,
                phases=phases, SPLIT_BLOCKS=split_blocks, EVEN_Q=even_q,
                EVEN_LO=even_lo, ODD_LO=odd_lo, PR=plane_rows, R=rows, CB=channel_block,
+               COPY_ROWS=max(0, min(args["H"], plane_rows - args["PT"])),  # input rows inside the plane
                ROW_GROUPS=oh // rows, LAST_ROWS=oh % rows, FULL_BLOCKS=full_blocks, LAST_COLS=last_cols)
     return "ops/conv2d_depthwise.c.j2", dict(weights), out
