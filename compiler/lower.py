@@ -16,6 +16,7 @@ import numpy as np
 from . import __version__
 from .errors import ModelError
 from .ir import Graph
+from .layouts import choose_layouts
 from .memory import ALIGN_FLOATS, Arena, Buffer, plan_memory
 from .ops.base import fmt_shape
 
@@ -145,12 +146,15 @@ def lower(graph: Graph, arena: Arena | None = None, opt_level: int = 0, profile:
     constants = [blob.add(layer.name, suffix, array) for layer in graph.layers() if layer.spec.is_constant
                  for suffix, array in layer.spec.lower_weights(layer, graph.layer_weights(layer.name)).items()]
     profiled: list[str] = []
+    blocked = choose_layouts(graph, opt_level)
     for index, layer in enumerate(graph.layers()):
         spec = layer.spec
         if layer.op == "input" or spec.is_view or spec.is_constant:
             continue
         ins, out = graph.in_shapes(layer.name), graph.shape(layer.name)
-        template, arrays, args = spec.lowering(layer, ins, out, graph.layer_weights(layer.name), opt_level)
+        layouts = tuple(blocked.get(name, 0) for name in layer.inputs + (layer.name,))
+        template, arrays, args = spec.lowering(layer, ins, out, graph.layer_weights(layer.name), opt_level,
+                                               layouts if any(layouts) else None)
         offsets = {suffix: blob.add(layer.name, suffix, array) for suffix, array in arrays.items()}
         fn = c_identifier(index, layer.name)
         in_names = [f"x{i}" for i in range(len(ins))]
@@ -160,6 +164,10 @@ def lower(graph: Graph, arena: Arena | None = None, opt_level: int = 0, profile:
                   f"{ins_text} -> {fmt_shape(out)}"]
         if formula:
             header.append(f"out = {formula}")
+        if any(layouts):
+            header.append("layout: " + ", ".join(
+                f"{x} [C/{n}][H][W][{n}]" if n else f"{x} CxHxW"
+                for x, n in zip([f"x{i}" for i in range(len(ins))] + ["y"], layouts)))
         context = dict(args)
         check_c_ints(layer, context)
         scratch = _scratch(layer, spec.scratch_floats(layer, ins, out, opt_level), arena)

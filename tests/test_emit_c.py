@@ -29,6 +29,11 @@ EVERY_FAST_KERNEL = model_dict(
      {"name": "depthwise", "op": "conv2d", "filters": 24, "kernel": 3, "padding": 1, "groups": 24},
      {"name": "winograd", "op": "conv2d", "filters": 32, "kernel": 3, "padding": 1},
      {"name": "pointwise", "op": "conv2d", "filters": 20, "kernel": 1},
+     # channel-blocked tensors: expand writes them (blocked kernel), the depthwise conv reads and writes them,
+     # project reads them (15×15 pixels: the blocked kernel, which reads either layout)
+     {"name": "expand", "op": "conv2d", "filters": 32, "kernel": 1}, {"op": "relu6"},
+     {"name": "depthwise_blocked", "op": "conv2d", "filters": 32, "kernel": 3, "stride": 2, "groups": 32},
+     {"name": "project", "op": "conv2d", "filters": 16, "kernel": 1},
      {"op": "maxpool2d", "kernel": 2}, {"op": "maxpool2d", "kernel": 3, "padding": 1}, {"op": "flatten"}, {"name": "fc", "op": "dense", "units": 7}],
     shape=(3, 32, 32), name="every_kernel", seed=5)
 
@@ -109,7 +114,8 @@ def test_fast_kernels_serial_threaded_and_scalar(defines, threads, tmp_path):
     main_c = every_kernel_program(tmp_path, graph)
     optimized = optimize(graph, FAST_LEVEL)
     templates = {k.template for k in lower(optimized, plan_memory(optimized, FAST_LEVEL), FAST_LEVEL).kernels}
-    assert {f"ops/conv2d_{kind}.c.j2" for kind in ("rowvec", "blocked", "winograd", "depthwise", "pointwise")} <= templates
+    assert {f"ops/conv2d_{kind}.c.j2" for kind in ("rowvec", "blocked", "winograd", "depthwise", "pointwise",
+                                                   "depthwise_blocked")} <= templates
     assert "convc_parallel(L" in (tmp_path / "model.c").read_text()  # the pool has a layer to split
     # The switches select what the compiler sees: vector code, and pthreads only with NET_THREADS.
     seen = subprocess.run([default_cc(), "-std=c99", "-E", *defines, str(tmp_path / "model.c")],

@@ -221,14 +221,14 @@ def test_opt_level_2_chooses_the_fast_kernels():
     graph = load_quietly(model_dict([conv(name="c", filters=32, kernel=3, padding=1),
                                      conv(name="d", filters=32, kernel=3, groups=32, padding=1),
                                      conv(name="e", filters=16, kernel=3, padding=2, dilation=2),
-                                     conv(name="f", filters=16, kernel=1),
+                                     conv(name="f", filters=20, kernel=1),  # 20: not channel-blocked
                                      conv(name="g", filters=32, kernel=3, padding=1),
                                      conv(name="h", filters=32, kernel=3, padding=1),
                                      {"op": "maxpool2d", "kernel": 3, "stride": 2, "padding": 1},
                                      conv(name="i", filters=16, kernel=1)], shape=(3, 16, 16)))
     fast, plain = compiler.generate_c(graph, opt_level=2).code, compiler.generate_c(graph, opt_level=1).code
     kernels = {"rowvec (c, C=3)": "packed [4][3][3][3][8]", "depthwise (d)": "zero-padded plane",
-               "blocked (e, C=32)": "weights packed [1][32][3][3][16]", "pointwise (f)": "packed [2][16][8]",
+               "blocked (e, C=32)": "weights packed [1][32][3][3][16]", "pointwise (f)": "packed [3][16][8]",
                "winograd (h, C=32)": "U packed [16][2][32][16]",
                "padded max-pool": "window column 0: output columns 1..7",
                "blocked for a 1×1 on 8×8 pixels (i)": "weights packed [1][32][1][1][16]"}

@@ -77,10 +77,15 @@ def pack_filter_blocks(weights: dict[str, np.ndarray], block: int) -> tuple[np.n
     return packed, bias, k_blocks
 
 
-def blocked_lowering(args: dict, weights: dict[str, np.ndarray], macs: int):
-    """args: the plain conv2d kernel_args (+ residual / act). Returns (template, arrays, args)."""
+def blocked_lowering(args: dict, weights: dict[str, np.ndarray], macs: int, x_lanes: int = 0, y_lanes: int = 0):
+    """args: the plain conv2d kernel_args (+ residual / act). x_lanes, y_lanes: the input's and the output's
+    layout (0: C×H×W, L: channel-blocked [C/L][H][W][L]; a residual is laid out like the output).
+    Returns (template, arrays, args)."""
     k, c, kh, kw = weights["weight"].shape
     lanes = 8 if k <= 8 else vector_lanes()  # few filters: half-width vectors waste fewer lanes
+    if y_lanes and (y_lanes != lanes or k % lanes):
+        raise ValueError(f"a channel-blocked output needs {lanes}-lane blocks and K a multiple of them, got "
+                         f"{y_lanes} lanes for K = {k}")
     packed, bias, k_blocks = pack_filter_blocks(weights, lanes)
     kv, pb = block_shape(lanes, k_blocks)
     # Loop order: which would be re-read from beyond L2 more, the input (once per channel group)
@@ -91,7 +96,8 @@ def blocked_lowering(args: dict, weights: dict[str, np.ndarray], macs: int):
     out = dict(args, VL=lanes, KB=k_blocks, KV=kv, PB=pb, CKK=c * kh * kw, LASTN=k - (k_blocks - 1) * lanes,
                OHW=args["OH"] * args["OW"], segments=row_segments(args["col_lo"], args["col_hi"], kw, pb),
                parallel=macs >= PARALLEL_MACS,
-               rows_outer=reread_weights < reread_input, ITEMS=(k_blocks // kv) * args["OH"])
+               rows_outer=reread_weights < reread_input, ITEMS=(k_blocks // kv) * args["OH"],
+               XB=x_lanes, XS=x_lanes or 1, YB=y_lanes)
     return "ops/conv2d_blocked.c.j2", {"weight": packed, "bias": bias}, out
 
 
@@ -134,14 +140,25 @@ def _phases(row_len: int, sw: int, pl: int, w: int) -> list[dict]:
     return phases
 
 
+def _rowvec_row_len(args: dict) -> int:
+    """Floats per phase of one row copy of the row-vector kernel."""
+    lanes = vector_lanes()
+    return -(-args["OW"] // lanes) * lanes + (args["KW"] - 1) * args["DW"] // args["SW"] + 1
+
+
+def rowvec_fits(args: dict) -> bool:
+    """Whether the row-vector kernel's row copies (C·KH rows of SW phases) fit STACK_BUFFER_BYTES."""
+    return 4 * args["C"] * args["KH"] * args["SW"] * _rowvec_row_len(args) <= STACK_BUFFER_BYTES
+
+
 def rowvec_lowering(args: dict, weights: dict[str, np.ndarray], macs: int):
-    """Few input channels: vectors along the output row from zero-padded, phase-split row copies (None: the
-    copies would not fit STACK_BUFFER_BYTES)."""
+    """Few input channels: vectors along the output row from zero-padded, phase-split row copies (the copies
+    must fit: rowvec_fits)."""
     lanes = vector_lanes()
     k, c, kh, kw = weights["weight"].shape
     mr, nr = (8, 2) if lanes == 16 else (4, 2)  # MR·NR accumulators: 16 of 32 (AVX-512), 8 of 16 (AVX2)
     packed, bias, k_blocks = pack_filter_blocks(weights, mr)
-    ow, sw = args["OW"], args["SW"]
+    ow = args["OW"]
     vectors = -(-ow // lanes)
     segments: list[dict] = []  # runs of equal full segments become one C loop (count > 1)
     for first in range(0, vectors, nr):
@@ -153,9 +170,9 @@ def rowvec_lowering(args: dict, weights: dict[str, np.ndarray], macs: int):
             last["count"] += 1
         else:
             segments.append(seg)
-    row_len = vectors * lanes + (kw - 1) * args["DW"] // sw + 1
-    if 4 * c * kh * sw * row_len > STACK_BUFFER_BYTES:
-        return None  # the row copies would not fit the stack budget
+    if not rowvec_fits(args):
+        raise ValueError("the row-vector kernel's row copies do not fit STACK_BUFFER_BYTES")
+    sw, row_len = args["SW"], _rowvec_row_len(args)
     out = dict(args, VL=lanes, MR=mr, KB=k_blocks, LASTN=k - (k_blocks - 1) * mr, OHW=args["OH"] * ow,
                segments=segments, RL=row_len, phases=_phases(row_len, sw, args["PL"], args["W"]),
                parallel=macs >= PARALLEL_MACS)
@@ -212,3 +229,34 @@ def depthwise_lowering(args: dict, weights: dict[str, np.ndarray], macs: int):
                COPY_ROWS=max(0, min(args["H"], plane_rows - args["PT"])),  # input rows inside the plane
                ROW_GROUPS=oh // rows, LAST_ROWS=oh % rows, FULL_BLOCKS=full_blocks, LAST_COLS=last_cols)
     return "ops/conv2d_depthwise.c.j2", dict(weights), out
+
+
+DEPTHWISE_PIXELS = 8  # output pixels of a row computed together on channel-blocked tensors
+
+
+def column_loads(seg: dict, kw: int, sw: int, dw: int) -> list[dict]:
+    """For a block of output pixels (a row_segments entry): each input column it reads, relative to the
+    block's first tap column, once, with the (pixel, kernel column) pairs that use it."""
+    uses: dict[int, list[tuple[int, int]]] = {}
+    for t in range(kw):
+        for j in (range(seg["n"]) if seg["mask"] is None else seg["mask"][t]):
+            uses.setdefault(j * sw + t * dw, []).append((j, t))
+    return [{"col": col, "uses": uses[col]} for col in sorted(uses)]
+
+
+def depthwise_blocked_lowering(args: dict, weights: dict[str, np.ndarray], macs: int, lanes: int):
+    """Depthwise on channel-blocked tensors ([C/L][H][W][L] in and out, residual too): one vector holds a
+    pixel of L channels, so every lane is used whatever the map's width. DEPTHWISE_PIXELS output pixels of a
+    row at a time; per kernel row each input column is loaded once and used by every tap that reads it;
+    border blocks list only the taps inside the input (row_segments), rows take theirs from row_lo/row_hi."""
+    c, kh, kw = args["C"], args["KH"], args["KW"]
+    if c % lanes:
+        raise ValueError(f"channel-blocked depthwise needs C a multiple of {lanes}, got C = {c}")
+    packed = weights["weight"].reshape(c // lanes, lanes, kh, kw).transpose(0, 2, 3, 1)  # [C/L][KH][KW][L]
+    bias = weights["bias"] if "bias" in weights else np.zeros(c, np.float32)
+    segments = row_segments(args["col_lo"], args["col_hi"], kw, DEPTHWISE_PIXELS)
+    for seg in segments:
+        seg["loads"] = column_loads(seg, kw, args["SW"], args["DW"])
+    out = dict(args, VL=lanes, CB=c // lanes, OHW=args["OH"] * args["OW"], segments=segments,
+               parallel=macs >= PARALLEL_MACS // 8)
+    return "ops/conv2d_depthwise_blocked.c.j2", {"weight": packed, "bias": bias}, out

@@ -249,30 +249,64 @@ class Conv2d(Op):
         wino = winograd.chosen(layer.attrs, in_shapes[0], self.kernel_args(layer, in_shapes, out_shape))
         return 0 if wino is None else winograd.scratch_floats(wino, in_shapes[0][0])
 
-    def lowering(self, layer, in_shapes, out_shape, weights, opt_level):
-        """opt_level ≥ 2: for groups = 1 the pointwise, row-vector, Winograd or blocked kernel; the depthwise
-        kernel for groups = C = K."""
-        template, arrays, args = super().lowering(layer, in_shapes, out_shape, weights, opt_level)
+    def fast_kernel(self, layer, in_shapes, args) -> str:
+        """The kernel this conv gets at opt_level 2: "pointwise", "rowvec", "winograd", "blocked",
+        "depthwise" or "plain". args: its kernel_args."""
+        from . import fastconv, winograd
         a, c = layer.attrs, in_shapes[0][0]
+        if a.groups == 1 and a.kernel == (1, 1) and a.stride == (1, 1) and args["PT"] == args["PL"] == 0 \
+                and (args["OH"], args["OW"]) == (args["H"], args["W"]) \
+                and args["H"] * args["W"] >= fastconv.POINTWISE_MIN_PIXELS:
+            return "pointwise"
+        if a.groups == 1 and c <= fastconv.ROWVEC_MAX_CHANNELS and fastconv.rowvec_fits(args):
+            return "rowvec"
+        if winograd.chosen(a, in_shapes[0], args) is not None:
+            return "winograd"
+        if a.groups == 1:
+            return "blocked"
+        if a.groups == c == a.filters:
+            return "depthwise"
+        return "plain"
+
+    def channel_blocked_io(self, layer, in_shapes, out_shape, opt_level):
+        """The blocked kernel reads its input in either layout; the depthwise kernel keeps its input's layout;
+        a 1×1 conv on a large map (pointwise kernel) takes the blocked kernel when its output is channel-blocked
+        and reads a blocked input only then. A fused residual is read like the output."""
+        if opt_level < 2:
+            return None
+        kernel = self.fast_kernel(layer, in_shapes, self.kernel_args(layer, in_shapes, out_shape))
+        residual = ("same",) * (len(in_shapes) - 1)
+        if kernel == "blocked":
+            return ("any",) + residual
+        if kernel == "pointwise":  # the blocked kernel instead when the output is channel-blocked
+            from .fastconv import vector_lanes
+            return ("if_out",) + residual if out_shape[0] % vector_lanes() == 0 else None
+        if kernel == "depthwise":
+            return ("same",) + residual
+        return None
+
+    def lowering(self, layer, in_shapes, out_shape, weights, opt_level, layouts=None):
+        """opt_level ≥ 2: the kernel `fast_kernel` names; layouts (compiler/layouts.py) go to the blocked
+        and depthwise kernels."""
+        template, arrays, args = super().lowering(layer, in_shapes, out_shape, weights, opt_level)
         if opt_level < 2:
             return template, arrays, args
         from . import fastconv, winograd
         macs = self.macs(layer, in_shapes, out_shape)
         weights = {k: v for k, v in weights.items() if k in ("weight", "bias")}
-        if a.groups == 1 and a.kernel == (1, 1) and a.stride == (1, 1) and args["PT"] == args["PL"] == 0 \
-                and (args["OH"], args["OW"]) == (args["H"], args["W"]) \
-                and args["H"] * args["W"] >= fastconv.POINTWISE_MIN_PIXELS:
+        x_lanes, y_lanes = (layouts[0], layouts[-1]) if layouts else (0, 0)
+        kernel = self.fast_kernel(layer, in_shapes, args)
+        if kernel == "pointwise" and not (x_lanes or y_lanes):
             return fastconv.pointwise_lowering(args, weights, macs)
-        if a.groups == 1 and c <= fastconv.ROWVEC_MAX_CHANNELS:
-            rowvec = fastconv.rowvec_lowering(args, weights, macs)
-            if rowvec:
-                return rowvec
-        wino = winograd.chosen(a, in_shapes[0], args)
-        if wino is not None:
-            return winograd.winograd_lowering(args, weights, macs, wino)
-        if a.groups == 1:
-            return fastconv.blocked_lowering(args, weights, macs)
-        if a.groups == c == a.filters:
+        if kernel == "rowvec":
+            return fastconv.rowvec_lowering(args, weights, macs)
+        if kernel == "winograd":
+            return winograd.winograd_lowering(args, weights, macs, winograd.chosen(layer.attrs, in_shapes[0], args))
+        if kernel in ("blocked", "pointwise"):
+            return fastconv.blocked_lowering(args, weights, macs, x_lanes, y_lanes)
+        if kernel == "depthwise" and y_lanes:
+            return fastconv.depthwise_blocked_lowering(args, weights, macs, y_lanes)
+        if kernel == "depthwise":
             return fastconv.depthwise_lowering(args, weights, macs) or (template, arrays, args)
         return template, arrays, args
 
@@ -345,10 +379,10 @@ class MaxPool2d(_Pool):
         win = _windows(inputs[0], self.axes(layer, inputs[0].shape[1:]), -np.inf)
         return win.max(axis=(4, 5))
 
-    def lowering(self, layer, in_shapes, out_shape, weights, opt_level):
+    def lowering(self, layer, in_shapes, out_shape, weights, opt_level, layouts=None):
         """opt_level ≥ 2: literal loops when every window lies inside the input, else literal column
         ranges per window column (the padding never read), channels split across threads."""
-        template, arrays, args = super().lowering(layer, in_shapes, out_shape, weights, opt_level)
+        template, arrays, args = super().lowering(layer, in_shapes, out_shape, weights, opt_level, layouts)
         if opt_level < 2:
             return template, arrays, args
         inside = all(lo == 0 and hi == args[k] for tab, k in (("row", "KH"), ("col", "KW"))

@@ -1,0 +1,76 @@
+"""Tensor layouts at opt_level 2: which tensors are stored channel-blocked instead of C×H×W.
+
+A channel-blocked C×H×W tensor with L lanes is stored [C/L][H][W][L], so one vector load reads one
+pixel of L channels. The kernels whose vectors run along the channels use it: the blocked conv stores
+its output with whole-vector stores (in C×H×W it scatters them), and the depthwise conv fills every
+lane on small maps (its C×H×W kernel runs vectors along a row: a 7-wide row fills 7 of 16 lanes).
+
+A tensor is stored channel-blocked when
+- it is C×H×W with C a multiple of L, and not a model input or output (the caller sees C×H×W);
+- its producer's kernel can write it so and every reader's kernel can read it so
+  (`Op.channel_blocked_io`; readers include views, which cannot, so what a view shows stays C×H×W);
+- the kernels that tie two tensors together agree: a depthwise conv reads its input in its output's
+  layout, and a fused residual is read in the layout of the output it is added to. Tied tensors are
+  blocked together or not at all;
+- a reader that takes it only "if_out" (a 1×1 conv on a large map, whose channel-vector kernel would
+  otherwise scatter its output across the planes) writes a blocked output too.
+The memory plan is unchanged: the blocked tensor has the same number of floats.
+"""
+from __future__ import annotations
+
+from .ir import Graph
+from .ops.fastconv import vector_lanes
+
+
+def choose_layouts(graph: Graph, opt_level: int) -> dict[str, int]:
+    """Tensor name -> L for the channel-blocked tensors (absent: C×H×W)."""
+    if opt_level < 2:
+        return {}
+    lanes = vector_lanes()
+    io = {}
+    for layer in graph.layers():
+        if layer.op != "input":
+            io[layer.name] = layer.spec.channel_blocked_io(layer, graph.in_shapes(layer.name),
+                                                          graph.shape(layer.name), opt_level)
+
+    def readable(name: str) -> bool:
+        return all(io.get(reader) is not None for reader in graph.consumers(name))
+
+    candidates = set()
+    for layer in graph.layers():
+        shape = graph.shape(layer.name)
+        if (io.get(layer.name) is not None and layer.name not in graph.outputs and len(shape) == 3
+                and shape[0] % lanes == 0 and readable(layer.name)):
+            candidates.add(layer.name)
+
+    # Tied tensors: one group each (union-find); a group is blocked only if all of it can be.
+    parent = {name: name for name in graph.nx.nodes}
+
+    def root(name: str) -> str:
+        while parent[name] != name:
+            parent[name] = parent[parent[name]]
+            name = parent[name]
+        return name
+
+    for name, modes in io.items():
+        if modes is None:
+            continue
+        for src, mode in zip(graph.layer(name).inputs, modes):
+            if mode == "same":
+                parent[root(src)] = root(name)
+    groups: dict[str, list[str]] = {}
+    for name in graph.nx.nodes:
+        groups.setdefault(root(name), []).append(name)
+    chosen = {r for r, members in groups.items() if all(m in candidates for m in members)}
+    # "if_out" inputs: blocked only where the reader's output is blocked too; else its group goes back.
+    changed = True
+    while changed:
+        changed = False
+        for name, modes in io.items():
+            if modes is None or root(name) in chosen:
+                continue
+            for src, mode in zip(graph.layer(name).inputs, modes):
+                if mode == "if_out" and root(src) in chosen:
+                    chosen.discard(root(src))
+                    changed = True
+    return {name: lanes for name in graph.nx.nodes if root(name) in chosen}

@@ -1,0 +1,139 @@
+"""Channel-blocked tensors (compiler/layouts.py): which tensors get the [C/L][H][W][L] layout, and that the
+kernels reading and writing it compute what the interpreter computes on the unoptimized graph.
+
+L is the machine's vector length (16 with AVX-512, 8 with AVX2), so the channel counts here are multiples
+of 16 (blocked on either) or are not multiples of 8 (blocked on neither).
+"""
+from __future__ import annotations
+
+import warnings
+
+import pytest
+
+import compiler
+from compiler.layouts import choose_layouts
+from compiler.ops.fastconv import vector_lanes
+from compiler.passes import optimize
+from conftest import compile_and_check, model_dict
+
+L = vector_lanes()
+
+
+def conv(name, filters, kernel=1, **kw):
+    return {"name": name, "op": "conv2d", "filters": filters, "kernel": kernel, **kw}
+
+
+def load(layers, shape):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", compiler.ConvcWarning)
+        return compiler.load(model_dict(layers, shape=shape))
+
+
+def inverted_residual(size=7, stride=1, act="relu6", dw_kw=None, expand=32):
+    """MobileNetV2's block (with its residual when the stride is 1) between two convs, so that every inner
+    tensor has a reader that can take it channel-blocked: z is a 3×3 stride-2 conv (the blocked kernel)."""
+    layers = [conv("a", 16), {"name": "a_act", "op": "relu"},
+              conv("e", expand), {"name": "e_act", "op": act},
+              conv("d", expand, **{"kernel": 3, "groups": expand, "stride": stride, "padding": 1, **(dw_kw or {})}),
+              {"name": "d_act", "op": act}, conv("p", 16)]
+    if stride == 1:
+        layers.append({"name": "s", "op": "add", "inputs": ["p", "a_act"]})
+    layers.append(conv("z", 16, 3, stride=2, padding=1))
+    return layers, (12, size, size)
+
+
+def blocked_of(graph, opt_level=2):
+    return set(choose_layouts(optimize(graph, opt_level), opt_level))
+
+
+# ---------------------------------------------------------------- which tensors
+def test_an_inverted_residual_block_runs_channel_blocked_inside():
+    graph = load(*inverted_residual())
+    # a (read by e and, fused, as p's residual), e, d and p: producers and readers all channel-vector kernels
+    assert blocked_of(graph) == {"a_act", "e_act", "d_act", "s"}
+
+
+def test_only_opt_level_2_blocks():
+    graph = load(*inverted_residual())
+    assert blocked_of(graph, 0) == blocked_of(graph, 1) == set()
+
+
+def test_model_inputs_and_outputs_stay_c_h_w():
+    layers, shape = inverted_residual()
+    graph = load(layers[:-1], shape)  # s (the fused p) is now the model's output
+    blocked = blocked_of(graph)
+    assert "s" not in blocked
+    # the residual is tied to the output it is added to, so a_act goes back to C×H×W with it
+    assert blocked == {"e_act", "d_act"}
+
+
+def test_a_view_reader_keeps_its_input_c_h_w():
+    layers, shape = inverted_residual()
+    graph = load(layers + [{"name": "f", "op": "flatten", "inputs": ["d_act"]}, {"name": "fc", "op": "dense",
+                                                                               "units": 3}], shape)
+    # d is read by a flatten; the depthwise conv ties it to e
+    assert {"d_act", "e_act"}.isdisjoint(blocked_of(graph))
+
+
+def test_channels_that_are_not_whole_vectors_stay_c_h_w():
+    layers, shape = inverted_residual(expand=L + 4)
+    assert {"d_act", "e_act"}.isdisjoint(blocked_of(load(layers, shape)))
+
+
+def test_a_large_map_blocks_a_1x1_input_only_with_its_output():
+    """1×1 convs on ≥ 256 pixels read a blocked input only when they write a blocked output (the channel-vector
+    kernel would scatter a C×H×W one)."""
+    def chain(p_filters, z):
+        return load([conv("e", 32), {"name": "e_act", "op": "relu"}, conv("d", 32, 3, groups=32, padding=1),
+                     conv("p", p_filters), z], (12, 20, 20))
+    z_any = conv("z", 16, 3, stride=2, padding=1)  # the blocked kernel: reads either layout
+    assert blocked_of(chain(16, z_any)) == {"e_act", "d", "p"}
+    # p cannot write 20 channels blocked, so it does not read d blocked, and d's layout is e's
+    assert blocked_of(chain(20, z_any)) == set()
+    # z, a 1×1, writes the model's output, so it reads p C×H×W; then p writes C×H×W, and so on back
+    assert blocked_of(chain(16, conv("z", 16))) == set()
+
+
+def test_the_generated_c_says_which_tensors_are_blocked():
+    code = compiler.generate_c(load(*inverted_residual()), opt_level=2).code
+    assert f"layout: x0 [C/{L}][H][W][{L}], y [C/{L}][H][W][{L}]" in code  # the depthwise conv
+    assert "conv2d_depthwise_blocked" not in code  # templates are named only by what they generate
+    assert f"weights packed [2][3][3][{L}]" in code or L != 16
+
+
+# ---------------------------------------------------------------- the kernels against the interpreter
+# Depthwise variants on blocked tensors: strides, dilation, asymmetric and wide padding, no bias, leaky
+# activation, maps narrower and wider than a register block of pixels, large maps through the 1×1 kernels.
+CASES = {
+    "7x7": inverted_residual(7),
+    "14x14-relu": inverted_residual(14, act="relu"),
+    "stride2": inverted_residual(14, stride=2),
+    "stride2-odd": inverted_residual(9, stride=2),
+    "dilated-no-bias": inverted_residual(11, dw_kw={"dilation": 2, "padding": 2, "bias": False}),
+    "5x5-asym-padding": inverted_residual(10, dw_kw={"kernel": [5, 3], "padding": [3, 0, 1, 2]}),
+    "wide-padding-stride3": inverted_residual(8, stride=3, dw_kw={"padding": [4, 5, 3, 4]}),
+    "leaky": inverted_residual(6, act="leaky_relu"),
+    "one-pixel": inverted_residual(1),
+    "large-map": inverted_residual(20),
+    "large-map-stride2": inverted_residual(33, stride=2, expand=48),
+    "depthwise-residual": ([conv("a", 16), conv("e", 32), {"name": "e_act", "op": "relu"},
+                            conv("d", 32, 3, groups=32, padding=1), {"name": "s", "op": "add", "inputs": ["d", "e_act"]},
+                            {"op": "relu6"}, conv("p", 16), conv("z", 16, 3, stride=2, padding=1)], (12, 9, 9)),
+    "wide-row-1x3": ([conv("e", 32), conv("d", 32, [1, 3], groups=32, padding=[0, 1]), conv("p", 16)],
+                     (12, 3, 61)),
+}
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_blocked_layouts_match_the_interpreter(case, threads):
+    graph = load(*CASES[case])
+    assert blocked_of(graph), "the case must reach the channel-blocked kernels"
+    compile_and_check(graph, batch=3, seed=4, opt_level=2, threads=threads)
+
+
+@pytest.mark.parametrize("case", ["7x7", "stride2", "dilated-no-bias", "leaky", "large-map", "depthwise-residual"])
+def test_the_portable_path_matches_the_interpreter(case):
+    """The scalar path (compilers without GNU vector extensions) reads and writes the same layouts."""
+    graph = load(*CASES[case])
+    compile_and_check(graph, batch=2, seed=5, opt_level=2, threads=1, cflags=["-DCONVC_NO_VECTOR_EXTENSIONS"])
