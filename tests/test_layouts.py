@@ -6,6 +6,8 @@ of 16 (blocked on either) or are not multiples of 8 (blocked on neither).
 """
 from __future__ import annotations
 
+import shutil
+import subprocess
 import warnings
 
 import pytest
@@ -119,6 +121,11 @@ CASES = {
     "depthwise-residual": ([conv("a", 16), conv("e", 32), {"name": "e_act", "op": "relu"},
                             conv("d", 32, 3, groups=32, padding=1), {"name": "s", "op": "add", "inputs": ["d", "e_act"]},
                             {"op": "relu6"}, conv("p", 16), conv("z", 16, 3, stride=2, padding=1)], (12, 9, 9)),
+    # global pools read blocked tensors (their C×1×1 output is the same in both layouts)
+    "global-avgpool": ([conv("e", 32), conv("d", 32, 3, groups=32, padding=1), {"op": "global_avgpool"}],
+                       (12, 5, 6)),
+    "global-maxpool": ([conv("e", 32), conv("d", 32, 3, groups=32, padding=1), {"op": "global_maxpool"},
+                        {"op": "flatten"}], (12, 4, 3)),
     "wide-row-1x3": ([conv("e", 32), conv("d", 32, [1, 3], groups=32, padding=[0, 1]), conv("p", 16)],
                      (12, 3, 61)),
 }
@@ -132,8 +139,19 @@ def test_blocked_layouts_match_the_interpreter(case, threads):
     compile_and_check(graph, batch=3, seed=4, opt_level=2, threads=threads)
 
 
-@pytest.mark.parametrize("case", ["7x7", "stride2", "dilated-no-bias", "leaky", "large-map", "depthwise-residual"])
+@pytest.mark.parametrize("case", ["7x7", "stride2", "dilated-no-bias", "leaky", "large-map", "depthwise-residual",
+                                  "global-maxpool"])
 def test_the_portable_path_matches_the_interpreter(case):
     """The scalar path (compilers without GNU vector extensions) reads and writes the same layouts."""
     graph = load(*CASES[case])
     compile_and_check(graph, batch=2, seed=5, opt_level=2, threads=1, cflags=["-DCONVC_NO_VECTOR_EXTENSIONS"])
+
+
+@pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc")
+@pytest.mark.parametrize("case", ["depthwise-residual", "stride2", "global-maxpool", "large-map"])
+def test_blocked_kernels_are_pedantic_c99(case, tmp_path):
+    (tmp_path / "m.c").write_text(compiler.generate_c(load(*CASES[case]), opt_level=2, weights_mode="array").code)
+    for flags in ([], ["-DCONVC_NO_VECTOR_EXTENSIONS"]):
+        proc = subprocess.run(["gcc", "-std=c99", "-pedantic", "-Wall", "-Wextra", "-Werror", "-O2", *flags, "-c",
+                               "m.c"], cwd=tmp_path, capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr[:2000]

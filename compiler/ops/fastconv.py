@@ -6,6 +6,7 @@
   (weights packed [K/VL][C][KH][KW][VL]), KV vectors × PB output pixels of accumulators in registers,
   border columns split from the interior so interior blocks run without bounds tests;
 - groups = C = K (depthwise): `conv2d_depthwise` — per channel a zero-padded copy of the plane, 8 output rows at a time;
+  on channel-blocked tensors (compiler/layouts.py) `conv2d_depthwise_blocked` — vectors of L channels, any map width;
 - other groupings keep the plain kernel.
 """
 from __future__ import annotations

@@ -17,7 +17,15 @@ class _GlobalPool(Op):
 
     def kernel_args(self, layer, in_shapes, out_shape):
         c, h, w = in_shapes[0]
-        return {"C": c, "HW": h * w}
+        return {"C": c, "HW": h * w, "XB": 0}
+
+    def channel_blocked_io(self, layer, in_shapes, out_shape, opt_level):
+        """Reads either layout; its C×1×1 output is the same memory in both."""
+        return ("any",) if opt_level >= 2 else None
+
+    def lowering(self, layer, in_shapes, out_shape, weights, opt_level, layouts=None):
+        template, arrays, args = super().lowering(layer, in_shapes, out_shape, weights, opt_level)
+        return template, arrays, dict(args, XB=layouts[0] if layouts else 0)
 
 
 @register

@@ -274,6 +274,8 @@ class Conv2d(Op):
         and reads a blocked input only then. A fused residual is read like the output."""
         if opt_level < 2:
             return None
+        if any(tuple(shape) != tuple(out_shape) for shape in in_shapes[1:]):
+            return None  # a residual of another shape (same size) would not index like the output
         kernel = self.fast_kernel(layer, in_shapes, self.kernel_args(layer, in_shapes, out_shape))
         residual = ("same",) * (len(in_shapes) - 1)
         if kernel == "blocked":
