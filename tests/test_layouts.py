@@ -11,12 +11,14 @@ import subprocess
 import warnings
 
 import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
 
 import compiler
 from compiler.layouts import choose_layouts
 from compiler.ops.fastconv import vector_lanes
 from compiler.passes import optimize
-from conftest import compile_and_check, model_dict
+from conftest import compile_and_check, model_dict, out_size
 
 L = vector_lanes()
 
@@ -155,3 +157,52 @@ def test_blocked_kernels_are_pedantic_c99(case, tmp_path):
         proc = subprocess.run(["gcc", "-std=c99", "-pedantic", "-Wall", "-Wextra", "-Werror", "-O2", *flags, "-c",
                                "m.c"], cwd=tmp_path, capture_output=True, text=True)
         assert proc.returncode == 0, proc.stderr[:2000]
+
+
+# ---------------------------------------------------------------- random chains
+@st.composite
+def channel_vector_chains(draw):
+    """A 1×1 conv, then random 1×1 convs (whole vectors of channels), depthwise convs (kernel, stride,
+    dilation and asymmetric padding at random), activations and residual adds, then a conv the blocked kernel
+    takes (3×3, stride 2): mostly channel-blocked inside. Shapes are tracked with PyTorch's output-size rule."""
+    h, w = draw(st.integers(1, 18)), draw(st.integers(1, 18))
+    shape = (draw(st.sampled_from([16, 32])), h, w)
+    layers = [conv("l0", shape[0])]
+    shapes = {"l0": shape}
+    for i in range(1, draw(st.integers(2, 6))):
+        kind = draw(st.sampled_from(["pointwise", "depthwise", "depthwise", "act", "add"]))
+        name, prev = f"l{i}", layers[-1]["name"]
+        if kind == "pointwise":
+            layers.append(conv(name, draw(st.sampled_from([16, 32, 48]))))
+            shapes[name] = (layers[-1]["filters"], *shapes[prev][1:])
+        elif kind == "depthwise":
+            c, ih, iw = shapes[prev]
+            (kh, kw), (sh, sw), (dh, dw) = [(draw(st.integers(1, hi)), draw(st.integers(1, hi))) for hi in (5, 3, 2)]
+            pads = [draw(st.integers(0, d * (k - 1))) for d, k in ((dh, kh), (dw, kw), (dh, kh), (dw, kw))]
+            oh, ow = out_size(ih, kh, sh, dh, pads[0], pads[2]), out_size(iw, kw, sw, dw, pads[1], pads[3])
+            if oh < 1 or ow < 1 or (ih - 1 + pads[0] + pads[2] - dh * (kh - 1)) % sh \
+                    or (iw - 1 + pads[1] + pads[3] - dw * (kw - 1)) % sw:
+                continue  # no output, or input rows never read (a warning): skip the layer
+            layers.append(conv(name, c, [kh, kw], groups=c, stride=[sh, sw], dilation=[dh, dw], padding=pads,
+                               bias=draw(st.booleans())))
+            shapes[name] = (c, oh, ow)
+        elif kind == "act":
+            layers.append({"name": name, "op": draw(st.sampled_from(["relu", "relu6", "leaky_relu"]))})
+            shapes[name] = shapes[prev]
+        else:
+            same = [n for n in shapes if n != prev and shapes[n] == shapes[prev]]
+            if not same:
+                continue
+            layers.append({"name": name, "op": "add", "inputs": [prev, draw(st.sampled_from(same))]})
+            shapes[name] = shapes[prev]
+    layers.append(conv("tail", 16, 3, stride=2, padding=1))
+    return layers, (12, h, w)
+
+
+@settings(max_examples=30, deadline=None, derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+@given(channel_vector_chains(), st.integers(1, 2), st.integers(1, 3))
+def test_random_channel_blocked_chains_match_the_interpreter(chain, threads, batch):
+    graph = load(*chain)
+    assume(blocked_of(graph))
+    compile_and_check(graph, batch=batch, seed=1, opt_level=2, threads=threads)
