@@ -9,11 +9,11 @@ A tensor is stored channel-blocked when
 - it is C×H×W with C a multiple of L, and not a model input or output (the caller sees C×H×W);
 - its producer's kernel can write it so and every reader's kernel can read it so
   (`Op.channel_blocked_io`; readers include views, which cannot, so what a view shows stays C×H×W);
-- the kernels that tie two tensors together agree: a depthwise conv reads its input in its output's
-  layout, and a fused residual is read in the layout of the output it is added to. Tied tensors are
-  blocked together or not at all;
-- a reader that takes it only "if_out" (a 1×1 conv on a large map, whose channel-vector kernel would
-  otherwise scatter its output across the planes) writes a blocked output too.
+- the kernels that tie two tensors together agree: a fused residual is read in the layout of the output
+  it is added to (tied tensors are blocked together or not at all), a reader that takes it only "if_out"
+  (a 1×1 conv on a large map, whose channel-vector kernel would otherwise scatter its output across the
+  planes) writes a blocked output too, and a depthwise conv writes a blocked output only "for_out" of a
+  blocked input (from a blocked input it can write either layout).
 The memory plan is unchanged: the blocked tensor has the same number of floats.
 """
 from __future__ import annotations
@@ -62,15 +62,20 @@ def choose_layouts(graph: Graph, opt_level: int) -> dict[str, int]:
     for name in graph.nx.nodes:
         groups.setdefault(root(name), []).append(name)
     chosen = {r for r, members in groups.items() if all(m in candidates for m in members)}
-    # "if_out" inputs: blocked only where the reader's output is blocked too; else its group goes back.
+    # "if_out": the input is blocked only where the output is too; "for_out": the output only where the input
+    # is. Where one is not, the other's group goes back to C×H×W (until nothing changes).
     changed = True
     while changed:
         changed = False
         for name, modes in io.items():
-            if modes is None or root(name) in chosen:
+            if modes is None:
                 continue
             for src, mode in zip(graph.layer(name).inputs, modes):
-                if mode == "if_out" and root(src) in chosen:
+                out_blocked, in_blocked = root(name) in chosen, root(src) in chosen
+                if mode == "if_out" and in_blocked and not out_blocked:
                     chosen.discard(root(src))
+                    changed = True
+                elif mode == "for_out" and out_blocked and not in_blocked:
+                    chosen.discard(root(name))
                     changed = True
     return {name: lanes for name in graph.nx.nodes if root(name) in chosen}

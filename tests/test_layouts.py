@@ -75,8 +75,20 @@ def test_a_view_reader_keeps_its_input_c_h_w():
     layers, shape = inverted_residual()
     graph = load(layers + [{"name": "f", "op": "flatten", "inputs": ["d_act"]}, {"name": "fc", "op": "dense",
                                                                                "units": 3}], shape)
-    # d is read by a flatten; the depthwise conv ties it to e
-    assert {"d_act", "e_act"}.isdisjoint(blocked_of(graph))
+    # d is read by a flatten; the depthwise conv still reads e blocked and writes C×H×W
+    blocked = blocked_of(graph)
+    assert "d_act" not in blocked and "e_act" in blocked
+
+
+def test_a_depthwise_conv_writes_c_h_w_from_a_blocked_input_only():
+    # d's reader (a max-pool) takes C×H×W: d reads e blocked and transposes its output, residual r C×H×W too
+    graph = load(*CASES["depthwise-to-c-h-w"])
+    assert blocked_of(graph) == {"e_act"}
+    assert "transpose the 16×16 tile" in compiler.generate_c(graph, opt_level=2).code or L != 16
+    # from a C×H×W input (the model's) no blocked output, though its reader could take one
+    graph = load([conv("d", 16, 3, groups=16, padding=1), conv("p", 16), conv("z", 16, 3, stride=2)],
+                 (16, 7, 7))
+    assert blocked_of(graph) == {"p"}
 
 
 def test_channels_that_are_not_whole_vectors_stay_c_h_w():
@@ -92,10 +104,10 @@ def test_a_large_map_blocks_a_1x1_input_only_with_its_output():
                      conv("p", p_filters), z], (12, 20, 20))
     z_any = conv("z", 16, 3, stride=2, padding=1)  # the blocked kernel: reads either layout
     assert blocked_of(chain(16, z_any)) == {"e_act", "d", "p"}
-    # p cannot write 20 channels blocked, so it does not read d blocked, and d's layout is e's
-    assert blocked_of(chain(20, z_any)) == set()
-    # z, a 1×1, writes the model's output, so it reads p C×H×W; then p writes C×H×W, and so on back
-    assert blocked_of(chain(16, conv("z", 16))) == set()
+    # p cannot write 20 channels blocked, so it does not read d blocked; d turns e's blocked tensor into C×H×W
+    assert blocked_of(chain(20, z_any)) == {"e_act"}
+    # z, a 1×1, writes the model's output, so it reads p C×H×W; then p writes C×H×W and reads d so too
+    assert blocked_of(chain(16, conv("z", 16))) == {"e_act"}
 
 
 def test_the_generated_c_says_which_tensors_are_blocked():
@@ -123,6 +135,12 @@ CASES = {
     "depthwise-residual": ([conv("a", 16), conv("e", 32), {"name": "e_act", "op": "relu"},
                             conv("d", 32, 3, groups=32, padding=1), {"name": "s", "op": "add", "inputs": ["d", "e_act"]},
                             {"op": "relu6"}, conv("p", 16), conv("z", 16, 3, stride=2, padding=1)], (12, 9, 9)),
+    # a blocked input, a C×H×W output (its reader is a max-pool) and residual: the output tile is transposed
+    "depthwise-to-c-h-w": ([conv("e", 32, inputs=["x"]), {"name": "e_act", "op": "relu"},
+                            conv("r", 32, 3, padding=1, inputs=["x"]),
+                            conv("d", 32, 3, groups=32, padding=1, inputs=["e_act"]),
+                            {"name": "s", "op": "add", "inputs": ["d", "r"]}, {"op": "relu6"},
+                            {"op": "maxpool2d", "kernel": 2}], (12, 6, 19)),
     # global pools read blocked tensors (their C×1×1 output is the same in both layouts)
     "global-avgpool": ([conv("e", 32), conv("d", 32, 3, groups=32, padding=1), {"op": "global_avgpool"}],
                        (12, 5, 6)),
@@ -142,7 +160,7 @@ def test_blocked_layouts_match_the_interpreter(case, threads):
 
 
 @pytest.mark.parametrize("case", ["7x7", "stride2", "dilated-no-bias", "leaky", "large-map", "depthwise-residual",
-                                  "global-maxpool"])
+                                  "global-maxpool", "depthwise-to-c-h-w"])
 def test_the_portable_path_matches_the_interpreter(case):
     """The scalar path (compilers without GNU vector extensions) reads and writes the same layouts."""
     graph = load(*CASES[case])
@@ -150,7 +168,8 @@ def test_the_portable_path_matches_the_interpreter(case):
 
 
 @pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc")
-@pytest.mark.parametrize("case", ["depthwise-residual", "stride2", "global-maxpool", "large-map"])
+@pytest.mark.parametrize("case", ["depthwise-residual", "stride2", "global-maxpool", "large-map",
+                                  "depthwise-to-c-h-w"])
 def test_blocked_kernels_are_pedantic_c99(case, tmp_path):
     (tmp_path / "m.c").write_text(compiler.generate_c(load(*CASES[case]), opt_level=2, weights_mode="array").code)
     for flags in ([], ["-DCONVC_NO_VECTOR_EXTENSIONS"]):
@@ -163,14 +182,16 @@ def test_blocked_kernels_are_pedantic_c99(case, tmp_path):
 @st.composite
 def channel_vector_chains(draw):
     """A 1×1 conv, then random 1×1 convs (whole vectors of channels), depthwise convs (kernel, stride,
-    dilation and asymmetric padding at random), activations and residual adds, then a conv the blocked kernel
-    takes (3×3, stride 2): mostly channel-blocked inside. Shapes are tracked with PyTorch's output-size rule."""
+    dilation and asymmetric padding at random), activations, residual adds and max-pools (which read C×H×W
+    only), then a conv the blocked kernel takes (3×3, stride 2) or the model's output (C×H×W). Shapes are
+    tracked with PyTorch's output-size rule."""
     h, w = draw(st.integers(1, 18)), draw(st.integers(1, 18))
     shape = (draw(st.sampled_from([16, 32])), h, w)
     layers = [conv("l0", shape[0])]
     shapes = {"l0": shape}
     for i in range(1, draw(st.integers(2, 6))):
-        kind = draw(st.sampled_from(["pointwise", "depthwise", "depthwise", "act", "add"]))
+        kind = "depthwise" if i == 1 else draw(st.sampled_from(["pointwise", "depthwise", "depthwise", "act", "add",
+                                                                 "pool"]))
         name, prev = f"l{i}", layers[-1]["name"]
         if kind == "pointwise":
             layers.append(conv(name, draw(st.sampled_from([16, 32, 48]))))
@@ -186,6 +207,10 @@ def channel_vector_chains(draw):
             layers.append(conv(name, c, [kh, kw], groups=c, stride=[sh, sw], dilation=[dh, dw], padding=pads,
                                bias=draw(st.booleans())))
             shapes[name] = (c, oh, ow)
+        elif kind == "pool":  # reads C×H×W only: a depthwise conv before it transposes its output
+            c, ih, iw = shapes[prev]
+            layers.append({"name": name, "op": "maxpool2d", "kernel": [min(2, ih), min(2, iw)], "stride": 1})
+            shapes[name] = (c, ih - min(2, ih) + 1, iw - min(2, iw) + 1)
         elif kind == "act":
             layers.append({"name": name, "op": draw(st.sampled_from(["relu", "relu6", "leaky_relu"]))})
             shapes[name] = shapes[prev]
@@ -195,7 +220,10 @@ def channel_vector_chains(draw):
                 continue
             layers.append({"name": name, "op": "add", "inputs": [prev, draw(st.sampled_from(same))]})
             shapes[name] = shapes[prev]
-    layers.append(conv("tail", 16, 3, stride=2, padding=1))
+    if draw(st.booleans()):
+        layers.append(conv("tail", 16, 3, stride=2, padding=1))
+    else:  # the last tensor is the model's output: C×H×W
+        layers.append({"name": "tail", "op": "relu"})
     return layers, (12, h, w)
 
 
@@ -206,3 +234,10 @@ def test_random_channel_blocked_chains_match_the_interpreter(chain, threads, bat
     graph = load(*chain)
     assume(blocked_of(graph))
     compile_and_check(graph, batch=batch, seed=1, opt_level=2, threads=threads)
+
+
+@pytest.mark.parametrize("case", ["depthwise-to-c-h-w", "stride2"])
+def test_without_vector_shuffles_the_tile_transposes_through_memory(case):
+    """GCC before 12 has vector extensions but no __builtin_shufflevector: CONVC_HAS_SHUFFLE=0 takes that path."""
+    graph = load(*CASES[case])
+    compile_and_check(graph, batch=2, seed=6, opt_level=2, threads=2, cflags=["-DCONVC_HAS_SHUFFLE=0"])

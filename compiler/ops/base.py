@@ -239,8 +239,8 @@ class Op:
     def channel_blocked_io(self, layer, in_shapes: list[Shape], out_shape: Shape,
                            opt_level: int) -> tuple[str, ...] | None:
         """Whether the kernel chosen at `opt_level` can write its output channel-blocked (compiler/layouts.py):
-        None if not, else per input "any" (read in either layout), "same" (only in the output's layout) or
-        "if_out" (blocked only when the output is)."""
+        None if not, else per input "any" (read in either layout), "same" (only in the output's layout),
+        "if_out" (blocked only when the output is) or "for_out" (blocked whenever the output is)."""
         return None
 
     def scratch_floats(self, layer, in_shapes: list[Shape], out_shape: Shape, opt_level: int) -> int:

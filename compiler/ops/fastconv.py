@@ -245,19 +245,39 @@ def column_loads(seg: dict, kw: int, sw: int, dw: int) -> list[dict]:
     return [{"col": col, "uses": uses[col]} for col in sorted(uses)]
 
 
-def depthwise_blocked_lowering(args: dict, weights: dict[str, np.ndarray], macs: int, lanes: int):
-    """Depthwise on channel-blocked tensors ([C/L][H][W][L] in and out, residual too): one vector holds a
-    pixel of L channels, so every lane is used whatever the map's width. DEPTHWISE_PIXELS output pixels of a
-    row at a time; per kernel row each input column is loaded once and used by every tap that reads it;
-    border blocks list only the taps inside the input (row_segments), rows take theirs from row_lo/row_hi."""
+def transpose_stages(lanes: int) -> list[dict]:
+    """Shuffles that transpose `lanes` vectors of `lanes` floats: per stage d (a power of 2) and pair of
+    vectors (p, p + d) with p & d == 0, the lane indices (two-input __builtin_shufflevector, b at +lanes) of
+    the new p and p + d: lanes i with i & d take the other vector's lane i ∓ d, so bit d of the vector index
+    and of the lane index trade places; after every bit, vector l holds lane l of each input."""
+    stages = []
+    d = 1
+    while d < lanes:
+        lo = [lanes + i - d if i & d else i for i in range(lanes)]
+        hi = [lanes + i if i & d else i + d for i in range(lanes)]
+        stages.append({"d": d, "pairs": [p for p in range(lanes) if not p & d], "lo": lo, "hi": hi})
+        d *= 2
+    return stages
+
+
+def depthwise_blocked_lowering(args: dict, weights: dict[str, np.ndarray], macs: int, lanes: int,
+                               y_lanes: int):
+    """Depthwise on a channel-blocked input ([C/L][H][W][L]): one vector holds a pixel of L channels, so every
+    lane is used whatever the map's width. A row's output pixels a register block at a time (DEPTHWISE_PIXELS
+    for a blocked output; L for a C×H×W one, whose L×L tile is transposed before the stores); per kernel row
+    each input column is loaded once and used by every tap that reads it; border blocks list only the taps
+    inside the input (row_segments), rows take theirs from row_lo/row_hi. y_lanes: the output's (and a
+    residual's) layout, L or 0 (C×H×W)."""
     c, kh, kw = args["C"], args["KH"], args["KW"]
     if c % lanes:
         raise ValueError(f"channel-blocked depthwise needs C a multiple of {lanes}, got C = {c}")
     packed = weights["weight"].reshape(c // lanes, lanes, kh, kw).transpose(0, 2, 3, 1)  # [C/L][KH][KW][L]
     bias = weights["bias"] if "bias" in weights else np.zeros(c, np.float32)
-    segments = row_segments(args["col_lo"], args["col_hi"], kw, DEPTHWISE_PIXELS)
+    if y_lanes not in (0, lanes):
+        raise ValueError(f"channel-blocked depthwise writes {lanes}-lane blocks or C×H×W, not {y_lanes} lanes")
+    segments = row_segments(args["col_lo"], args["col_hi"], kw, DEPTHWISE_PIXELS if y_lanes else lanes)
     for seg in segments:
         seg["loads"] = column_loads(seg, kw, args["SW"], args["DW"])
     out = dict(args, VL=lanes, CB=c // lanes, OHW=args["OH"] * args["OW"], segments=segments,
-               parallel=macs >= PARALLEL_MACS // 8)
+               parallel=macs >= PARALLEL_MACS // 8, YB=y_lanes, transpose=transpose_stages(lanes))
     return "ops/conv2d_depthwise_blocked.c.j2", {"weight": packed, "bias": bias}, out

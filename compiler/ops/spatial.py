@@ -269,7 +269,8 @@ class Conv2d(Op):
         return "plain"
 
     def channel_blocked_io(self, layer, in_shapes, out_shape, opt_level):
-        """The blocked kernel reads its input in either layout; the depthwise kernel keeps its input's layout;
+        """The blocked kernel reads its input in either layout; the depthwise kernel writes a blocked output only
+        from a blocked input (which it can also turn into a C×H×W output);
         a 1×1 conv on a large map (pointwise kernel) takes the blocked kernel when its output is channel-blocked
         and reads a blocked input only then. A fused residual is read like the output."""
         if opt_level < 2:
@@ -284,7 +285,7 @@ class Conv2d(Op):
             from .fastconv import vector_lanes
             return ("if_out",) + residual if out_shape[0] % vector_lanes() == 0 else None
         if kernel == "depthwise":
-            return ("same",) + residual
+            return ("for_out",) + residual
         return None
 
     def lowering(self, layer, in_shapes, out_shape, weights, opt_level, layouts=None):
@@ -306,8 +307,8 @@ class Conv2d(Op):
             return winograd.winograd_lowering(args, weights, macs, winograd.chosen(layer.attrs, in_shapes[0], args))
         if kernel in ("blocked", "pointwise"):
             return fastconv.blocked_lowering(args, weights, macs, x_lanes, y_lanes)
-        if kernel == "depthwise" and y_lanes:
-            return fastconv.depthwise_blocked_lowering(args, weights, macs, y_lanes)
+        if kernel == "depthwise" and x_lanes:
+            return fastconv.depthwise_blocked_lowering(args, weights, macs, x_lanes, y_lanes)
         if kernel == "depthwise":
             return fastconv.depthwise_lowering(args, weights, macs) or (template, arrays, args)
         return template, arrays, args
