@@ -19,14 +19,14 @@ The memory plan is unchanged: the blocked tensor has the same number of floats.
 from __future__ import annotations
 
 from .ir import Graph
-from .ops.fastconv import vector_lanes
+from .ops import fastconv
 
 
 def choose_layouts(graph: Graph, opt_level: int) -> dict[str, int]:
     """Tensor name -> L for the channel-blocked tensors (absent: C×H×W)."""
     if opt_level < 2:
         return {}
-    lanes = vector_lanes()
+    lanes = fastconv.vector_lanes()
     io = {}
     for layer in graph.layers():
         if layer.op != "input":

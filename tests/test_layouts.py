@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 import compiler
 from compiler.layouts import choose_layouts
+from compiler.ops import fastconv
 from compiler.ops.fastconv import vector_lanes
 from compiler.passes import optimize
 from conftest import compile_and_check, model_dict, out_size
@@ -241,3 +242,13 @@ def test_without_vector_shuffles_the_tile_transposes_through_memory(case):
     """GCC before 12 has vector extensions but no __builtin_shufflevector: CONVC_HAS_SHUFFLE=0 takes that path."""
     graph = load(*CASES[case])
     compile_and_check(graph, batch=2, seed=6, opt_level=2, threads=2, cflags=["-DCONVC_HAS_SHUFFLE=0"])
+
+
+@pytest.mark.parametrize("case", ["7x7", "stride2", "depthwise-to-c-h-w", "large-map-stride2", "global-avgpool"])
+def test_eight_lane_blocks_as_on_avx2(case, monkeypatch):
+    """Machines without AVX-512 get 8-lane vectors, blocks and transposes: the same kernels at L = 8."""
+    monkeypatch.setattr(fastconv, "vector_lanes", lambda: 8)
+    graph = load(*CASES[case])
+    assert blocked_of(graph) and set(choose_layouts(optimize(graph, 2), 2).values()) == {8}
+    assert "[C/8][H][W][8]" in compiler.generate_c(graph, opt_level=2).code
+    compile_and_check(graph, batch=2, seed=7, opt_level=2, threads=2)
