@@ -339,6 +339,18 @@ def test_benchmark_quick_run_writes_its_table(tmp_path):
     assert "| lenet5 | 1 | 2 |" in text and "FMA peak" in text
 
 
+def test_benchmark_profile_names_each_layers_kernel():
+    proc = subprocess.run([sys.executable, "-m", "bench", "--profile", "lenet5", "--threads", "1"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = {line.split()[0]: line.split() for line in proc.stdout.splitlines()[2:]}
+    # after fusion: two convs with their relus, two max-pools, three dense layers (flatten is a view)
+    assert len(rows) == 7, proc.stdout
+    assert rows["relu_2"][1:3] == ["fused_conv2d", "conv2d_rowvec"]
+    assert rows["pool1"][1:3] == ["maxpool2d", "maxpool2d_interior"]
+    assert rows["fc3"][1:3] == ["dense", "dense"]
+
+
 def test_dropping_a_threaded_model_does_not_crash_the_process(tmp_path):
     """The pool's worker threads idle in the library's code; unloading it under them would crash."""
     graph = load_quietly(EXAMPLES / "vgg_cifar.yaml")
