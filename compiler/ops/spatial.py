@@ -269,10 +269,10 @@ class Conv2d(Op):
         return "plain"
 
     def channel_blocked_io(self, layer, in_shapes, out_shape, opt_level):
-        """The blocked kernel reads its input in either layout; the depthwise kernel writes a blocked output only
-        from a blocked input (which it can also turn into a C×H×W output);
-        a 1×1 conv on a large map (pointwise kernel) takes the blocked kernel when its output is channel-blocked
-        and reads a blocked input only then. A fused residual is read like the output."""
+        """The blocked kernel reads its input in either layout. The depthwise kernel writes a blocked output only
+        from a blocked input (which it can also turn into a C×H×W output). A 1×1 conv on a large map (pointwise
+        kernel) takes the blocked kernel when its output is channel-blocked, and reads a blocked input only then.
+        A fused residual is read like the output."""
         if opt_level < 2:
             return None
         if any(tuple(shape) != tuple(out_shape) for shape in in_shapes[1:]):
