@@ -6,7 +6,6 @@ import warnings
 import numpy as np
 
 import compiler
-from compiler.layouts import choose_layouts
 from compiler.lower import lower
 from compiler.memory import plan_memory
 from compiler.passes import optimize
@@ -21,10 +20,10 @@ def profile(name: str, batch: int = 1, threads: int | None = 2, runs: int = 20, 
     model = compiler.compile(graph, opt_level=opt_level, threads=threads, profile=True)
     optimized = optimize(graph, opt_level)
     # Which kernel each layer got (its template's name), and "/cL" where its output is channel-blocked.
-    blocked = choose_layouts(optimized, opt_level)
+    lowered = lower(optimized, plan_memory(optimized, opt_level), opt_level)
     kernels = {k.layer: k.template.removeprefix("ops/").removesuffix(".c.j2")
-               + (f"/c{blocked[k.layer]}" if k.layer in blocked else "")
-               for k in lower(optimized, plan_memory(optimized, opt_level), opt_level).kernels}
+               + (f"/c{lowered.layouts[k.layer]}" if k.layer in lowered.layouts else "")
+               for k in lowered.kernels}
     x = np.random.default_rng(0).standard_normal((batch, *graph.shape(graph.inputs[0]))).astype(np.float32)
     for _ in range(3):
         model(x)

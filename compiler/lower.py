@@ -81,6 +81,7 @@ class LoweredModel:
     arena: Arena
     weights: WeightBlob
     metadata: dict[str, Any]
+    layouts: dict[str, int] = field(default_factory=dict)  # channel-blocked tensors -> lanes (layouts.py)
 
     @property
     def metadata_bytes(self) -> bytes:
@@ -205,4 +206,4 @@ def lower(graph: Graph, arena: Arena | None = None, opt_level: int = 0, profile:
     }
     if profile:
         metadata["profile_layers"] = profiled
-    return LoweredModel(graph.name, kernels, decls, calls, arena, blob, metadata)
+    return LoweredModel(graph.name, kernels, decls, calls, arena, blob, metadata, blocked)

@@ -25,7 +25,8 @@ class _GlobalPool(Op):
 
     def lowering(self, layer, in_shapes, out_shape, weights, opt_level, layouts=None):
         template, arrays, args = super().lowering(layer, in_shapes, out_shape, weights, opt_level)
-        return template, arrays, dict(args, XB=layouts[0] if layouts else 0)
+        lanes = layouts[0] if layouts else 0
+        return template, arrays, dict(args, XB=lanes, CB=args["C"] // lanes if lanes else 0)
 
 
 @register
