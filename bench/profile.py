@@ -6,6 +6,7 @@ import warnings
 import numpy as np
 
 import compiler
+from compiler.kernels.select import select_kernels
 from compiler.lower import lower
 from compiler.memory import plan_memory
 from compiler.passes import optimize
@@ -20,8 +21,8 @@ def profile(name: str, batch: int = 1, threads: int | None = 2, runs: int = 20, 
     model = compiler.compile(graph, opt_level=opt_level, threads=threads, profile=True)
     optimized = optimize(graph, opt_level)
     # Which kernel each layer got (its template's name), and "/cL" where its output is channel-blocked.
-    target = compiler.Target.from_march("native")
-    lowered = lower(optimized, plan_memory(optimized, opt_level, target), opt_level, target=target)
+    plan = select_kernels(optimized, compiler.Target.from_march("native"), opt_level)
+    lowered = lower(optimized, plan, plan_memory(optimized, plan))
     kernels = {k.layer: k.template.removeprefix("ops/").removesuffix(".c.j2")
                + (f"/c{lowered.layouts[k.layer]}" if k.layer in lowered.layouts else "")
                for k in lowered.kernels}

@@ -23,6 +23,7 @@ from runtime.build import build_library, compile_flags
 from .codegen import render
 from .interpret import interpret
 from .ir import Graph
+from .kernels.select import select_kernels
 from .lower import lower
 from .memory import plan_memory
 from .ops.base import fmt_shape
@@ -121,7 +122,8 @@ def check_layers(model: Graph | str | os.PathLike | dict[str, Any], *, batch: in
     source_graph = load(model)
     graph = optimize(source_graph, opt_level)
     debug = with_all_outputs(graph)
-    source = render(lower(debug, plan_memory(debug)))
+    level0 = select_kernels(debug, Target.from_march(march, cc), 0)
+    source = render(lower(debug, level0, plan_memory(debug, level0)))
     code = transform_source(source.code) if transform_source else source.code
     target = Target.from_march(march, cc)
     result = build_library(code, source.files, cc=cc, flags=compile_flags(march=target.march, extra=tuple(cflags)),

@@ -26,6 +26,7 @@ import numpy as np
 from . import __version__
 from .codegen import _hex_floats, _rows, environment, render_kernels
 from .ir import Graph
+from .kernels.select import select_kernels
 from .lower import c_comment, c_name, lower
 from .memory import plan_memory
 from .passes import optimize
@@ -81,9 +82,9 @@ def emit_c(graph: Graph, directory: str | os.PathLike, *, weights: str = "auto",
                          f"got {prefix!r}")
     p = prefix.lower() if prefix else c_prefix(graph.name)
     P = p.upper()
-    target = Target.from_march(march)
     optimized = optimize(graph, opt_level)
-    lowered = lower(optimized, plan_memory(optimized, opt_level, target), opt_level, target=target)
+    plan = select_kernels(optimized, Target.from_march(march), opt_level)
+    lowered = lower(optimized, plan, plan_memory(optimized, plan))
     env = environment()
     kernels = render_kernels(lowered, env)
     blob = lowered.weights.data()

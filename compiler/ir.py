@@ -23,10 +23,23 @@ class Layer:
     attrs: Any
     inputs: tuple[str, ...] = ()
     source: str = "<memory>"  # the file it came from, for error messages
+    # The layers an optimization pass merged into this one, in model order (conv1, bn1 for the layer named
+    # relu_2 that computes conv1 + bn1 + relu_2); it keeps the last one's name, which its readers use.
+    merged: tuple[str, ...] = ()
 
     @property
     def where(self) -> str:
         return f"{self.source}: layer '{self.name}' ({self.op})"
+
+    @property
+    def primary(self) -> str:
+        """The layer it was before any merge: conv1 for conv1 + bn1 + relu_2."""
+        return self.merged[0] if self.merged else self.name
+
+    @property
+    def sources(self) -> tuple[str, ...]:
+        """Every model layer it computes, in order."""
+        return self.merged + (self.name,)
 
     @property
     def spec(self) -> Op:

@@ -16,10 +16,10 @@ import numpy as np
 from . import __version__
 from .errors import ModelError
 from .ir import Graph
-from .layouts import choose_layouts
+from .kernels import KERNELS
+from .kernels.select import KernelPlan
 from .memory import ALIGN_FLOATS, Arena, Buffer, plan_memory
 from .ops.base import fmt_shape
-from .target import Target
 
 ABI_VERSION = 2
 INDEX_LIMIT = 2**31 - 1  # kernels index with C int
@@ -82,7 +82,7 @@ class LoweredModel:
     arena: Arena
     weights: WeightBlob
     metadata: dict[str, Any]
-    layouts: dict[str, int] = field(default_factory=dict)  # channel-blocked tensors -> lanes (layouts.py)
+    layouts: dict[str, int] = field(default_factory=dict)  # channel-blocked tensors -> lanes (kernels/layouts.py)
 
     @property
     def metadata_bytes(self) -> bytes:
@@ -134,33 +134,30 @@ def _scratch(layer, need: int, arena: Arena) -> list[str]:
     block = arena.scratch.get(layer.name)
     if block is None or block.size < need:
         raise ValueError(f"{layer.where}: the memory plan has no scratch for this layer's kernel; "
-                         "plan it with plan_memory(graph, opt_level) at the lowering's opt_level")
+                         "plan it with plan_memory(graph, kernels) from the same kernel plan")
     return [f"arena + {block.index}"]
 
 
-def lower(graph: Graph, arena: Arena | None = None, opt_level: int = 0, profile: bool = False,
-          target: Target | None = None) -> LoweredModel:
-    """profile: time each layer's call (convc_profile() in the library; see runtime.Model.profile).
-    target: the machine the kernels are for (needed from opt level 2)."""
-    if opt_level >= 2 and target is None:
-        raise ValueError("opt level 2 chooses kernels for a target: pass target=compiler.Target.from_march(...)")
-    arena = arena or plan_memory(graph, opt_level, target)
+def lower(graph: Graph, kernels: KernelPlan, arena: Arena | None = None, profile: bool = False) -> LoweredModel:
+    """Every computed layer as its chosen kernel (compiler/kernels/select.py) over the memory plan.
+    profile: time each layer's call (convc_profile() in the library; see runtime.Model.profile)."""
+    arena = arena or plan_memory(graph, kernels)
     blob = WeightBlob()
-    kernels: list[Kernel] = []
+    instances: list[Kernel] = []
     calls: list[str] = []
     # Constants first, in layer order (memory.plan_memory numbers them the same way).
     constants = [blob.add(layer.name, suffix, array) for layer in graph.layers() if layer.spec.is_constant
                  for suffix, array in layer.spec.lower_weights(layer, graph.layer_weights(layer.name)).items()]
     profiled: list[str] = []
-    blocked = choose_layouts(graph, opt_level, target)
     for index, layer in enumerate(graph.layers()):
         spec = layer.spec
-        if layer.op == "input" or spec.is_view or spec.is_constant:
+        if layer.name not in kernels:
             continue
+        choice = kernels[layer.name]
         ins, out = graph.in_shapes(layer.name), graph.shape(layer.name)
-        layouts = tuple(blocked.get(name, 0) for name in layer.inputs + (layer.name,))
-        template, arrays, args = spec.lowering(layer, ins, out, graph.layer_weights(layer.name), opt_level,
-                                               layouts if any(layouts) else None, target)
+        layouts = choice.layouts
+        args = choice.params
+        arrays = KERNELS[choice.kernel].arrays(layer, graph.layer_weights(layer.name), choice.params)
         offsets = {suffix: blob.add(layer.name, suffix, array) for suffix, array in arrays.items()}
         fn = c_identifier(index, layer.name)
         in_names = [f"x{i}" for i in range(len(ins))]
@@ -176,13 +173,13 @@ def lower(graph: Graph, arena: Arena | None = None, opt_level: int = 0, profile:
                 for x, n in zip([f"x{i}" for i in range(len(ins))] + ["y"], layouts)))
         context = dict(args)
         check_c_ints(layer, context)
-        scratch = _scratch(layer, spec.scratch_floats(layer, ins, out, opt_level, target), arena)
+        scratch = _scratch(layer, choice.scratch_floats, arena)
         context.update(
             fn=fn, w=offsets, inputs=in_names,
             header="/* " + "\n * ".join(c_comment(h) for h in header) + " */",
             params=", ".join([f"const float *restrict {x}" for x in in_names] + ["float *restrict y"]
                              + (["float *restrict scratch"] if scratch else [])))
-        kernels.append(Kernel(layer.name, template, context))
+        instances.append(Kernel(layer.name, choice.template, context))
         args = [_pointer(arena.buffers[i], constants) for i in layer.inputs + (layer.name,)] + scratch
         call = f"{fn}({', '.join(args)});"
         if profile:
@@ -211,4 +208,4 @@ def lower(graph: Graph, arena: Arena | None = None, opt_level: int = 0, profile:
     }
     if profile:
         metadata["profile_layers"] = profiled
-    return LoweredModel(graph.name, kernels, decls, calls, arena, blob, metadata, blocked)
+    return LoweredModel(graph.name, instances, decls, calls, arena, blob, metadata, dict(kernels.layouts))

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .ir import Graph
-from .target import Target
+from .kernels.select import KernelPlan
 
 ALIGN_FLOATS = 16  # 64-byte alignment for every buffer
 
@@ -47,11 +47,9 @@ def _aligned(n: int) -> int:
     return -(-n // ALIGN_FLOATS) * ALIGN_FLOATS
 
 
-def plan_memory(graph: Graph, opt_level: int = 0, target: Target | None = None) -> Arena:
-    """opt_level, target: what the graph will be lowered for, which decides the kernels' scratch needs
-    (target is needed from opt level 2)."""
-    if opt_level >= 2 and target is None:
-        raise ValueError("opt level 2 plans the scratch of kernels chosen for a target: pass target=")
+def plan_memory(graph: Graph, kernels: KernelPlan | None = None) -> Arena:
+    """kernels: the layers' chosen kernels, whose scratch (if any) is planned beside their live tensors
+    (None: no kernel needs scratch, as at opt levels 0 and 1)."""
     layers = graph.layers()
     order = {layer.name: i for i, layer in enumerate(layers)}
     roots = {layer.name: storage_root(graph, layer.name) for layer in layers}
@@ -95,12 +93,11 @@ def plan_memory(graph: Graph, opt_level: int = 0, target: Target | None = None) 
             live.sort()
             peak = max(peak, offset + length)
             buffers[name] = Buffer("arena", offset, size[name])
-        if layer.op != "input" and not layer.spec.is_constant:
-            need = layer.spec.scratch_floats(layer, graph.in_shapes(name), graph.shape(name), opt_level, target)
-            if need:  # beside the live inputs and the output, free again after this layer
-                offset = _first_fit(live, _aligned(need))
-                peak = max(peak, offset + _aligned(need))
-                scratch[name] = Buffer("arena", offset, need)
+        need = kernels[name].scratch_floats if kernels is not None and name in kernels else 0
+        if need:  # beside the live inputs and the output, free again after this layer
+            offset = _first_fit(live, _aligned(need))
+            peak = max(peak, offset + _aligned(need))
+            scratch[name] = Buffer("arena", offset, need)
         # Free every block whose last reader is this layer (after placing its output: no in-place).
         live = [blk for blk in live if last_use.get(blk[2], len(layers)) > order[name] or blk[2] == name]
     for layer in layers:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import runtime
 from runtime.build import build_library, compile_flags
@@ -13,6 +13,7 @@ from .codegen import CSource, render
 from .errors import ModelError
 from .frontends.description import parse_description, parse_file
 from .ir import Graph
+from .kernels.select import select_kernels
 from .limits import DEFAULT_LIMITS, Limits, check_attributes, check_sizes, check_tensor
 from .lower import lower
 from .memory import plan_memory
@@ -81,22 +82,27 @@ def _check_file_size(path: Path, limit: int) -> None:
 
 
 def generate_c(graph: Graph, *, opt_level: int = DEFAULT_OPT_LEVEL, march: str | Target | None = "native",
-               weights_mode: str = "incbin", progress: Progress = no_progress, profile: bool = False) -> CSource:
-    """Graph -> the model's C source (optimize, plan memory, lower, render) for the target `march`
-    (a -march name or a compiler.Target; see compiler.target)."""
+               kernels: Mapping[str, str] | None = None, weights_mode: str = "incbin",
+               progress: Progress = no_progress, profile: bool = False) -> CSource:
+    """Graph -> the model's C source: optimize, select kernels, plan memory, lower, render.
+
+    march: the target (a -march name or a compiler.Target; see compiler.target).
+    kernels: force kernels, layer name (or "*") -> kernel name (compiler.kernels), for debugging and benchmarking.
+    """
     target = Target.from_march(march)
     progress("optimize")
     graph = optimize(graph, opt_level)
     progress("generate")
-    return render(lower(graph, plan_memory(graph, opt_level, target), opt_level, profile, target),
-                  weights_mode=weights_mode)
+    plan = select_kernels(graph, target, opt_level, kernels)
+    return render(lower(graph, plan, plan_memory(graph, plan), profile), weights_mode=weights_mode)
 
 
 def compile(model: Graph | str | os.PathLike | dict[str, Any], *, opt_level: int = DEFAULT_OPT_LEVEL,
             march: str | Target | None = "native", cflags: list[str] | tuple[str, ...] = (), cc: str | None = None,
             cache_dir: str | os.PathLike | None = None, sanitize: bool = False,
             progress: Progress = no_progress, threads: int | None = None,
-            profile: bool = False, limits: Limits = DEFAULT_LIMITS) -> runtime.Model:
+            profile: bool = False, limits: Limits = DEFAULT_LIMITS,
+            kernels: Mapping[str, str] | None = None) -> runtime.Model:
     """Compile a model (Graph, path or dict) to a shared library and load it.
 
     march: the target: a -march value ("native" by default, "x86-64-v3", "x86-64-v4", any name cc knows; None
@@ -109,10 +115,13 @@ def compile(model: Graph | str | os.PathLike | dict[str, Any], *, opt_level: int
     threads: threads of the parallel kernels (default: $OMP_NUM_THREADS, else all cores).
     profile: time every layer (read with model.profile()); for finding what is slow, not for production.
     limits: size bounds (compiler.Limits), checked before any C is generated.
+    kernels: force a layer's kernel, {layer name (or "*" for every layer it can take): kernel name}, e.g.
+    {"conv3": "direct"}; names in compiler.kernels.KERNELS, shown per layer by `convc summary --kernels`.
     """
     graph = load(model, progress=progress, limits=limits)
     target = Target.from_march(march, cc)
-    source = generate_c(graph, opt_level=opt_level, march=target, progress=progress, profile=profile)
+    source = generate_c(graph, opt_level=opt_level, march=target, kernels=kernels, progress=progress,
+                        profile=profile)
     flags = compile_flags(march=target.march, sanitize=sanitize, extra=tuple(cflags))
     progress("cc")
     result = build_library(source.code, source.files, cc=cc, flags=flags, cache_dir=cache_dir)

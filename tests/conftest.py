@@ -32,6 +32,24 @@ def host_lacks(target: Target) -> list[str]:
     return missing_features(sorted(target.features & known))
 
 
+def kernel_plan(graph, target: Target = AVX512, opt_level: int = 2, kernels=None):
+    """(the optimized graph, its KernelPlan) for `target` at `opt_level`."""
+    from compiler.kernels.select import select_kernels
+    from compiler.passes import optimize
+
+    optimized = optimize(graph, opt_level)
+    return optimized, select_kernels(optimized, target, opt_level, kernels)
+
+
+def lowered(graph, target: Target = AVX512, opt_level: int = 2, kernels=None):
+    """The LoweredModel of `graph` (optimized at `opt_level`, kernels chosen for `target`)."""
+    from compiler.lower import lower
+    from compiler.memory import plan_memory
+
+    optimized, plan = kernel_plan(graph, target, opt_level, kernels)
+    return lower(optimized, plan, plan_memory(optimized, plan))
+
+
 def runnable(target: Target) -> Target:
     """`target`'s kernels (lanes, registers, caches: the same C) built so this machine runs them: where the
     machine lacks the target's ISA, cc gets this machine's -march instead, and GCC's vector extensions split

@@ -10,11 +10,9 @@ import pytest
 import compiler
 from compiler.cli import main
 from compiler.emit import ARRAY_WEIGHTS_LIMIT, c_prefix, emit_c
-from compiler.lower import lower
-from compiler.memory import plan_memory
-from compiler.passes import PIPELINES, optimize
+from compiler.passes import PIPELINES
 from compiler.pipeline import DEFAULT_OPT_LEVEL
-from conftest import EXAMPLES, TARGET_IDS, TARGETS, assert_close, model_dict, random_input
+from conftest import EXAMPLES, TARGET_IDS, TARGETS, assert_close, kernel_plan, model_dict, random_input
 from runtime.build import default_cc
 
 STRICT = ["-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic"]
@@ -27,7 +25,7 @@ EVERY_FAST_KERNEL = model_dict(
     [{"name": "rowvec", "op": "conv2d", "filters": 16, "kernel": 3, "padding": 1}, {"op": "relu"},
      # the row-vector kernel writes C×H×W, so the depthwise conv takes the plane kernel on either target
      {"name": "depthwise", "op": "conv2d", "filters": 16, "kernel": 3, "padding": 1, "groups": 16},
-     {"name": "blocked", "op": "conv2d", "filters": 24, "kernel": 3, "padding": 2, "dilation": 2},
+     {"name": "direct", "op": "conv2d", "filters": 24, "kernel": 3, "padding": 2, "dilation": 2},
      {"name": "winograd", "op": "conv2d", "filters": 32, "kernel": 3, "padding": 1},
      {"name": "pointwise", "op": "conv2d", "filters": 20, "kernel": 1},
      # channel-blocked tensors: expand writes them (blocked kernel), the depthwise conv reads and writes them,
@@ -115,10 +113,8 @@ def test_fast_kernels_serial_threaded_and_scalar(defines, threads, target, tmp_p
     Built without -march, so both targets' kernels run on any x86-64 machine (wide vectors split by cc)."""
     graph = compiler.load(EVERY_FAST_KERNEL)
     main_c = every_kernel_program(tmp_path, graph, march=target)
-    optimized = optimize(graph, FAST_LEVEL)
-    arena = plan_memory(optimized, FAST_LEVEL, target)
-    templates = {k.template for k in lower(optimized, arena, FAST_LEVEL, target=target).kernels}
-    assert {f"ops/conv2d_{kind}.c.j2" for kind in ("rowvec", "blocked", "winograd", "depthwise", "pointwise",
+    templates = {c.template for c in kernel_plan(graph, target, FAST_LEVEL)[1].choices.values()}
+    assert {f"ops/conv2d_{kind}.c.j2" for kind in ("rowvec", "direct", "winograd", "depthwise", "pointwise",
                                                    "depthwise_blocked")} <= templates
     assert "convc_parallel(L" in (tmp_path / "model.c").read_text()  # the pool has a layer to split
     # The switches select what the compiler sees: vector code, and pthreads only with NET_THREADS.

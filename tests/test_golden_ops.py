@@ -87,7 +87,7 @@ CASES = [
     Case("conv-winograd-residual-relu", [conv(name="c", filters=32, kernel=3, padding=[1, 1, 1, 1], bias=False),
                                          {"name": "s", "op": "add", "inputs": ["c", "x"]}, {"op": "relu"}],
          shape=(32, 10, 7), batch=3),
-    # channel-blocked tensors at opt_level 2 (compiler/layouts.py): 1x1 -> depthwise -> 1x1 (+ residual) -> conv
+    # channel-blocked tensors at opt_level 2 (compiler/kernels/layouts.py): 1x1 -> depthwise -> 1x1 (+ residual) -> conv
     Case("conv-blocked-layout-residual", [conv(name="a", filters=16, kernel=1), conv(name="e", filters=32, kernel=1),
                                           {"op": "relu6"}, conv(name="d", filters=32, kernel=3, groups=32, padding=1),
                                           {"op": "relu6"}, conv(name="p", filters=16, kernel=1),

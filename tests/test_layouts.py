@@ -1,4 +1,4 @@
-"""Channel-blocked tensors (compiler/layouts.py): which tensors get the [C/L][H][W][L] layout, and that the
+"""Channel-blocked tensors (compiler/kernels/layouts.py): which tensors get the [C/L][H][W][L] layout, and that the
 kernels reading and writing it compute what the interpreter computes on the unoptimized graph.
 
 L is the target's vector length (16 for AVX-512, 8 for AVX2); every test states its target, and the channel
@@ -15,9 +15,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 import compiler
-from compiler.layouts import choose_layouts
-from compiler.passes import optimize
-from conftest import AVX2, AVX512, TARGET_IDS, TARGETS, compile_and_check, model_dict, out_size
+from conftest import AVX2, AVX512, TARGET_IDS, TARGETS, compile_and_check, kernel_plan, model_dict, out_size
 
 
 def conv(name, filters, kernel=1, **kw):
@@ -44,7 +42,7 @@ def inverted_residual(size=7, stride=1, act="relu6", dw_kw=None, expand=32):
 
 
 def blocked_of(graph, opt_level=2, target=AVX512):
-    return set(choose_layouts(optimize(graph, opt_level), opt_level, target))
+    return set(kernel_plan(graph, target, opt_level)[1].layouts)
 
 
 each_target = pytest.mark.parametrize("target", TARGETS, ids=TARGET_IDS)
@@ -260,6 +258,6 @@ def test_without_vector_shuffles_the_tile_transposes_through_memory(case):
 def test_eight_lane_blocks_as_on_avx2(case):
     """AVX2 targets get 8-lane vectors, blocks and transposes: the same kernels at L = 8."""
     graph = load(*CASES[case])
-    assert blocked_of(graph, target=AVX2) and set(choose_layouts(optimize(graph, 2), 2, AVX2).values()) == {8}
+    assert blocked_of(graph, target=AVX2) and set(kernel_plan(graph, AVX2)[1].layouts.values()) == {8}
     assert "[C/8][H][W][8]" in compiler.generate_c(graph, opt_level=2, march=AVX2).code
     compile_and_check(graph, batch=2, seed=7, opt_level=2, threads=2, march=AVX2)

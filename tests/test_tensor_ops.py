@@ -6,8 +6,10 @@ import numpy as np
 import pytest
 
 import compiler
+from compiler.kernels.select import select_kernels
 from compiler.lower import lower
 from compiler.memory import plan_memory
+from compiler.target import Target
 from compiler.ops.strided import broadcast_strides, contiguous_strides, loop_nest
 from conftest import model_dict
 
@@ -61,10 +63,11 @@ def test_constant_is_a_pointer_into_the_weights_not_a_kernel():
         {"name": "k", "op": "constant", "shape": [3, 1, 1]},
         {"name": "kv", "op": "reshape", "shape": [3], "inputs": ["k"]},
         {"name": "s", "op": "add", "inputs": ["x", "k"]}], shape=(3, 4, 4), outputs=["s", "kv"]))
-    arena = plan_memory(graph)
+    plan = select_kernels(graph, Target.from_march("x86-64-v4"), 0)
+    arena = plan_memory(graph, plan)
     assert arena.buffers["k"].kind == "const" and arena.buffers["kv"] == arena.buffers["k"]
     assert arena.floats == 0  # nothing but the caller's arrays and the weights
-    model = lower(graph, arena)
+    model = lower(graph, plan, arena)
     assert [k.layer for k in model.kernels] == ["s"]
     offset = model.weights.offsets[("k", "value")]
     assert f"L3_s(x0, convc_weights + {offset}, y0);" in model.calls

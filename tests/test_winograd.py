@@ -1,7 +1,7 @@
-"""The Winograd F(2×2, 3×3) conv2d kernel (compiler/ops/winograd.py) against the float64 interpreter.
+"""The Winograd F(2×2, 3×3) conv2d kernel (compiler/kernels/winograd.py) against the float64 interpreter.
 
-Most cases switch the cost model off (every eligible layer takes Winograd), so small odd shapes reach
-the kernel; the last tests check which layers the cost model gives it.
+Most cases force the kernel on every layer it can take (kernels={"*": "winograd"}), so small odd shapes
+reach it; the last tests check which layers the cost model gives it.
 """
 import warnings
 
@@ -11,13 +11,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import compiler
+from compiler.kernels import winograd
 from compiler.lower import lower
 from compiler.memory import plan_memory
-from compiler.ops import winograd
 from compiler.passes import optimize
-from conftest import AVX512, compile_and_check, model_dict
+from conftest import AVX512, compile_and_check, kernel_plan, model_dict
 
 WINOGRAD = "ops/conv2d_winograd.c.j2"
+ALWAYS = {"*": "winograd"}  # every layer the kernel can take
 
 
 def load_quietly(description):
@@ -26,20 +27,13 @@ def load_quietly(description):
         return compiler.load(description)
 
 
-def templates(graph, opt_level=2, target=AVX512):
-    """Layer name -> the template its kernel was lowered with."""
-    optimized = optimize(graph, opt_level)
-    arena = plan_memory(optimized, opt_level, target)
-    return {k.layer: k.template for k in lower(optimized, arena, opt_level, target=target).kernels}
+def templates(graph, opt_level=2, target=AVX512, kernels=None):
+    """Layer name -> the template of its chosen kernel."""
+    return {name: c.template for name, c in kernel_plan(graph, target, opt_level, kernels)[1].choices.items()}
 
 
-def check(graph, batch=3, threads=1, seed=0):
-    compile_and_check(graph, batch, seed, opt_level=2, threads=threads, march=AVX512)
-
-
-@pytest.fixture
-def always_winograd(monkeypatch):
-    monkeypatch.setattr(winograd, "USE_COST_MODEL", False)
+def check(graph, batch=3, threads=1, seed=0, kernels=ALWAYS):
+    compile_and_check(graph, batch, seed, opt_level=2, threads=threads, march=AVX512, kernels=kernels)
 
 
 def conv(c_out, padding=1, bias=True, name="c"):
@@ -62,10 +56,10 @@ SHAPES = {  # (C, K, H, W, padding)
 
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("case", sorted(SHAPES))
-def test_winograd_matches_the_interpreter(case, threads, always_winograd):
+def test_winograd_matches_the_interpreter(case, threads):
     c, k, h, w, padding = SHAPES[case]
     graph = load_quietly(model_dict([conv(k, padding)], shape=(c, h, w)))
-    assert templates(graph)["c"] == WINOGRAD
+    assert templates(graph, kernels=ALWAYS)["c"] == WINOGRAD
     check(graph, batch=3, threads=threads)
 
 
@@ -83,22 +77,22 @@ EPILOGUES = {
 
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("case", sorted(EPILOGUES))
-def test_winograd_fused_epilogues(case, threads, always_winograd):
+def test_winograd_fused_epilogues(case, threads):
     graph = load_quietly(model_dict([conv(18, bias=False), *EPILOGUES[case]], shape=(18, 11, 13), seed=4))
     fused = optimize(graph, 2)
     (layer,) = [x for x in fused.layers() if x.op in ("conv2d", "fused_conv2d")]
-    assert set(templates(graph).values()) >= {WINOGRAD}
+    assert set(templates(graph, kernels=ALWAYS).values()) >= {WINOGRAD}
     if case.startswith("residual"):
         assert layer.op == "fused_conv2d" and len(layer.inputs) == 2
     check(graph, batch=3, threads=threads, seed=1)
 
 
-def test_winograd_layers_in_a_chain_share_the_arena(always_winograd):
+def test_winograd_layers_in_a_chain_share_the_arena():
     """Two Winograd layers with different scratch sizes, a pool between: the plan must keep them apart."""
     layers = [conv(20, name="a"), {"op": "relu"}, conv(36, name="b"), {"op": "maxpool2d", "kernel": 2},
               conv(16, name="d"), {"name": "s", "op": "add", "inputs": ["d", "d"]}]
     graph = load_quietly(model_dict(layers, shape=(12, 14, 18)))
-    assert list(templates(graph).values()).count(WINOGRAD) == 3
+    assert list(templates(graph, kernels=ALWAYS).values()).count(WINOGRAD) == 3
     check(graph, batch=2, threads=2)
 
 
@@ -114,22 +108,18 @@ def test_winograd_random_shapes(c, k, h, w, padding, residual, threads):
         layers.append({"name": "s", "op": "add", "inputs": ["c", "x"]})
     layers.append({"op": "relu"})
     graph = load_quietly(model_dict(layers, shape=(c, h, w)))
-    saved, winograd.USE_COST_MODEL = winograd.USE_COST_MODEL, False  # hypothesis: no function fixtures
-    try:
-        assert list(templates(graph).values()) == [WINOGRAD]  # the conv, relu fused in
-        check(graph, batch=2, threads=threads, seed=c + k)
-    finally:
-        winograd.USE_COST_MODEL = saved
+    assert list(templates(graph, kernels=ALWAYS).values()) == [WINOGRAD]  # the conv, relu fused in
+    check(graph, batch=2, threads=threads, seed=c + k)
 
 
-def test_only_3x3_stride_1_undilated_dense_convs_are_eligible(always_winograd):
+def test_only_3x3_stride_1_undilated_dense_convs_are_eligible():
     layers = [conv(16, name="w"), {"name": "s2", "op": "conv2d", "filters": 16, "kernel": 3, "stride": 2},
               {"name": "dil", "op": "conv2d", "filters": 16, "kernel": 3, "dilation": 2, "padding": 2},
               {"name": "grp", "op": "conv2d", "filters": 16, "kernel": 3, "groups": 2, "padding": 1},
               {"name": "k5", "op": "conv2d", "filters": 16, "kernel": 5, "padding": 2},
               {"name": "few", "op": "conv2d", "filters": 8, "kernel": 3, "padding": 1},
               {"name": "after_few", "op": "conv2d", "filters": 16, "kernel": 3, "padding": 1}]
-    chosen = templates(load_quietly(model_dict(layers, shape=(16, 20, 20))))
+    chosen = templates(load_quietly(model_dict(layers, shape=(16, 20, 20))), kernels=ALWAYS)
     assert chosen["w"] == chosen["few"] == WINOGRAD and chosen["after_few"] != WINOGRAD  # 8 input channels: row-vector kernel
     assert all(chosen[n] != WINOGRAD for n in ("s2", "dil", "grp", "k5"))
     assert all(t != WINOGRAD for t in templates(load_quietly(model_dict([conv(16)], shape=(16, 9, 9))), 1).values())
@@ -139,23 +129,23 @@ def test_cost_model_takes_winograd_for_big_maps_and_keeps_direct_for_tiny_maps_w
     """ResNet-18: the 56×56×64 layers take Winograd; the 7×7×512 ones (16 MB of transformed weights
     streamed for 16 tiles) keep the blocked kernel."""
     big = load_quietly(model_dict([conv(64, bias=False)], shape=(64, 56, 56)))
-    assert templates(big)["c"] == WINOGRAD
-    assert winograd.scratch_floats(winograd.chosen(big.layer("c").attrs, (64, 56, 56),
-                                                   big.layer("c").spec.kernel_args(big.layer("c"), [(64, 56, 56)],
-                                                                                   (64, 56, 56)), AVX512), 64) > 0
+    chosen = kernel_plan(big)[1]["c"]
+    assert chosen.template == WINOGRAD and chosen.scratch_floats > 0 and chosen.reason.startswith("cost model")
     tiny = load_quietly(model_dict([conv(512, bias=False)], shape=(512, 7, 7)))
-    assert templates(tiny)["c"] == "ops/conv2d_blocked.c.j2"
+    assert templates(tiny)["c"] == "ops/conv2d_direct.c.j2"
 
 
-def test_scratch_is_planned_only_for_winograd_layers(always_winograd):
-    graph = optimize(load_quietly(model_dict([conv(16, name="a"), conv(16, name="b")], shape=(16, 10, 10))), 2)
-    with_scratch = plan_memory(graph, 2, AVX512)
+def test_scratch_is_planned_only_for_winograd_layers():
+    graph, plan = kernel_plan(load_quietly(model_dict([conv(16, name="a"), conv(16, name="b")], shape=(16, 10, 10))),
+                              kernels=ALWAYS)
+    with_scratch = plan_memory(graph, plan)
     assert set(with_scratch.scratch) == {"a", "b"}
     a, b = with_scratch.buffers["a"], with_scratch.scratch["b"]
     assert b.index >= a.index + a.size or b.index + b.size <= a.index  # b's scratch beside its live input
-    assert plan_memory(graph, 1).scratch == {} and plan_memory(graph, 1).floats < with_scratch.floats
+    _, level1 = kernel_plan(graph, opt_level=1)
+    assert plan_memory(graph, level1).scratch == {} and plan_memory(graph, level1).floats < with_scratch.floats
     with pytest.raises(ValueError, match="no scratch"):
-        lower(graph, plan_memory(graph, 1), 2, target=AVX512)
+        lower(graph, plan, plan_memory(graph, level1))
 
 
 def test_weight_transform_reproduces_the_convolution_of_one_tile():

@@ -169,6 +169,8 @@ class Op:
 
     Subclasses set `name`, `Attrs`, `arity` and `template` and override what differs.
     Methods get the layer (`compiler.ir.Layer`: name, op, attrs) and per-sample shapes.
+    `template` with `kernel_args` is the op's plain kernel (every loop literal); the faster kernels an op
+    can take at opt level 2 live in compiler/kernels/, each with its own template.
     """
 
     name: ClassVar[str]
@@ -224,30 +226,6 @@ class Op:
     def kernel_args(self, layer, in_shapes: list[Shape], out_shape: Shape) -> dict[str, Any]:
         """The integers (and floats) this op's template needs; no arithmetic is left to Jinja."""
         return {}
-
-    def lowering(self, layer, in_shapes: list[Shape], out_shape: Shape, weights: dict[str, np.ndarray],
-                 opt_level: int, layouts: tuple[int, ...] | None = None, target=None
-                 ) -> tuple[str, dict[str, np.ndarray], dict[str, Any]]:
-        """(template, constant arrays, template args) at `opt_level` for `target` (compiler.Target); ops with
-        fast kernels choose them here.
-
-        layouts: per input, then the output, 0 for C×H×W or L for channel-blocked [C/L][H][W][L]; None when
-        all are C×H×W. Only ops whose `channel_blocked_io` allows it are given a nonzero one."""
-        if layouts and any(layouts):
-            raise ValueError(f"{layer.where}: this op's kernels read and write C×H×W only")
-        return self.template, self.lower_weights(layer, weights), self.kernel_args(layer, in_shapes, out_shape)
-
-    def channel_blocked_io(self, layer, in_shapes: list[Shape], out_shape: Shape,
-                           opt_level: int, target) -> tuple[str, ...] | None:
-        """Whether the kernel chosen at `opt_level` can write its output channel-blocked (compiler/layouts.py):
-        None if not, else per input "any" (read in either layout), "same" (only in the output's layout),
-        "if_out" (blocked only when the output is) or "for_out" (blocked whenever the output is)."""
-        return None
-
-    def scratch_floats(self, layer, in_shapes: list[Shape], out_shape: Shape, opt_level: int, target) -> int:
-        """Floats of arena scratch the kernel chosen at `opt_level` needs during its own call (0: none).
-        A kernel with scratch takes it as a last argument `float *restrict scratch`."""
-        return 0
 
 
 def check_rank(layer, in_shapes: list[Shape], rank: int, what: str = "a C×H×W input") -> None:

@@ -57,10 +57,3 @@ class Dense(Op):
     def kernel_args(self, layer, in_shapes, out_shape):
         return {"IN": int(np.prod(in_shapes[0])), "OUT": layer.attrs.units, "has_bias": layer.attrs.bias,
                 "residual": False, "act": [], "simd": False, "parallel": False}
-
-    def lowering(self, layer, in_shapes, out_shape, weights, opt_level, layouts=None, target=None):
-        """opt_level ≥ 2: the same loop, vectorized over the inputs (and threaded over units when large)."""
-        template, arrays, args = super().lowering(layer, in_shapes, out_shape, weights, opt_level, layouts)
-        if opt_level >= 2:
-            args.update(simd=True, parallel=self.macs(layer, in_shapes, out_shape) >= 1 << 20)
-        return template, arrays, args

@@ -241,79 +241,6 @@ class Conv2d(Op):
         return args
 
 
-    def scratch_floats(self, layer, in_shapes, out_shape, opt_level, target):
-        """The Winograd kernel's transformed input (0 for the other kernels)."""
-        if opt_level < 2:
-            return 0
-        from . import winograd
-        wino = winograd.chosen(layer.attrs, in_shapes[0], self.kernel_args(layer, in_shapes, out_shape), target)
-        return 0 if wino is None else winograd.scratch_floats(wino, in_shapes[0][0])
-
-    def fast_kernel(self, layer, in_shapes, args, target) -> str:
-        """The kernel this conv gets at opt_level 2: "pointwise", "rowvec", "winograd", "blocked",
-        "depthwise" or "plain". args: its kernel_args."""
-        from . import fastconv, winograd
-        a, c = layer.attrs, in_shapes[0][0]
-        if a.groups == 1 and a.kernel == (1, 1) and a.stride == (1, 1) and args["PT"] == args["PL"] == 0 \
-                and (args["OH"], args["OW"]) == (args["H"], args["W"]) \
-                and args["H"] * args["W"] >= fastconv.POINTWISE_MIN_PIXELS:
-            return "pointwise"
-        if a.groups == 1 and c <= fastconv.ROWVEC_MAX_CHANNELS and fastconv.rowvec_fits(args, target):
-            return "rowvec"
-        if winograd.chosen(a, in_shapes[0], args, target) is not None:
-            return "winograd"
-        if a.groups == 1:
-            return "blocked"
-        if a.groups == c == a.filters:
-            return "depthwise"
-        return "plain"
-
-    def channel_blocked_io(self, layer, in_shapes, out_shape, opt_level, target):
-        """The blocked kernel reads its input in either layout. The depthwise kernel writes a blocked output only
-        from a blocked input (which it can also turn into a C×H×W output). A 1×1 conv on a large map (pointwise
-        kernel) takes the blocked kernel when its output is channel-blocked, and reads a blocked input only then.
-        A fused residual is read like the output."""
-        if opt_level < 2:
-            return None
-        if any(tuple(shape) != tuple(out_shape) for shape in in_shapes[1:]):
-            return None  # a residual of another shape (same size) would not index like the output
-        kernel = self.fast_kernel(layer, in_shapes, self.kernel_args(layer, in_shapes, out_shape), target)
-        residual = ("same",) * (len(in_shapes) - 1)
-        if kernel == "blocked":
-            return ("any",) + residual
-        if kernel == "pointwise":  # the blocked kernel instead when the output is channel-blocked
-            return ("if_out",) + residual if out_shape[0] % target.lanes == 0 else None
-        if kernel == "depthwise":
-            return ("for_out",) + residual
-        return None
-
-    def lowering(self, layer, in_shapes, out_shape, weights, opt_level, layouts=None, target=None):
-        """opt_level ≥ 2: the kernel `fast_kernel` names; layouts (compiler/layouts.py) go to the blocked
-        and depthwise kernels."""
-        template, arrays, args = super().lowering(layer, in_shapes, out_shape, weights, opt_level)
-        if opt_level < 2:
-            return template, arrays, args
-        from . import fastconv, winograd
-        macs = self.macs(layer, in_shapes, out_shape)
-        weights = {k: v for k, v in weights.items() if k in ("weight", "bias")}
-        x_lanes, y_lanes = (layouts[0], layouts[-1]) if layouts else (0, 0)
-        kernel = self.fast_kernel(layer, in_shapes, args, target)
-        if kernel == "pointwise" and not (x_lanes or y_lanes):
-            return fastconv.pointwise_lowering(args, weights, macs, target)
-        if kernel == "rowvec":
-            return fastconv.rowvec_lowering(args, weights, macs, target)
-        if kernel == "winograd":
-            return winograd.winograd_lowering(args, weights, macs,
-                                              winograd.chosen(layer.attrs, in_shapes[0], args, target))
-        if kernel in ("blocked", "pointwise"):
-            return fastconv.blocked_lowering(args, weights, macs, target, x_lanes, y_lanes)
-        if kernel == "depthwise" and x_lanes:
-            return fastconv.depthwise_blocked_lowering(args, weights, macs, x_lanes, y_lanes)
-        if kernel == "depthwise":
-            return fastconv.depthwise_lowering(args, weights, macs, target) or (template, arrays, args)
-        return template, arrays, args
-
-
 # ---------------------------------------------------------------- pooling
 @dataclass(frozen=True)
 class MaxPoolAttrs:
@@ -381,26 +308,6 @@ class MaxPool2d(_Pool):
     def reference(self, layer, inputs, weights):
         win = _windows(inputs[0], self.axes(layer, inputs[0].shape[1:]), -np.inf)
         return win.max(axis=(4, 5))
-
-    def lowering(self, layer, in_shapes, out_shape, weights, opt_level, layouts=None, target=None):
-        """opt_level ≥ 2: literal loops when every window lies inside the input, else literal column
-        ranges per window column (the padding never read), channels split across threads."""
-        template, arrays, args = super().lowering(layer, in_shapes, out_shape, weights, opt_level, layouts)
-        if opt_level < 2:
-            return template, arrays, args
-        inside = all(lo == 0 and hi == args[k] for tab, k in (("row", "KH"), ("col", "KW"))
-                     for lo, hi in zip(args[f"{tab}_lo"], args[f"{tab}_hi"]))
-        if inside and args["PT"] == args["PL"] == 0:
-            return "ops/maxpool2d_interior.c.j2", arrays, args
-        from .fastconv import PARALLEL_MACS, valid_range
-        col_taps = []
-        for j in range(args["KW"]):
-            offset = j * args["DW"] - args["PL"]
-            lo, hi = valid_range(args["OW"], args["W"], args["SW"], offset)
-            if lo < hi:
-                col_taps.append({"j": j, "lo": lo, "hi": hi, "offset": offset})
-        reads = args["C"] * args["OH"] * args["OW"] * args["KH"] * args["KW"]
-        return "ops/maxpool2d_padded.c.j2", arrays, dict(args, col_taps=col_taps, parallel=reads >= PARALLEL_MACS)
 
 
 @register

@@ -1,8 +1,8 @@
 """Graph optimization passes: each a small pure function Graph -> Graph, run in the listed order.
 
 Level 0 is the plain, literal lowering of every layer. Level 1 runs the graph passes and
-keeps the plain kernels; level 2 runs the same passes and lowers convs and dense layers to
-the fast kernels (the ops choose them in `Op.lowering`), so a bug can be isolated by level.
+keeps the plain kernels; level 2 runs the same passes and lowers convs, pools and dense layers to
+the fast kernels (select_kernels chooses them, compiler/kernels/), so a bug can be isolated by level.
 """
 from __future__ import annotations
 

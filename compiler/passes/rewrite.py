@@ -21,10 +21,13 @@ def sole_consumer(graph: Graph, name: str) -> str | None:
 def merge_into(graph: Graph, removed: str, kept: Layer, weights: dict[str, np.ndarray]) -> Graph:
     """A copy of `graph` without layer `removed`, with `kept` (an existing name) as the new layer there.
 
-    `weights` are kept's new weights by suffix; removed's and kept's old weights are dropped.
+    `weights` are kept's new weights by suffix; removed's and kept's old weights are dropped. The new
+    layer's `merged` lists the layers it now computes besides its own name (removed's, then removed).
     """
     g = graph.copy()
     shape = g.shape(kept.name)
+    merged = graph.layer(removed).sources + graph.layer(kept.name).merged
+    kept = dataclasses.replace(kept, merged=tuple(dict.fromkeys(m for m in merged if m != kept.name)))
     g.nx.remove_node(removed)
     g.nx.remove_node(kept.name)
     g.nx.add_node(kept.name, layer=kept, shape=shape)

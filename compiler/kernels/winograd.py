@@ -1,4 +1,5 @@
-"""Winograd F(2×2, 3×3) for 3×3, stride 1, dilation 1, groups 1 convolutions at opt_level 2.
+"""winograd: Winograd F(2×2, 3×3) for 3×3, stride 1, dilation 1, groups 1 convolutions
+(templates/ops/conv2d_winograd.c.j2).
 
 Each 2×2 block of outputs ("tile") comes from a 4×4 input patch d:  Y = Aᵀ [U ⊙ V] A  with
 V = Bᵀ d B (per input channel) and U = G g Gᵀ (per filter, at compile time), and the ⊙ summed
@@ -15,18 +16,22 @@ products over C in registers (like the blocked kernel), and turns them into outp
 from __future__ import annotations
 
 from dataclasses import dataclass
+from types import MappingProxyType
 
 import numpy as np
 
 from ..target import Target
-from . import fastconv
+from . import Kernel, register_kernel
+from .common import PARALLEL_MACS, conv_weights
+from .direct import CONV_OPS
+from .rowvec import ROWVEC_MAX_CHANNELS
 
 # Transform matrices (Lavin & Gray, "Fast Algorithms for Convolutional Neural Networks", 2015).
 G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]], np.float64)
 BT = np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]], np.float64)
 AT = np.array([[1, 1, 1, 0], [0, 1, -1, -1]], np.float64)
 
-MIN_CHANNELS = fastconv.ROWVEC_MAX_CHANNELS + 1  # fewer input channels: the row-vector kernel
+MIN_CHANNELS = ROWVEC_MAX_CHANNELS + 1  # fewer input channels: the row-vector kernel
 PAD_ROW_FLOATS = 1024  # split input rows per chunk of channels: enough that their stores drain before reuse
 MAX_ROW = 512  # input/output row length limit: the kernel keeps split input rows (≥ 1 channel) on the stack
 # Cost model, in cycles; fitted to per-layer times of ResNet-18 and CIFAR VGG on the AVX-512 machine
@@ -38,13 +43,16 @@ TRANSFORM_CYCLES = 6.0  # per input channel, tile row and vector of tiles: split
 OUTPUT_CYCLES = 6.0  # per output value: Aᵀ M A share, bias, residual, activation, scattered store
 L3_BYTES_PER_CYCLE = 24.0
 MAX_WEIGHT_BYTES = 8 << 20  # beyond this the transformed weights come from memory: keep the direct kernel
-USE_COST_MODEL = True  # False: every eligible layer takes Winograd (tests reach small shapes this way)
 
 
-def eligible(attrs, c: int, args: dict) -> bool:
-    return (attrs.groups == 1 and attrs.kernel == (3, 3) and attrs.stride == (1, 1)
-            and attrs.dilation == (1, 1) and c >= MIN_CHANNELS
-            and max(args["W"], args["OW"]) <= MAX_ROW and args["OH"] >= 1 and args["OW"] >= 1)
+def why_not_eligible(attrs, c: int, args: dict) -> str | None:
+    if attrs.groups != 1 or attrs.kernel != (3, 3) or attrs.stride != (1, 1) or attrs.dilation != (1, 1):
+        return "it computes 3×3, stride-1, undilated convolutions with groups = 1 only"
+    if c < MIN_CHANNELS:
+        return f"it needs at least {MIN_CHANNELS} input channels (this layer has {c})"
+    if max(args["W"], args["OW"]) > MAX_ROW:
+        return f"its rows are limited to {MAX_ROW} columns (this layer's are {max(args['W'], args['OW'])})"
+    return None
 
 
 @dataclass(frozen=True)
@@ -102,7 +110,7 @@ def plan(args: dict, c: int, k: int, target: Target) -> Plan:
 def predicted_cycles(p: Plan, c: int, k: int, args: dict, target: Target) -> tuple[float, float]:
     """(direct, winograd) cycles per sample from the cost model above."""
     direct = k * args["OH"] * args["OW"] * c * 9 / (p.lanes * DIRECT_EFFICIENCY)
-    if p.kv == 1:  # the blocked kernel's register blocks have the same shape (fastconv.block_shape)
+    if p.kv == 1:  # the direct kernel's register blocks have the same shape (common.block_shape)
         direct *= DIRECT_ONE_VECTOR_SLOWDOWN
     gemm = 0.0
     for b in p.blocks:  # vector FMAs; small blocks cannot hide the FMA latency (8 independent chains)
@@ -121,17 +129,6 @@ def weight_bytes(c: int, k: int, lanes: int) -> int:
     return 16 * c * -(-k // lanes) * lanes * 4
 
 
-def chosen(attrs, in_shape, args: dict, target: Target) -> Plan | None:
-    """The Winograd plan when this layer is eligible and predicted faster than the blocked kernel."""
-    c = in_shape[0]
-    if not eligible(attrs, c, args) or (weight_bytes(c, attrs.filters, target.lanes) > MAX_WEIGHT_BYTES
-                                        and USE_COST_MODEL):
-        return None
-    p = plan(args, c, attrs.filters, target)
-    direct, wino = predicted_cycles(p, c, attrs.filters, args, target)
-    return p if wino < direct or not USE_COST_MODEL else None
-
-
 def scratch_floats(p: Plan, c: int) -> int:
     return p.items * p.item_floats(c)
 
@@ -147,13 +144,9 @@ def transform_weights(weight: np.ndarray, lanes: int) -> tuple[np.ndarray, int]:
     return np.ascontiguousarray(packed, np.float32), k_blocks
 
 
-def winograd_lowering(args: dict, weights: dict[str, np.ndarray], macs: int, p: Plan):
-    """args: the plain conv2d kernel_args (+ residual / act). Returns (template, arrays, args)."""
-    k, c = weights["weight"].shape[:2]
-    packed, k_blocks = transform_weights(weights["weight"], p.lanes)
-    bias = np.zeros(k_blocks * p.lanes, np.float32)
-    if "bias" in weights:
-        bias[:k] = weights["bias"]
+def template_args(args: dict, p: Plan, k: int, c: int, macs: int) -> dict:
+    """args: the plain conv2d kernel_args (+ residual / act)."""
+    k_blocks = p.k_blocks
     rxw = p.rows_per_item * p.row_width
     pl, w = args["PL"], args["W"]  # the split input rows: padded column 2j (+ 1) is input column 2j (+ 1) - PL
     blocks = []  # consecutive equal blocks of one tile row become one C loop
@@ -164,10 +157,52 @@ def winograd_lowering(args: dict, weights: dict[str, np.ndarray], macs: int, p: 
             last["count"] += 1
         else:
             blocks.append({"tw0": b[0][1], "count": 1, "tiles": tiles, "cols": len(b) // p.rows_per_item})
-    out = dict(args, VL=p.lanes, KB=k_blocks, KV=p.kv, LASTN=k - (k_blocks - 1) * p.lanes, TH=p.tile_rows,
-               TW=p.tile_cols, R=p.rows_per_item, XW=p.row_width, XB=p.row_width + p.lanes, RXW=rxw,
-               XI_STRIDE=p.xi_stride(c), ITEM_FLOATS=p.item_floats(c), OHW=args["OH"] * args["OW"],
-               even_lo=(pl + 1) // 2, even_hi=(w - 1 + pl) // 2 + 1, odd_lo=pl // 2, odd_hi=(w - 2 + pl) // 2 + 1,
-               CB=min(c, max(1, -(-PAD_ROW_FLOATS // (4 * (p.row_width + p.lanes))))),
-               blocks=blocks, NTMAX=max(len(b) for b in p.blocks), ITEMS=p.items, parallel=macs >= fastconv.PARALLEL_MACS)
-    return "ops/conv2d_winograd.c.j2", {"weight": packed, "bias": bias}, out
+    return dict(args, VL=p.lanes, KB=k_blocks, KV=p.kv, LASTN=k - (k_blocks - 1) * p.lanes, TH=p.tile_rows,
+                TW=p.tile_cols, R=p.rows_per_item, XW=p.row_width, XB=p.row_width + p.lanes, RXW=rxw,
+                XI_STRIDE=p.xi_stride(c), ITEM_FLOATS=p.item_floats(c), OHW=args["OH"] * args["OW"],
+                even_lo=(pl + 1) // 2, even_hi=(w - 1 + pl) // 2 + 1, odd_lo=pl // 2, odd_hi=(w - 2 + pl) // 2 + 1,
+                CB=min(c, max(1, -(-PAD_ROW_FLOATS // (4 * (p.row_width + p.lanes))))),
+                blocks=blocks, NTMAX=max(len(b) for b in p.blocks), ITEMS=p.items, parallel=macs >= PARALLEL_MACS,
+                SCRATCH=scratch_floats(p, c))
+
+
+@register_kernel
+class Winograd(Kernel):
+    name = "winograd"
+    ops = CONV_OPS
+    template = "ops/conv2d_winograd.c.j2"
+    priority = 30
+
+    def unsuitable(self, layer, in_shapes, out_shape, target):
+        return why_not_eligible(layer.attrs, in_shapes[0][0], layer.spec.kernel_args(layer, in_shapes, out_shape))
+
+    def wanted(self, layer, in_shapes, out_shape, target):
+        """Where the cost model predicts it beats the direct kernel, and its transformed weights stay in cache."""
+        c, k = in_shapes[0][0], layer.attrs.filters
+        if weight_bytes(c, k, target.lanes) > MAX_WEIGHT_BYTES:
+            return None
+        args = layer.spec.kernel_args(layer, in_shapes, out_shape)
+        direct, wino = predicted_cycles(plan(args, c, k, target), c, k, args, target)
+        if wino >= direct:
+            return None
+        return f"cost model: {wino / 1e3:.0f}k cycles against {direct / 1e3:.0f}k for the direct kernel"
+
+    def params(self, layer, in_shapes, out_shape, target, layouts):
+        args = layer.spec.kernel_args(layer, in_shapes, out_shape)
+        c, k = in_shapes[0][0], layer.attrs.filters
+        p = plan(args, c, k, target)
+        return MappingProxyType(template_args(args, p, k, c, layer.spec.macs(layer, in_shapes, out_shape)))
+
+    def scratch_floats(self, params):
+        return params["SCRATCH"]
+
+    def arrays(self, layer, weights, params):
+        w = conv_weights(weights)
+        packed, k_blocks = transform_weights(w["weight"], params["VL"])
+        bias = np.zeros(k_blocks * params["VL"], np.float32)
+        if "bias" in w:
+            bias[:w["weight"].shape[0]] = w["bias"]
+        return {"weight": packed, "bias": bias}
+
+    def uses_thread_pool(self, params):
+        return True

@@ -1,4 +1,4 @@
-"""Tensor layouts at opt_level 2: which tensors are stored channel-blocked instead of C×H×W.
+"""Tensor layouts at opt level 2: which tensors are stored channel-blocked instead of C×H×W.
 
 A channel-blocked C×H×W tensor with L lanes is stored [C/L][H][W][L], so one vector load reads one
 pixel of L channels. The kernels whose vectors run along the channels use it: the blocked conv stores
@@ -8,7 +8,7 @@ lane on small maps (its C×H×W kernel runs vectors along a row: a 7-wide row fi
 A tensor is stored channel-blocked when
 - it is C×H×W with C a multiple of L, and not a model input or output (the caller sees C×H×W);
 - its producer's kernel can write it so and every reader's kernel can read it so
-  (`Op.channel_blocked_io`; readers include views, which cannot, so what a view shows stays C×H×W);
+  (`Kernel.blocked_io`; readers include views, which cannot, so what a view shows stays C×H×W);
 - the kernels that tie two tensors together agree: a fused residual is read in the layout of the output
   it is added to (tied tensors are blocked together or not at all), a reader that takes it only "if_out"
   (a 1×1 conv on a large map, whose channel-vector kernel would otherwise scatter its output across the
@@ -18,20 +18,17 @@ The memory plan is unchanged: the blocked tensor has the same number of floats.
 """
 from __future__ import annotations
 
-from .ir import Graph
-from .target import Target
+from ..ir import Graph
 
 
-def choose_layouts(graph: Graph, opt_level: int, target: Target) -> dict[str, int]:
-    """Tensor name -> L (the target's vector lanes) for the channel-blocked tensors (absent: C×H×W)."""
-    if opt_level < 2:
+def choose_layouts(graph: Graph, io: dict[str, tuple[str, ...] | None], lanes: int) -> dict[str, int]:
+    """Tensor name -> `lanes` for the channel-blocked tensors (absent: C×H×W).
+
+    io: per computed layer, its chosen kernel's `blocked_io` (None: C×H×W only); layers absent from it
+    (inputs, views, constants) read and write C×H×W only.
+    """
+    if not any(io.values()):
         return {}
-    lanes = target.lanes
-    io = {}
-    for layer in graph.layers():
-        if layer.op != "input":
-            io[layer.name] = layer.spec.channel_blocked_io(layer, graph.in_shapes(layer.name),
-                                                          graph.shape(layer.name), opt_level, target)
 
     def readable(name: str) -> bool:
         return all(io.get(reader) is not None for reader in graph.consumers(name))
