@@ -7,8 +7,6 @@ import numpy as np
 
 import compiler
 from compiler.kernels.select import select_kernels
-from compiler.lower import lower
-from compiler.memory import plan_memory
 from compiler.passes import optimize
 
 from .models import MODELS
@@ -20,12 +18,10 @@ def profile(name: str, batch: int = 1, threads: int | None = 2, runs: int = 20, 
         graph = compiler.load(MODELS[name]())
     model = compiler.compile(graph, opt_level=opt_level, threads=threads, profile=True)
     optimized = optimize(graph, opt_level)
-    # Which kernel each layer got (its template's name), and "/cL" where its output is channel-blocked.
+    # Which kernel each layer got, and "/cL" where its output is channel-blocked.
     plan = select_kernels(optimized, compiler.Target.from_march("native"), opt_level)
-    lowered = lower(optimized, plan, plan_memory(optimized, plan))
-    kernels = {k.layer: k.template.removeprefix("ops/").removesuffix(".c.j2")
-               + (f"/c{lowered.layouts[k.layer]}" if k.layer in lowered.layouts else "")
-               for k in lowered.kernels}
+    kernels = {name: c.kernel + (f"/c{plan.layouts[name]}" if name in plan.layouts else "")
+               for name, c in plan.choices.items()}
     x = np.random.default_rng(0).standard_normal((batch, *graph.shape(graph.inputs[0]))).astype(np.float32)
     for _ in range(3):
         model(x)

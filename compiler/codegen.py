@@ -24,8 +24,11 @@ class CSource:
 
 
 def environment() -> jinja2.Environment:
-    return jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATE_DIR)), undefined=jinja2.StrictUndefined,
-                              trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True, autoescape=False)
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATE_DIR)), undefined=jinja2.StrictUndefined,
+                             trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True, autoescape=False)
+    kernel = env.get_template("ops/_kernel.c.j2").module  # header_comment(header), signature(inputs, scratch)
+    env.globals.update(header_comment=kernel.header_comment, signature=kernel.signature)
+    return env
 
 
 def _rows(values: list[str], per_row: int) -> list[str]:
@@ -67,9 +70,7 @@ def render(model: LoweredModel, weights_mode: str = "incbin") -> CSource:
         kernels=kernels,
         abi=ABI_VERSION,
         isa_macros=ISA_MACROS,
-        uses_arena=any("arena" in c for c in model.calls),
-        sample_decls=model.sample_decls,
-        calls=model.calls,
+        model=model,
         profile_layers=model.metadata.get("profile_layers", []),
     )
     files = {WEIGHTS_FILE: blob.tobytes()} if mode == "incbin" else {}

@@ -6,6 +6,7 @@ loop bounds and tables. Nothing from the model file reaches C except through
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from dataclasses import dataclass, field
@@ -65,20 +66,56 @@ class WeightBlob:
         return np.concatenate(self.parts).astype("<f4", copy=False) if self.parts else np.zeros(0, "<f4")
 
 
+@dataclass(frozen=True)
+class Pointer:
+    """A kernel argument: `base` (arena, convc_weights, or the sample's input x<i> / output y<i>) plus `offset`
+    floats (None for the caller's arrays, which the kernel reads from their start)."""
+    base: str
+    offset: int | None = None
+
+
+@dataclass(frozen=True)
+class Call:
+    """One kernel call of a sample's forward pass; `profile_slot`: its index among the timed layers."""
+    fn: str
+    args: tuple[Pointer, ...]
+    profile_slot: int | None = None
+
+
+@dataclass(frozen=True)
+class Copy:
+    """An output that is another tensor's storage (a view of the input, a constant, a second name): copied."""
+    dst: Pointer
+    src: Pointer
+    floats: int
+
+
+@dataclass(frozen=True)
+class SampleTensor:
+    """A model input or output: `name` (x<i> / y<i>) points at sample b of the caller's array `index`."""
+    name: str
+    index: int
+    floats: int
+    is_input: bool
+
+
 @dataclass
-class Kernel:
-    """One generated C function: its template and everything the template reads."""
+class KernelInstance:
+    """One generated C function: its layer, template and everything the template reads."""
     layer: str
+    kernel: str
     template: str
     context: dict[str, Any]
+    uses_thread_pool: bool
 
 
 @dataclass
 class LoweredModel:
     name: str
-    kernels: list[Kernel]
-    sample_decls: list[str]  # per-sample input/output pointers inside the batch loop
-    calls: list[str]  # statements of one sample's forward pass
+    kernels: list[KernelInstance]
+    sample_tensors: list[SampleTensor]  # per-sample input/output pointers inside the batch loop
+    calls: list[Call]  # one sample's forward pass, in order
+    copies: list[Copy]  # then the outputs that are copies
     arena: Arena
     weights: WeightBlob
     metadata: dict[str, Any]
@@ -87,6 +124,15 @@ class LoweredModel:
     @property
     def metadata_bytes(self) -> bytes:
         return json.dumps(self.metadata, sort_keys=True, ensure_ascii=True).encode("ascii")
+
+    @property
+    def uses_arena(self) -> bool:
+        return any(p.base == "arena" for c in self.calls for p in c.args) or any(
+            p.base == "arena" for c in self.copies for p in (c.dst, c.src))
+
+    @property
+    def uses_thread_pool(self) -> bool:
+        return any(k.uses_thread_pool for k in self.kernels)
 
 
 def check_sizes(graph: Graph, arena: Arena, weights: WeightBlob) -> None:
@@ -119,15 +165,15 @@ def check_c_ints(layer, context: dict[str, Any]) -> None:
                              f"convc supports at most {INDEX_LIMIT}")
 
 
-def _pointer(buf: Buffer, constants: list[int]) -> str:
+def _pointer(buf: Buffer, constants: list[int]) -> Pointer:
     if buf.kind == "arena":
-        return f"arena + {buf.index}"
+        return Pointer("arena", buf.index)
     if buf.kind == "const":
-        return f"convc_weights + {constants[buf.index]}"
-    return f"{'x' if buf.kind == 'input' else 'y'}{buf.index}"
+        return Pointer("convc_weights", constants[buf.index])
+    return Pointer(f"{'x' if buf.kind == 'input' else 'y'}{buf.index}")
 
 
-def _scratch(layer, need: int, arena: Arena) -> list[str]:
+def _scratch(layer, need: int, arena: Arena) -> list[Pointer]:
     """The kernel's scratch argument ([] when it needs none)."""
     if not need:
         return []
@@ -135,7 +181,29 @@ def _scratch(layer, need: int, arena: Arena) -> list[str]:
     if block is None or block.size < need:
         raise ValueError(f"{layer.where}: the memory plan has no scratch for this layer's kernel; "
                          "plan it with plan_memory(graph, kernels) from the same kernel plan")
-    return [f"arena + {block.index}"]
+    return [Pointer("arena", block.index)]
+
+
+def params_context(params: Any) -> dict[str, Any]:
+    """A kernel's template record as template variables (a plain kernel's is a mapping already)."""
+    if dataclasses.is_dataclass(params):
+        return {f.name: getattr(params, f.name) for f in dataclasses.fields(params)}
+    return dict(params)
+
+
+def header_lines(graph: Graph, index: int, layer, layouts: tuple[int, ...]) -> tuple[str, ...]:
+    """The kernel's comment: the layer (its primary name, the layers merged into it), shapes, formula, layouts."""
+    ins, out = graph.in_shapes(layer.name), graph.shape(layer.name)
+    lines = [f"layer {index} {c_name(layer.name)} ({layer.op}): {', '.join(fmt_shape(s) for s in ins)} -> "
+             f"{fmt_shape(out)}"]
+    formula = layer.spec.formula(layer, ins, out)
+    if formula:
+        lines.append(f"out = {formula}")
+    if any(layouts):
+        lines.append("layout: " + ", ".join(
+            f"{x} [C/{n}][H][W][{n}]" if n else f"{x} CxHxW"
+            for x, n in zip([f"x{i}" for i in range(len(ins))] + ["y"], layouts)))
+    return tuple(c_comment(h) for h in lines)
 
 
 def lower(graph: Graph, kernels: KernelPlan, arena: Arena | None = None, profile: bool = False) -> LoweredModel:
@@ -143,60 +211,36 @@ def lower(graph: Graph, kernels: KernelPlan, arena: Arena | None = None, profile
     profile: time each layer's call (convc_profile() in the library; see runtime.Model.profile)."""
     arena = arena or plan_memory(graph, kernels)
     blob = WeightBlob()
-    instances: list[Kernel] = []
-    calls: list[str] = []
+    instances: list[KernelInstance] = []
+    calls: list[Call] = []
     # Constants first, in layer order (memory.plan_memory numbers them the same way).
     constants = [blob.add(layer.name, suffix, array) for layer in graph.layers() if layer.spec.is_constant
                  for suffix, array in layer.spec.lower_weights(layer, graph.layer_weights(layer.name)).items()]
     profiled: list[str] = []
     for index, layer in enumerate(graph.layers()):
-        spec = layer.spec
         if layer.name not in kernels:
             continue
         choice = kernels[layer.name]
-        ins, out = graph.in_shapes(layer.name), graph.shape(layer.name)
-        layouts = choice.layouts
-        args = choice.params
         arrays = KERNELS[choice.kernel].arrays(layer, graph.layer_weights(layer.name), choice.params)
         offsets = {suffix: blob.add(layer.name, suffix, array) for suffix, array in arrays.items()}
         fn = c_identifier(index, layer.name)
-        in_names = [f"x{i}" for i in range(len(ins))]
-        formula = spec.formula(layer, ins, out)
-        ins_text = ", ".join(fmt_shape(s) for s in ins)
-        header = [f"layer {index} {c_name(layer.name)} ({layer.op}): "
-                  f"{ins_text} -> {fmt_shape(out)}"]
-        if formula:
-            header.append(f"out = {formula}")
-        if any(layouts):
-            header.append("layout: " + ", ".join(
-                f"{x} [C/{n}][H][W][{n}]" if n else f"{x} CxHxW"
-                for x, n in zip([f"x{i}" for i in range(len(ins))] + ["y"], layouts)))
-        context = dict(args)
+        context = params_context(choice.params)
         check_c_ints(layer, context)
         scratch = _scratch(layer, choice.scratch_floats, arena)
-        context.update(
-            fn=fn, w=offsets, inputs=in_names,
-            header="/* " + "\n * ".join(c_comment(h) for h in header) + " */",
-            params=", ".join([f"const float *restrict {x}" for x in in_names] + ["float *restrict y"]
-                             + (["float *restrict scratch"] if scratch else [])))
-        instances.append(Kernel(layer.name, choice.template, context))
-        args = [_pointer(arena.buffers[i], constants) for i in layer.inputs + (layer.name,)] + scratch
-        call = f"{fn}({', '.join(args)});"
+        context.update(fn=fn, w=offsets, inputs=[f"x{i}" for i in range(len(layer.inputs))], scratch=bool(scratch),
+                       header=header_lines(graph, index, layer, choice.layouts))
+        instances.append(KernelInstance(layer.name, choice.kernel, choice.template, context, choice.uses_thread_pool))
+        args = tuple(_pointer(arena.buffers[i], constants) for i in layer.inputs + (layer.name,)) + tuple(scratch)
+        calls.append(Call(fn, args, len(profiled) if profile else None))
         if profile:
-            call = (f"{{ const double t0 = convc_now(); {call} "
-                    f"convc_layer_seconds[{len(profiled)}] += convc_now() - t0; }}")
             profiled.append(layer.name)
-        calls.append(call)
-    for out, src in arena.copies:
-        out_buf = f"y{graph.outputs.index(out)}"
-        calls.append(f"memcpy({out_buf}, {_pointer(arena.buffers[src], constants)}, "
-                     f"{int(np.prod(graph.shape(out)))} * sizeof(float));")
+    copies = [Copy(Pointer(f"y{graph.outputs.index(out)}"), _pointer(arena.buffers[src], constants),
+                   int(np.prod(graph.shape(out)))) for out, src in arena.copies]
     check_sizes(graph, arena, blob)
 
-    decls = [f"const float *const x{i} = inputs[{i}] + b * {int(np.prod(graph.shape(n)))};"
-             for i, n in enumerate(graph.inputs)]
-    decls += [f"float *const y{i} = outputs[{i}] + b * {int(np.prod(graph.shape(n)))};"
-              for i, n in enumerate(graph.outputs)]
+    sample_tensors = [SampleTensor(f"x{i}", i, int(np.prod(graph.shape(n))), True) for i, n in enumerate(graph.inputs)]
+    sample_tensors += [SampleTensor(f"y{i}", i, int(np.prod(graph.shape(n))), False)
+                       for i, n in enumerate(graph.outputs)]
     metadata = {
         "abi": ABI_VERSION,
         "convc_version": __version__,
@@ -208,4 +252,5 @@ def lower(graph: Graph, kernels: KernelPlan, arena: Arena | None = None, profile
     }
     if profile:
         metadata["profile_layers"] = profiled
-    return LoweredModel(graph.name, instances, decls, calls, arena, blob, metadata, dict(kernels.layouts))
+    return LoweredModel(graph.name, instances, sample_tensors, calls, copies, arena, blob, metadata,
+                        dict(kernels.layouts))

@@ -362,9 +362,9 @@ def test_benchmark_profile_names_each_layers_kernel():
     rows = {line.split()[0]: line.split() for line in proc.stdout.splitlines()[2:]}
     # after fusion: two convs with their relus, two max-pools, three dense layers (flatten is a view)
     assert len(rows) == 7, proc.stdout
-    assert rows["relu_2"][1:3] == ["fused_conv2d", "conv2d_rowvec"]
-    assert rows["pool1"][1:3] == ["maxpool2d", "maxpool2d_interior"]
-    assert rows["fc3"][1:3] == ["dense", "dense"]
+    assert rows["relu_2"][1:3] == ["fused_conv2d", "rowvec"]
+    assert rows["pool1"][1:3] == ["maxpool2d", "maxpool_interior"]
+    assert rows["fc3"][1:3] == ["dense", "dense_vector"]
 
 
 def test_dropping_a_threaded_model_does_not_crash_the_process(tmp_path):

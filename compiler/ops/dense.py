@@ -56,4 +56,4 @@ class Dense(Op):
 
     def kernel_args(self, layer, in_shapes, out_shape):
         return {"IN": int(np.prod(in_shapes[0])), "OUT": layer.attrs.units, "has_bias": layer.attrs.bias,
-                "residual": False, "act": [], "simd": False, "parallel": False}
+                "residual": False, "activation": (), "simd": False, "parallel": False}

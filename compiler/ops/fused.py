@@ -54,34 +54,24 @@ def epilogue_reference(attrs, y: np.ndarray, inputs: list[np.ndarray]) -> np.nda
     return y
 
 
-def epilogue_c_statements(attrs) -> list[str]:
-    """The activation as C statements updating the float `v`.
+@dataclass(frozen=True)
+class ActivationStep:
+    """One step of a fused activation, as the kernels' templates render it (templates/ops/_epilogue.c.j2):
+    kind "leaky" (v < 0: value·v), "clamp_below" (v < value: value) or "clamp_above" (v > value: value)."""
+    kind: str
+    value: str  # a float32 C literal
 
-    Comparisons rather than fmaxf/fminf: without -ffast-math those are library calls, one per value.
-    """
-    out = []
+
+def activation_steps(attrs) -> tuple[ActivationStep, ...]:
+    """The fused activation of a layer's attributes, in the order the reference applies it."""
+    steps = []
     if attrs.negative_slope is not None:
-        out.append(f"v = v > 0.0f ? v : {c_float(attrs.negative_slope)} * v;")
+        steps.append(ActivationStep("leaky", c_float(attrs.negative_slope)))
     if attrs.act_min is not None:
-        out.append(f"v = v < {c_float(attrs.act_min)} ? {c_float(attrs.act_min)} : v;")
+        steps.append(ActivationStep("clamp_below", c_float(attrs.act_min)))
     if attrs.act_max is not None:
-        out.append(f"v = v > {c_float(attrs.act_max)} ? {c_float(attrs.act_max)} : v;")
-    return out
-
-
-def epilogue_vector_statements(attrs) -> list[str]:
-    """The activation as GNU C vector statements updating `v` (a convc_vec), with bit masks as selects."""
-    out = []
-    if attrs.negative_slope is not None:
-        out.append("{ const convc_ivec m = v > convc_splat(0.0f); "
-                   f"v = (convc_vec)((m & (convc_ivec)v) | (~m & (convc_ivec)(v * {c_float(attrs.negative_slope)}))); }}")
-    if attrs.act_min is not None:
-        lo = f"convc_splat({c_float(attrs.act_min)})"
-        out.append(f"{{ const convc_ivec m = v < {lo}; v = (convc_vec)((~m & (convc_ivec)v) | (m & (convc_ivec){lo})); }}")
-    if attrs.act_max is not None:
-        hi = f"convc_splat({c_float(attrs.act_max)})"
-        out.append(f"{{ const convc_ivec m = v > {hi}; v = (convc_vec)((~m & (convc_ivec)v) | (m & (convc_ivec){hi})); }}")
-    return out
+        steps.append(ActivationStep("clamp_above", c_float(attrs.act_max)))
+    return tuple(steps)
 
 
 def _check_residual(layer, in_shapes, out_shape) -> None:
@@ -111,8 +101,7 @@ class FusedConv2d(Conv2d):
 
     def kernel_args(self, layer, in_shapes, out_shape):
         args = super().kernel_args(layer, in_shapes[:1], out_shape)
-        args.update(residual=len(in_shapes) > 1, act=epilogue_c_statements(layer.attrs),
-                    vact=epilogue_vector_statements(layer.attrs))
+        args.update(residual=len(in_shapes) > 1, activation=activation_steps(layer.attrs))
         return args
 
 
@@ -140,5 +129,5 @@ class FusedDense(Dense):
 
     def kernel_args(self, layer, in_shapes, out_shape):
         args = super().kernel_args(layer, in_shapes[:1], out_shape)
-        args.update(residual=len(in_shapes) > 1, act=epilogue_c_statements(layer.attrs))
+        args.update(residual=len(in_shapes) > 1, activation=activation_steps(layer.attrs))
         return args

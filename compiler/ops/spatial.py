@@ -237,7 +237,7 @@ class Conv2d(Op):
         args = _tap_args(self.axes(layer, in_shapes[0]))
         cg, khw = c // a.groups, a.kernel[0] * a.kernel[1]
         args.update(C=c, H=h, W=w, HW=h * w, K=a.filters, CG=cg, KG=a.filters // a.groups, KHW=khw, WK=cg * khw,
-                    has_bias=a.bias, residual=False, act=[], vact=[])
+                    has_bias=a.bias, residual=False, activation=())
         return args
 
 
