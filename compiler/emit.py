@@ -112,13 +112,13 @@ def emit_c(graph: Graph, directory: str | os.PathLike, *, weights: str = "auto",
                (f"{P}_WEIGHT_FLOATS", str(blob.size), "")]
     in_args = [f"in{i}" for i in range(len(inputs))]
     out_args = [f"out{i}" for i in range(len(outputs))]
-    run_params = ", ".join([f"const float *{a}" for a in in_args] + [f"float *{a}" for a in out_args])
     run_doc = "; ".join([f"in{i} = {info['name']} ({info['macro']} floats)" for i, info in enumerate(in_info)]
                         + [f"out{i} = {info['name']} ({info['macro']} floats)" for i, info in enumerate(out_info)])
 
     context = dict(
         title=f"model {c_name(graph.name)}", version=__version__, p=p, P=P, io_lines=io_lines, macros=macros,
-        weights_mode=mode, weights_file=WEIGHTS_FILE, weight_floats=blob.size,
+        file_weights=mode == "file", array_weights=mode == "array", weights_file=WEIGHTS_FILE,
+        weight_floats=blob.size,
         weight_floats_decl=max(blob.size, 1),
         weight_rows=_rows(_hex_floats(blob), 6) if mode == "array" else [],
         arena_floats=lowered.arena.floats, arena_floats_decl=max(lowered.arena.floats, 1),
@@ -126,9 +126,9 @@ def emit_c(graph: Graph, directory: str | os.PathLike, *, weights: str = "auto",
         # The fast kernels (opt level 2) hand their work items to templates/threads.c.j2.
         uses_threads=lowered.uses_thread_pool, threads_static=True,
         n_inputs=len(inputs), n_outputs=len(outputs), in_args=in_args, out_args=out_args,
-        run_params=run_params, run_doc=c_comment(run_doc),
+        run_doc=c_comment(run_doc), several_inputs=len(inputs) > 1,
         inputs=in_info, outputs=out_info,
-        run_args=", ".join([f"input{i}" for i in range(len(inputs))] + [f"output{i}" for i in range(len(outputs))]),
+        run_args=[f"input{i}" for i in range(len(inputs))] + [f"output{i}" for i in range(len(outputs))],
     )
     folder = Path(directory)
     (folder / "example").mkdir(parents=True, exist_ok=True)

@@ -1,6 +1,10 @@
 """What several kernels share: work and stack budgets, the conv geometry, filter packing and row cutting."""
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
 import numpy as np
 
 from ..target import Target
@@ -15,9 +19,56 @@ def cache_bytes(target: Target) -> int:
     return target.l2_bytes // 2
 
 
-def conv_args(layer, in_shapes) -> dict:
-    """The conv2d template integers of a conv or fused conv layer (the op's kernel_args)."""
-    return layer.spec.kernel_args(layer, in_shapes, layer.spec.infer_shape(layer, in_shapes))
+@dataclass(frozen=True)
+class WindowParams:
+    """The geometry of a sliding-window layer (the op's kernel_args as a record): input C×H×W, window KH×KW,
+    stride, dilation, top/left padding, output OH×OW, the taps [lo, hi) inside the input per output row and
+    column."""
+    C: int
+    H: int
+    W: int
+    HW: int
+    OH: int
+    OW: int
+    KH: int
+    KW: int
+    SH: int
+    SW: int
+    DH: int
+    DW: int
+    PT: int
+    PL: int
+    row_lo: tuple[int, ...]
+    row_hi: tuple[int, ...]
+    col_lo: tuple[int, ...]
+    col_hi: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class ConvParams(WindowParams):
+    """What every conv kernel's template reads besides the window: K filters in groups (CG input, KG output
+    channels each), OH·OW, bias and the fused epilogue."""
+    K: int
+    CG: int
+    KG: int
+    KHW: int
+    WK: int
+    OHW: int
+    has_bias: bool
+    residual: bool
+    activation: tuple  # compiler.ops.fused.ActivationStep
+
+
+def record_fields(cls: type, layer, in_shapes, out_shape, **extra) -> dict[str, Any]:
+    """The fields of params record `cls` that the op's kernel_args give (lists as tuples), plus `extra`."""
+    args = dict(layer.spec.kernel_args(layer, in_shapes, out_shape), **extra)
+    return {f.name: tuple(args[f.name]) if isinstance(args[f.name], list) else args[f.name]
+            for f in dataclasses.fields(cls) if f.name in args}
+
+
+def conv_fields(layer, in_shapes, out_shape) -> dict[str, Any]:
+    """The ConvParams fields of a conv or fused conv layer, for a kernel's params record."""
+    return record_fields(ConvParams, layer, in_shapes, out_shape, OHW=out_shape[1] * out_shape[2])
 
 
 def conv_weights(weights: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -33,13 +84,22 @@ def block_shape(k_blocks: int, registers: int) -> tuple[int, int]:
     return kv, (6 if kv == 2 else 12)
 
 
-def row_segments(col_lo: list[int], col_hi: list[int], kw: int, pb: int) -> list[dict]:
-    """Cut an output row into blocks of at most `pb` pixels.
+@dataclass(frozen=True)
+class PixelRun:
+    """`count` equal blocks of n output pixels of a row from column `start` (a C loop when repeated); last: its
+    last column, end: one past."""
+    start: int
+    n: int
+    count: int
+    repeated: bool
+    last: int
+    end: int
 
-    Each segment: start column, n pixels, count (consecutive equal blocks run as one C loop) and
-    mask — None when every tap of every pixel lies inside the input, else per kernel column the
-    pixels (0..n-1) whose tap does.
-    """
+
+def row_segments(col_lo: list[int], col_hi: list[int], kw: int, pb: int) -> list[tuple[dict, list | None]]:
+    """Cut an output row into blocks of at most `pb` pixels: per run of blocks, the PixelRun fields and the
+    mask — None when every tap of every pixel lies inside the input, else per kernel column the pixels
+    (0..n-1) whose tap does. Consecutive equal interior blocks run as one C loop."""
     ow = len(col_lo)
     blocks = []
     for start in range(0, ow, pb):
@@ -47,14 +107,16 @@ def row_segments(col_lo: list[int], col_hi: list[int], kw: int, pb: int) -> list
         mask = [[j for j in range(n) if col_lo[start + j] <= t < col_hi[start + j]] for t in range(kw)]
         full = all(len(m) == n for m in mask)
         blocks.append({"start": start, "n": n, "count": 1, "mask": None if full else mask})
-    segments: list[dict] = []
+    runs: list[dict] = []
     for b in blocks:
-        last = segments[-1] if segments else None
+        last = runs[-1] if runs else None
         if last and b["mask"] is None and last["mask"] is None and last["n"] == b["n"]:
             last["count"] += 1
         else:
-            segments.append(b)
-    return segments
+            runs.append(b)
+    return [({"start": r["start"], "n": r["n"], "count": r["count"], "repeated": r["count"] > 1,
+              "last": r["start"] + r["count"] * r["n"] - 1, "end": r["start"] + r["count"] * r["n"]}, r["mask"])
+            for r in runs]
 
 
 def pack_filter_blocks(weights: dict[str, np.ndarray], block: int) -> tuple[np.ndarray, np.ndarray, int]:
@@ -77,11 +139,33 @@ def valid_range(out: int, size: int, stride: int, shift: int) -> tuple[int, int]
     return (valid[0], valid[-1] + 1) if valid else (0, 0)
 
 
-def phases(row_len: int, sw: int, pl: int, w: int) -> list[dict]:
+@dataclass(frozen=True)
+class Offset:
+    """An unrolled index (a pixel j, a filter vector v, ...) and the literal offset of what it reads or writes."""
+    index: int
+    offset: int
+
+
+@dataclass(frozen=True)
+class Phase:
+    """Column phase q of a row split by the stride: buffer column j holds input column j·SW + shift
+    (shift = q − PL), which lies inside the input for lo <= j < hi (the rest is zero padding): `count`
+    columns, the last one `last`, the first reading input column `first_input`."""
+    q: int
+    lo: int
+    hi: int
+    shift: int
+    filled: bool  # lo < hi
+    count: int
+    last: int
+    first_input: int
+
+
+def phases(row_len: int, sw: int, pl: int, w: int) -> tuple[Phase, ...]:
     """Per column phase q: the buffer indices j with 0 <= j·SW + q − PL < W (the rest is zero padding)."""
     out = []
     for q in range(sw):
         valid = [j for j in range(row_len) if 0 <= j * sw + q - pl < w]
         lo, hi = (valid[0], valid[-1] + 1) if valid else (0, 0)
-        out.append({"q": q, "lo": lo, "hi": hi})
-    return out
+        out.append(Phase(q, lo, hi, q - pl, lo < hi, hi - lo, hi - 1, lo * sw + q - pl))
+    return tuple(out)

@@ -2,11 +2,21 @@
 over the units (templates/ops/dense.c.j2)."""
 from __future__ import annotations
 
-from types import MappingProxyType
+from dataclasses import dataclass
 
 from . import Kernel, register_kernel
+from .common import PARALLEL_MACS
 
-PARALLEL_DENSE_MACS = 1 << 20
+
+@dataclass(frozen=True)
+class DenseParams:
+    IN: int  # input features
+    OUT: int  # units
+    has_bias: bool
+    residual: bool
+    activation: tuple  # compiler.ops.fused.ActivationStep
+    simd: bool  # the inner loop is `omp simd` (a reduction)
+    parallel: bool  # units split across threads
 
 
 @register_kernel
@@ -19,8 +29,8 @@ class DenseVector(Kernel):
 
     def params(self, layer, in_shapes, out_shape, target, layouts):
         args = layer.spec.kernel_args(layer, in_shapes, out_shape)
-        return MappingProxyType(dict(args, simd=True,
-                                     parallel=layer.spec.macs(layer, in_shapes, out_shape) >= PARALLEL_DENSE_MACS))
+        return DenseParams(args["IN"], args["OUT"], args["has_bias"], args["residual"], args["activation"], simd=True,
+                           parallel=layer.spec.macs(layer, in_shapes, out_shape) >= PARALLEL_MACS)
 
     def uses_thread_pool(self, params):
-        return params["parallel"]
+        return params.parallel

@@ -8,13 +8,53 @@ channel-blocked outputs (one vector store per pixel).
 """
 from __future__ import annotations
 
-from types import MappingProxyType
+from dataclasses import dataclass
 
 from . import Kernel, register_kernel
-from .common import (PARALLEL_MACS, block_shape, cache_bytes, conv_weights, pack_filter_blocks,
-                     row_segments)
+from .common import (PARALLEL_MACS, ConvParams, Offset, PixelRun, block_shape, cache_bytes, conv_fields,
+                     conv_weights, pack_filter_blocks, row_segments)
 
 CONV_OPS = ("conv2d", "fused_conv2d")
+
+
+@dataclass(frozen=True)
+class MaskedTap:
+    """In a border block: kernel column kw, the filter vectors' weight offsets, the pixels whose tap is inside."""
+    kw: int
+    weights: tuple[Offset, ...]  # per filter vector v: kw + v·C·KH·KW
+    pixels: tuple[Offset, ...]  # per pixel j inside: (kw·DW + j·SW)·pixel stride
+
+
+@dataclass(frozen=True)
+class PixelBlock(PixelRun):
+    """Interior blocks read every tap (pixels: per pixel j its input offset j·SW·pixel stride); a border block
+    lists only the taps inside the input (taps)."""
+    pixels: tuple[Offset, ...]
+    taps: tuple[MaskedTap, ...] | None
+
+
+@dataclass(frozen=True)
+class DirectParams(ConvParams):
+    VL: int  # output channels per vector
+    VECTOR_BYTES: int
+    KB: int  # vectors of output channels (K zero-padded)
+    LAST_KB: int
+    KV: int  # filter vectors per register block
+    PB: int  # output pixels per register block
+    GROUPS: int  # register blocks of filter vectors: KB / KV
+    LASTN: int  # filters in the last vector
+    PARTIAL_LAST: bool  # LASTN < VL
+    CKK: int
+    filter_vectors: tuple[Offset, ...]  # per filter vector v of a block: v·C·KH·KW (its weights' offset)
+    XB: int  # the input's channel-blocked lanes (0: C×H×W)
+    X_BLOCK_FLOATS: int  # floats per block of XB input channels: H·W·XB
+    TAP_STEP: int  # floats between horizontal taps: DW · the input's pixel stride
+    YB: int  # the output's (and residual's) channel-blocked lanes (0: C×H×W)
+    Y_BLOCK_FLOATS: int  # floats per vector of output channels when blocked: OH·OW·VL
+    segments: tuple[PixelBlock, ...]
+    rows_outer: bool  # items run output rows outermost (the input is too big to stay in cache)
+    ITEMS: int
+    parallel: bool
 
 
 def direct_lanes(filters: int, target) -> int:
@@ -41,7 +81,7 @@ class Direct(Kernel):
         return ("any",) + ("same",) * (len(in_shapes) - 1)
 
     def params(self, layer, in_shapes, out_shape, target, layouts):
-        args = layer.spec.kernel_args(layer, in_shapes, out_shape)
+        geometry = conv_fields(layer, in_shapes, out_shape)
         x_lanes, y_lanes = layouts[0], layouts[-1]
         k, c, (kh, kw) = layer.attrs.filters, in_shapes[0][0], layer.attrs.kernel
         lanes = direct_lanes(k, target)
@@ -50,20 +90,36 @@ class Direct(Kernel):
                              f"of them, got {y_lanes} lanes for K = {k}")
         k_blocks = -(-k // lanes)
         kv, pb = block_shape(k_blocks, target.vector_registers)
+        oh, ow, h, w = geometry["OH"], geometry["OW"], geometry["H"], geometry["W"]
         # Loop order: which would be re-read from beyond L2 more, the input (once per channel group)
         # or the weights (once per output row)?
-        input_bytes, weight_bytes = 4 * c * args["H"] * args["W"], 4 * k_blocks * lanes * c * kh * kw
+        input_bytes, weight_bytes = 4 * c * h * w, 4 * k_blocks * lanes * c * kh * kw
         reread_input = input_bytes * (k_blocks // kv) if input_bytes > cache_bytes(target) else 0
-        reread_weights = weight_bytes * args["OH"] if weight_bytes > cache_bytes(target) else 0
-        macs = layer.spec.macs(layer, in_shapes, out_shape)
-        return MappingProxyType(dict(
-            args, VL=lanes, KB=k_blocks, KV=kv, PB=pb, CKK=c * kh * kw, LASTN=k - (k_blocks - 1) * lanes,
-            OHW=args["OH"] * args["OW"], segments=row_segments(args["col_lo"], args["col_hi"], kw, pb),
-            parallel=macs >= PARALLEL_MACS, rows_outer=reread_weights < reread_input,
-            ITEMS=(k_blocks // kv) * args["OH"], XB=x_lanes, XS=x_lanes or 1, YB=y_lanes))
+        reread_weights = weight_bytes * oh if weight_bytes > cache_bytes(target) else 0
+        pixel_stride = x_lanes or 1
+        sw, dw = geometry["SW"], geometry["DW"]
+        ckk = c * kh * kw
+        segments = []
+        for run, mask in row_segments(geometry["col_lo"], geometry["col_hi"], kw, pb):
+            taps = None
+            if mask is not None:
+                taps = tuple(MaskedTap(t, tuple(Offset(v, t + v * ckk) for v in range(kv)),
+                                       tuple(Offset(j, (t * dw + j * sw) * pixel_stride) for j in pixels))
+                             for t, pixels in enumerate(mask) if pixels)
+            segments.append(PixelBlock(**run, pixels=tuple(Offset(j, j * sw * pixel_stride) for j in range(run["n"])),
+                                       taps=taps))
+        lastn = k - (k_blocks - 1) * lanes
+        return DirectParams(
+            **geometry, VL=lanes, VECTOR_BYTES=4 * lanes, KB=k_blocks, LAST_KB=k_blocks - 1, KV=kv, PB=pb, GROUPS=k_blocks // kv,
+            LASTN=lastn, PARTIAL_LAST=lastn != lanes, CKK=ckk,
+            filter_vectors=tuple(Offset(v, v * ckk) for v in range(kv)),
+            XB=x_lanes, X_BLOCK_FLOATS=h * w * x_lanes, TAP_STEP=dw * pixel_stride,
+            YB=y_lanes, Y_BLOCK_FLOATS=oh * ow * lanes, segments=tuple(segments),
+            rows_outer=reread_weights < reread_input, ITEMS=(k_blocks // kv) * oh,
+            parallel=layer.spec.macs(layer, in_shapes, out_shape) >= PARALLEL_MACS)
 
     def arrays(self, layer, weights, params):
-        packed, bias, _ = pack_filter_blocks(conv_weights(weights), params["VL"])
+        packed, bias, _ = pack_filter_blocks(conv_weights(weights), params.VL)
         return {"weight": packed, "bias": bias}
 
     def uses_thread_pool(self, params):

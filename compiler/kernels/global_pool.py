@@ -3,9 +3,18 @@ both); a channel-blocked input sums a block's channels side by side (templates/o
 global_maxpool.c.j2)."""
 from __future__ import annotations
 
-from types import MappingProxyType
+from dataclasses import dataclass
 
 from . import Kernel, register_kernel
+
+
+@dataclass(frozen=True)
+class GlobalPoolParams:
+    C: int
+    HW: int
+    XB: int  # the input's channel-blocked lanes (0: C×H×W)
+    CB: int  # blocks of XB channels
+    X_BLOCK_FLOATS: int  # H·W·XB
 
 
 @register_kernel
@@ -22,6 +31,6 @@ class GlobalPool(Kernel):
         return layer.spec.template
 
     def params(self, layer, in_shapes, out_shape, target, layouts):
-        args = layer.spec.kernel_args(layer, in_shapes, out_shape)
+        c, h, w = in_shapes[0]
         lanes = layouts[0]
-        return MappingProxyType(dict(args, XB=lanes, CB=args["C"] // lanes if lanes else 0))
+        return GlobalPoolParams(c, h * w, lanes, c // lanes if lanes else 0, h * w * lanes)

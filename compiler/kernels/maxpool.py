@@ -8,10 +8,32 @@
 """
 from __future__ import annotations
 
-from types import MappingProxyType
+from dataclasses import dataclass
 
 from . import Kernel, register_kernel
-from .common import PARALLEL_MACS, valid_range
+from .common import PARALLEL_MACS, WindowParams, record_fields, valid_range
+
+
+@dataclass(frozen=True)
+class InteriorParams(WindowParams):
+    ROW_STEP: int  # input floats between output rows: SH·W
+    window_offsets: tuple[int, ...]  # every tap but the first: i·DH·W + j·DW
+
+
+@dataclass(frozen=True)
+class ColumnTap:
+    """Window column j: output columns lo..last (hi one past) read input column ow·SW + offset, inside the input."""
+    j: int
+    lo: int
+    hi: int
+    last: int
+    offset: int
+
+
+@dataclass(frozen=True)
+class PaddedParams(WindowParams):
+    col_taps: tuple[ColumnTap, ...]
+    parallel: bool
 
 
 def _inside(args: dict) -> bool:
@@ -35,7 +57,10 @@ class MaxPoolInterior(Kernel):
         return "every window inside the input: literal loops"
 
     def params(self, layer, in_shapes, out_shape, target, layouts):
-        return MappingProxyType(layer.spec.kernel_args(layer, in_shapes, out_shape))
+        g = record_fields(WindowParams, layer, in_shapes, out_shape)
+        return InteriorParams(**g, ROW_STEP=g["SH"] * g["W"],
+                              window_offsets=tuple(i * g["DH"] * g["W"] + j * g["DW"]
+                                                   for i in range(g["KH"]) for j in range(g["KW"]) if i or j))
 
 
 @register_kernel
@@ -49,15 +74,15 @@ class MaxPoolPadded(Kernel):
         return "windows reach the padding: literal column ranges per window column"
 
     def params(self, layer, in_shapes, out_shape, target, layouts):
-        args = layer.spec.kernel_args(layer, in_shapes, out_shape)
+        g = record_fields(WindowParams, layer, in_shapes, out_shape)
         col_taps = []
-        for j in range(args["KW"]):
-            offset = j * args["DW"] - args["PL"]
-            lo, hi = valid_range(args["OW"], args["W"], args["SW"], offset)
+        for j in range(g["KW"]):
+            offset = j * g["DW"] - g["PL"]
+            lo, hi = valid_range(g["OW"], g["W"], g["SW"], offset)
             if lo < hi:
-                col_taps.append({"j": j, "lo": lo, "hi": hi, "offset": offset})
-        reads = args["C"] * args["OH"] * args["OW"] * args["KH"] * args["KW"]
-        return MappingProxyType(dict(args, col_taps=col_taps, parallel=reads >= PARALLEL_MACS))
+                col_taps.append(ColumnTap(j, lo, hi, hi - 1, offset))
+        reads = g["C"] * g["OH"] * g["OW"] * g["KH"] * g["KW"]
+        return PaddedParams(**g, col_taps=tuple(col_taps), parallel=reads >= PARALLEL_MACS)
 
     def uses_thread_pool(self, params):
         return True

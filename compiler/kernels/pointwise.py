@@ -6,16 +6,41 @@ broadcast weights, MR·NR accumulators in registers (weights packed [K/MR][C][MR
 """
 from __future__ import annotations
 
-from types import MappingProxyType
+from dataclasses import dataclass
 
 from . import KERNELS, Kernel, register_kernel
-from .common import PARALLEL_MACS, cache_bytes, conv_weights, pack_filter_blocks
+from .common import PARALLEL_MACS, ConvParams, Offset, cache_bytes, conv_fields, conv_weights, pack_filter_blocks
 from .direct import CONV_OPS
 
 # Below this many pixels a 1×1 conv takes the direct kernel: vectors along the output channels, whose
 # lanes stay full where a 14×14 or 7×7 map leaves the pixel vectors part empty
 # (MobileNetV2's 7×7 and 14×14 layers: 6-15% faster).
 POINTWISE_MIN_PIXELS = 256
+
+
+@dataclass(frozen=True)
+class PointwiseParams(ConvParams):
+    VL: int  # pixels per vector
+    VECTOR_BYTES: int
+    MR: int  # filters per register block
+    NR: int  # pixel vectors per register block (a chunk)
+    KB: int  # blocks of MR filters (K zero-padded)
+    LAST_KB: int
+    LASTN: int  # filters in the last block
+    PARTIAL_LAST: bool  # LASTN < MR
+    BIAS_FLOATS: int  # KB·MR
+    P: int  # pixels
+    CHUNKS: int  # whole chunks of NR vectors
+    CHUNK_FLOATS: int  # NR·VL
+    chunk_vectors: tuple[Offset, ...]  # per vector r of a chunk: r·VL
+    TAIL_VECS: int  # vectors after the chunks, the last PARTIAL pixels full if PARTIAL > 0
+    TAIL_START: int
+    tail_vectors: tuple[Offset, ...]
+    PARTIAL: int
+    NCH: int  # chunks per filter block, the tail counted
+    ITEMS: int
+    pixels_outer: bool  # items run pixel chunks outermost (the weights stay in cache, the input would not)
+    parallel: bool
 
 
 def register_block(target) -> tuple[int, int]:
@@ -57,27 +82,31 @@ class Pointwise(Kernel):
         return None
 
     def params(self, layer, in_shapes, out_shape, target, layouts):
-        args = layer.spec.kernel_args(layer, in_shapes, out_shape)
+        geometry = conv_fields(layer, in_shapes, out_shape)
         lanes = target.lanes
         k, c = layer.attrs.filters, in_shapes[0][0]
         mr, nr = register_block(target)
         k_blocks = -(-k // mr)
-        p = args["H"] * args["W"]
+        p = geometry["HW"]
         chunks = p // (nr * lanes)
         partial = p % lanes  # pixels in the last, partly filled vector
         tail_vecs = (p - chunks * nr * lanes) // lanes + (partial > 0)
         input_bytes, weight_bytes = 4 * c * p, 4 * k_blocks * mr * c
         reread_input = input_bytes * k_blocks if input_bytes > cache_bytes(target) else 0
         reread_weights = weight_bytes * chunks if weight_bytes > cache_bytes(target) else 0
-        macs = layer.spec.macs(layer, in_shapes, out_shape)
-        return MappingProxyType(dict(
-            args, VL=lanes, MR=mr, NR=nr, KB=k_blocks, LASTN=k - (k_blocks - 1) * mr, P=p, CHUNKS=chunks,
-            TAIL_VECS=tail_vecs, PARTIAL=partial, pixels_outer=reread_weights < reread_input,
-            parallel=macs >= PARALLEL_MACS, NCH=chunks + (tail_vecs > 0),
-            ITEMS=k_blocks * (chunks + (tail_vecs > 0))))
+        lastn = k - (k_blocks - 1) * mr
+        chunks_with_tail = chunks + (tail_vecs > 0)
+        return PointwiseParams(
+            **geometry, VL=lanes, VECTOR_BYTES=4 * lanes, MR=mr, NR=nr, KB=k_blocks, LAST_KB=k_blocks - 1,
+            LASTN=lastn, PARTIAL_LAST=lastn != mr, BIAS_FLOATS=k_blocks * mr, P=p, CHUNKS=chunks,
+            CHUNK_FLOATS=nr * lanes, chunk_vectors=tuple(Offset(r, r * lanes) for r in range(nr)),
+            TAIL_VECS=tail_vecs, TAIL_START=chunks * nr * lanes,
+            tail_vectors=tuple(Offset(r, r * lanes) for r in range(tail_vecs)), PARTIAL=partial,
+            NCH=chunks_with_tail, ITEMS=k_blocks * chunks_with_tail, pixels_outer=reread_weights < reread_input,
+            parallel=layer.spec.macs(layer, in_shapes, out_shape) >= PARALLEL_MACS)
 
     def arrays(self, layer, weights, params):
-        packed, bias, _ = pack_filter_blocks(conv_weights(weights), params["MR"])  # [K/MR][C][1][1][MR]
+        packed, bias, _ = pack_filter_blocks(conv_weights(weights), params.MR)  # [K/MR][C][1][1][MR]
         return {"weight": packed, "bias": bias}
 
     def uses_thread_pool(self, params):

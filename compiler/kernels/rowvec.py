@@ -7,10 +7,11 @@ weights packed [K/MR][C][KH][KW][MR] and broadcast. Stores are whole vectors alo
 """
 from __future__ import annotations
 
-from types import MappingProxyType
+from dataclasses import dataclass
 
 from . import Kernel, register_kernel
-from .common import PARALLEL_MACS, STACK_BUFFER_BYTES, conv_weights, pack_filter_blocks, phases
+from .common import (PARALLEL_MACS, STACK_BUFFER_BYTES, ConvParams, Offset, Phase, conv_fields, conv_weights,
+                     pack_filter_blocks, phases)
 from .direct import CONV_OPS
 
 ROWVEC_MAX_CHANNELS = 8  # up to this many input channels, vectors along the output row beat the direct kernel
@@ -24,6 +25,48 @@ def row_length(args: dict, lanes: int) -> int:
 def copy_bytes(args: dict, lanes: int) -> int:
     """The row copies on the stack: C·KH rows of SW phases."""
     return 4 * args["C"] * args["KH"] * args["SW"] * row_length(args, lanes)
+
+
+@dataclass(frozen=True)
+class RowTap:
+    """Kernel column kw in a block: the row-copy phase it reads, per output vector r the column it loads
+    (r·VL + (kw·DW) / SW from the block's start), and per filter m of the register block its weight."""
+    phase: int
+    loads: tuple[Offset, ...]
+    weights: tuple[Offset, ...]  # per filter m: kw·MR + m
+
+
+@dataclass(frozen=True)
+class VectorRun:
+    """`count` equal blocks of nr output vectors from column `start` (a C loop when repeated, stepping `step`
+    columns; last = its last column, end one past); partial > 0: the last vector holds that many columns."""
+    start: int
+    nr: int
+    count: int
+    repeated: bool
+    step: int
+    last: int
+    end: int
+    partial: int
+    vectors: tuple[Offset, ...]  # per vector r: r·VL
+    taps: tuple[RowTap, ...]
+
+
+@dataclass(frozen=True)
+class RowVectorParams(ConvParams):
+    VL: int
+    VECTOR_BYTES: int
+    MR: int  # filters per register block
+    KB: int
+    LAST_KB: int
+    LASTN: int
+    PARTIAL_LAST: bool
+    BIAS_FLOATS: int
+    TAP_FLOATS: int  # weights per kernel row of a block: KW·MR
+    RL: int  # floats per phase of a row copy
+    phases: tuple[Phase, ...]
+    segments: tuple[VectorRun, ...]
+    parallel: bool
 
 
 def register_block(target) -> tuple[int, int]:
@@ -54,32 +97,40 @@ class RowVector(Kernel):
         return f"{c} ≤ {ROWVEC_MAX_CHANNELS} input channels: vectors along the output row"
 
     def params(self, layer, in_shapes, out_shape, target, layouts):
-        args = layer.spec.kernel_args(layer, in_shapes, out_shape)
+        geometry = conv_fields(layer, in_shapes, out_shape)
         lanes = target.lanes
         k = layer.attrs.filters
         mr, nr = register_block(target)
         k_blocks = -(-k // mr)
-        ow = args["OW"]
+        ow, kw, dw, sw = geometry["OW"], geometry["KW"], geometry["DW"], geometry["SW"]
         vectors = -(-ow // lanes)
-        segments: list[dict] = []  # runs of equal full segments become one C loop (count > 1)
+        runs: list[dict] = []  # runs of equal full segments become one C loop (count > 1)
         for first in range(0, vectors, nr):
             n = min(nr, vectors - first)
             last_pixels = ow - (first + n - 1) * lanes
-            seg = {"start": first * lanes, "nr": n, "partial": last_pixels if last_pixels < lanes else 0, "count": 1}
-            last = segments[-1] if segments else None
-            if last and not last["partial"] and not seg["partial"] and last["nr"] == n:
+            run = {"start": first * lanes, "nr": n, "partial": last_pixels if last_pixels < lanes else 0, "count": 1}
+            last = runs[-1] if runs else None
+            if last and not last["partial"] and not run["partial"] and last["nr"] == n:
                 last["count"] += 1
             else:
-                segments.append(seg)
-        row_len = row_length(args, lanes)
-        macs = layer.spec.macs(layer, in_shapes, out_shape)
-        return MappingProxyType(dict(
-            args, VL=lanes, MR=mr, KB=k_blocks, LASTN=k - (k_blocks - 1) * mr, OHW=args["OH"] * ow,
-            segments=segments, RL=row_len, phases=phases(row_len, args["SW"], args["PL"], args["W"]),
-            parallel=macs >= PARALLEL_MACS))
+                runs.append(run)
+        segments = tuple(
+            VectorRun(r["start"], r["nr"], r["count"], r["count"] > 1, r["nr"] * lanes,
+                      r["start"] + r["count"] * r["nr"] * lanes - 1, r["start"] + r["count"] * r["nr"] * lanes,
+                      r["partial"], tuple(Offset(v, v * lanes) for v in range(r["nr"])),
+                      tuple(RowTap(t * dw % sw, tuple(Offset(v, v * lanes + t * dw // sw) for v in range(r["nr"])),
+                                   tuple(Offset(m, t * mr + m) for m in range(mr))) for t in range(kw)))
+            for r in runs)
+        row_len = row_length(geometry, lanes)
+        lastn = k - (k_blocks - 1) * mr
+        return RowVectorParams(
+            **geometry, VL=lanes, VECTOR_BYTES=4 * lanes, MR=mr, KB=k_blocks, LAST_KB=k_blocks - 1, LASTN=lastn,
+            PARTIAL_LAST=lastn != mr, BIAS_FLOATS=k_blocks * mr, TAP_FLOATS=kw * mr, RL=row_len,
+            phases=phases(row_len, sw, geometry["PL"], geometry["W"]), segments=segments,
+            parallel=layer.spec.macs(layer, in_shapes, out_shape) >= PARALLEL_MACS)
 
     def arrays(self, layer, weights, params):
-        packed, bias, _ = pack_filter_blocks(conv_weights(weights), params["MR"])
+        packed, bias, _ = pack_filter_blocks(conv_weights(weights), params.MR)
         return {"weight": packed, "bias": bias}
 
     def uses_thread_pool(self, params):

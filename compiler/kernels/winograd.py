@@ -16,13 +16,12 @@ products over C in registers (like the blocked kernel), and turns them into outp
 from __future__ import annotations
 
 from dataclasses import dataclass
-from types import MappingProxyType
 
 import numpy as np
 
 from ..target import Target
 from . import Kernel, register_kernel
-from .common import PARALLEL_MACS, conv_weights
+from .common import PARALLEL_MACS, ConvParams, Offset, conv_fields, conv_weights
 from .direct import CONV_OPS
 from .rowvec import ROWVEC_MAX_CHANNELS
 
@@ -144,26 +143,115 @@ def transform_weights(weight: np.ndarray, lanes: int) -> tuple[np.ndarray, int]:
     return np.ascontiguousarray(packed, np.float32), k_blocks
 
 
-def template_args(args: dict, p: Plan, k: int, c: int, macs: int) -> dict:
-    """args: the plain conv2d kernel_args (+ residual / act)."""
+@dataclass(frozen=True)
+class Tile:
+    r: int  # tile row within the item
+    dtw: int  # tile column from the block's first
+    off: int  # its column in the item's V: r·XW + dtw
+
+
+@dataclass(frozen=True)
+class Slot:
+    """Where accumulator a<vector>_<tile> goes in the block's products m[xi][index]."""
+    vector: int
+    tile: int
+    index: int
+
+
+@dataclass(frozen=True)
+class TileBlock:
+    """`count` equal register blocks of n tiles from tile column tw0 (cols tile columns per tile row)."""
+    tw0: int
+    count: int
+    n: int
+    cols: int
+    tiles: tuple[Tile, ...]
+    slots: tuple[Slot, ...]
+
+
+@dataclass(frozen=True)
+class LaneStore:
+    """Output channel lane `index` of a whole tile: its plane's offset index·OH·OW; guarded: only when the
+    channel exists (the last, partly filled vector)."""
+    index: int
+    offset: int
+    guarded: bool
+
+
+@dataclass(frozen=True)
+class TileOutput:
+    """One of a tile's four outputs: its vector's name and its offset from the tile's first output."""
+    name: str
+    offset: int
+
+
+@dataclass(frozen=True)
+class WinogradParams(ConvParams):
+    VL: int
+    VECTOR_BYTES: int
+    KB: int
+    LAST_KB: int
+    KV: int
+    LASTN: int
+    PARTIAL_LAST: bool
+    filter_vectors: tuple[Offset, ...]  # per filter vector q of a block: its weights' offset q·C
+    TH: int  # tile rows
+    TW: int  # tile columns
+    R: int  # tile rows per item
+    XW: int
+    XB: int
+    RXW: int
+    XI_STRIDE: int
+    ITEM_FLOATS: int
+    SCRATCH: int
+    even_lo: int
+    even_hi: int
+    odd_lo: int
+    odd_hi: int
+    ODD_SHIFT: int  # 1 − PL
+    CB: int  # channels per chunk of split rows
+    CHANNEL_REMAINDER: int  # C mod CB
+    blocks: tuple[TileBlock, ...]
+    NTMAX: int
+    M_SLOTS: int  # KV·NTMAX
+    lane_stores: tuple[LaneStore, ...]
+    tile_outputs: tuple[TileOutput, ...]
+    ITEMS: int
+    parallel: bool
+
+
+def winograd_params(geometry: dict, p: Plan, k: int, c: int, macs: int) -> WinogradParams:
+    """The template record of a layer of ConvParams `geometry` with plan p."""
     k_blocks = p.k_blocks
-    rxw = p.rows_per_item * p.row_width
-    pl, w = args["PL"], args["W"]  # the split input rows: padded column 2j (+ 1) is input column 2j (+ 1) - PL
-    blocks = []  # consecutive equal blocks of one tile row become one C loop
+    pl, w, ow, ohw = geometry["PL"], geometry["W"], geometry["OW"], geometry["OHW"]
+    # the split input rows: padded column 2j (+ 1) is input column 2j (+ 1) - PL
+    blocks: list[dict] = []  # consecutive equal blocks of one tile row become one C loop
     for b in p.blocks:
-        tiles = [{"r": r, "dtw": tw - b[0][1], "off": r * p.row_width + tw - b[0][1]} for r, tw in b]
+        tiles = [Tile(r, tw - b[0][1], r * p.row_width + tw - b[0][1]) for r, tw in b]
         last = blocks[-1] if blocks else None
         if p.rows_per_item == 1 and last and len(last["tiles"]) == len(tiles):
             last["count"] += 1
         else:
             blocks.append({"tw0": b[0][1], "count": 1, "tiles": tiles, "cols": len(b) // p.rows_per_item})
-    return dict(args, VL=p.lanes, KB=k_blocks, KV=p.kv, LASTN=k - (k_blocks - 1) * p.lanes, TH=p.tile_rows,
-                TW=p.tile_cols, R=p.rows_per_item, XW=p.row_width, XB=p.row_width + p.lanes, RXW=rxw,
-                XI_STRIDE=p.xi_stride(c), ITEM_FLOATS=p.item_floats(c), OHW=args["OH"] * args["OW"],
-                even_lo=(pl + 1) // 2, even_hi=(w - 1 + pl) // 2 + 1, odd_lo=pl // 2, odd_hi=(w - 2 + pl) // 2 + 1,
-                CB=min(c, max(1, -(-PAD_ROW_FLOATS // (4 * (p.row_width + p.lanes))))),
-                blocks=blocks, NTMAX=max(len(b) for b in p.blocks), ITEMS=p.items, parallel=macs >= PARALLEL_MACS,
-                SCRATCH=scratch_floats(p, c))
+    lastn = k - (k_blocks - 1) * p.lanes
+    cb = min(c, max(1, -(-PAD_ROW_FLOATS // (4 * (p.row_width + p.lanes)))))
+    ntmax = max(len(b) for b in p.blocks)
+    return WinogradParams(
+        **geometry, VL=p.lanes, VECTOR_BYTES=4 * p.lanes, KB=k_blocks, LAST_KB=k_blocks - 1, KV=p.kv, LASTN=lastn,
+        PARTIAL_LAST=lastn != p.lanes, filter_vectors=tuple(Offset(q, q * c) for q in range(p.kv)),
+        TH=p.tile_rows, TW=p.tile_cols, R=p.rows_per_item, XW=p.row_width, XB=p.row_width + p.lanes,
+        RXW=p.rows_per_item * p.row_width, XI_STRIDE=p.xi_stride(c), ITEM_FLOATS=p.item_floats(c),
+        SCRATCH=scratch_floats(p, c),
+        even_lo=(pl + 1) // 2, even_hi=(w - 1 + pl) // 2 + 1, odd_lo=pl // 2, odd_hi=(w - 2 + pl) // 2 + 1,
+        ODD_SHIFT=1 - pl, CB=cb, CHANNEL_REMAINDER=c % cb,
+        blocks=tuple(TileBlock(b["tw0"], b["count"], len(b["tiles"]), b["cols"], tuple(b["tiles"]),
+                               tuple(Slot(q, j, q * len(b["tiles"]) + j)
+                                     for q in range(p.kv) for j in range(len(b["tiles"]))))
+                     for b in blocks),
+        NTMAX=ntmax, M_SLOTS=p.kv * ntmax,
+        lane_stores=tuple(LaneStore(l, l * ohw, lastn != p.lanes and l >= lastn) for l in range(p.lanes)),
+        tile_outputs=(TileOutput("y00", 0), TileOutput("y01", 1), TileOutput("y10", ow), TileOutput("y11", ow + 1)),
+        ITEMS=p.items, parallel=macs >= PARALLEL_MACS)
 
 
 @register_kernel
@@ -188,18 +276,18 @@ class Winograd(Kernel):
         return f"cost model: {wino / 1e3:.0f}k cycles against {direct / 1e3:.0f}k for the direct kernel"
 
     def params(self, layer, in_shapes, out_shape, target, layouts):
-        args = layer.spec.kernel_args(layer, in_shapes, out_shape)
+        geometry = conv_fields(layer, in_shapes, out_shape)
         c, k = in_shapes[0][0], layer.attrs.filters
-        p = plan(args, c, k, target)
-        return MappingProxyType(template_args(args, p, k, c, layer.spec.macs(layer, in_shapes, out_shape)))
+        p = plan(geometry, c, k, target)
+        return winograd_params(geometry, p, k, c, layer.spec.macs(layer, in_shapes, out_shape))
 
     def scratch_floats(self, params):
-        return params["SCRATCH"]
+        return params.SCRATCH
 
     def arrays(self, layer, weights, params):
         w = conv_weights(weights)
-        packed, k_blocks = transform_weights(w["weight"], params["VL"])
-        bias = np.zeros(k_blocks * params["VL"], np.float32)
+        packed, k_blocks = transform_weights(w["weight"], params.VL)
+        bias = np.zeros(k_blocks * params.VL, np.float32)
         if "bias" in w:
             bias[:w["weight"].shape[0]] = w["bias"]
         return {"weight": packed, "bias": bias}

@@ -17,7 +17,7 @@ class _GlobalPool(Op):
 
     def kernel_args(self, layer, in_shapes, out_shape):
         c, h, w = in_shapes[0]
-        return {"C": c, "HW": h * w, "XB": 0}
+        return {"C": c, "HW": h * w, "XB": 0, "X_BLOCK_FLOATS": 0}
 
 
 @register

@@ -213,5 +213,6 @@ class Concat(Op):
         axis = self.axis(layer, in_shapes)
         sizes = [int(np.prod(s[axis:])) for s in in_shapes]
         offsets = [int(x) for x in np.cumsum([0] + sizes[:-1])]
-        return {"parts": list(zip(sizes, offsets)), "outer": int(np.prod(out_shape[:axis])),
+        outer = int(np.prod(out_shape[:axis]))
+        return {"parts": list(zip(sizes, offsets)), "outer": outer, "contiguous": outer == 1,
                 "row": int(np.prod(out_shape[axis:]))}
