@@ -20,7 +20,7 @@ from conftest import assert_close, model_dict
 
 # The modules whose ops this file must cover; ops from other modules (ONNX work, ...) have their own tests.
 CORE_MODULES = {"activations", "batchnorm", "dense", "globalpool", "merge", "reshape", "softmax", "spatial",
-                "constant", "layout", "lrn"}
+                "constant", "movement", "lrn"}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -576,7 +576,7 @@ def test_small_residual_net_vs_torch():
 
 
 CORE_MODULES = {"activations", "batchnorm", "dense", "globalpool", "merge", "reshape", "softmax", "spatial",
-                "constant", "layout", "lrn"}
+                "constant", "movement", "lrn"}
 
 
 def test_every_core_op_is_checked_against_torch():

@@ -18,7 +18,7 @@ def get_op(name: str) -> Op:
 
 
 # Importing the modules fills the registry.
-from . import (activations, batchnorm, constant, dense, globalpool, inputs, layout, lrn, merge,  # noqa: E402,F401
+from . import (activations, batchnorm, constant, dense, globalpool, inputs, lrn, merge, movement,  # noqa: E402,F401
                reshape, softmax, spatial)
 from . import fused  # noqa: E402,F401  (internal ops of the optimization passes)
 
