@@ -15,7 +15,7 @@ import yaml
 
 from ..errors import ModelError
 from ..ir import Graph, Layer
-from ..ops import REGISTRY
+from ..ops import REGISTRY, model_file_ops
 from ..ops.base import attrs_to_dict, int_at_least, parse_attrs
 
 TOP_LEVEL_KEYS = {"name", "input", "layers", "weights", "seed", "outputs"}
@@ -152,9 +152,9 @@ def _parse_layer(raw: Any, index: int, previous: str, source: str, taken: set[st
     if not isinstance(raw, dict):
         raise ModelError(f"{at}: a layer must be a mapping with an 'op', got {raw!r}")
     op = raw.get("op")
-    if not isinstance(op, str) or op not in REGISTRY or op == "input" or REGISTRY[op].internal:
-        known = ", ".join(sorted(k for k, v in REGISTRY.items() if k != "input" and not v.internal))
-        raise ModelError(f"{at}{_named(raw)}: unknown op {op!r}; known ops: {known}")
+    known = model_file_ops()
+    if not isinstance(op, str) or op not in known:
+        raise ModelError(f"{at}{_named(raw)}: unknown op {op!r}; known ops: {', '.join(known)}")
     name = raw.get("name")
     if name is None:
         name = f"{op}_{index + 1}"  # stable: depends only on the layer's position

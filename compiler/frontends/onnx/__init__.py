@@ -18,16 +18,23 @@ import numpy as np
 
 from ...errors import ModelError
 from ...ir import Graph
+from ...ops import ONNX_TYPES
 # .reading first: without the onnx package it raises the ModelError that names the extra to install.
-from .reading import (LATEST_OPSET, MAX_MODEL_BYTES, input_dims, load_external_data, node_attrs,  # noqa: F401
+from .reading import (LATEST_OPSET, MAX_MODEL_BYTES, input_dims, load_external_data, node_attrs,
                       per_sample_shape, read_model, upgrade_opset)
-from .builder import (Act, Builder, Value, axis_per_sample, const_input, first_act, ints, lift_1d,  # noqa: F401
-                      operand, pair, per_sample_constant, spatial_2d, unlift_1d, window_padding)
-from .handlers import HANDLERS, Handler, handles  # noqa: F401
-from .folding import NONDETERMINISTIC, fold, foldable  # noqa: F401
-from ..description import to_description  # noqa: F401  (lived here before; writes the native format)
+from .builder import (Act, Builder, Value, axis_per_sample, const_input, first_act, ints, lift_1d, operand, pair,
+                      per_sample_constant, spatial_2d, unlift_1d, window_padding)
+from .handlers import HANDLERS, Handler, handles
+from .folding import NONDETERMINISTIC, fold, foldable
+from ..description import to_description  # it writes the native format; importable here as before the split
 
 from onnx import numpy_helper  # noqa: E402  (after .reading, see above)
+
+# What this package offered as one module, importable from here as before.
+__all__ = ["graph_from_model", "parse_onnx", "read_model", "load_external_data", "MAX_MODEL_BYTES", "LATEST_OPSET",
+           "Act", "Value", "Builder", "per_sample_constant", "operand", "axis_per_sample", "const_input", "ints",
+           "first_act", "lift_1d", "unlift_1d", "spatial_2d", "window_padding", "pair", "Handler", "HANDLERS",
+           "handles", "NONDETERMINISTIC", "fold", "to_description"]
 
 
 def graph_from_model(model, source: str = "<onnx>", bind: dict[str, np.ndarray] | None = None) -> Graph:
@@ -61,7 +68,7 @@ def graph_from_model(model, source: str = "<onnx>", bind: dict[str, np.ndarray] 
         domain = node.domain if node.domain not in ("", "ai.onnx") else ""
         if foldable(node, [(not i) or i in known for i in node.input]):
             known.update(o for o in node.output if o)
-        elif domain or node.op_type not in HANDLERS:
+        elif domain or node.op_type not in ONNX_TYPES:
             key = f"{domain}.{node.op_type}" if domain else node.op_type
             unsupported.setdefault(key, []).append(node.name or node.output[0] if node.output else "?")
     if unsupported:

@@ -1,7 +1,8 @@
 """One handler per ONNX op type: turns a node into one or a few native layers through the Builder.
 
-HANDLERS is keyed by ONNX op type. Which types convc imports is the registry's business (each op's
-`onnx_types`); this table only says how.
+HANDLERS is keyed by ONNX op type. Which types convc imports, and as which native op, the registry says
+(each op's `onnx_types`); a handler says how. Importing this module checks that the two agree.
+Each handler's docstring is its row's note in docs/onnx.md.
 """
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ...ops import ONNX_TYPES
 from .builder import (Act, Builder, axis_per_sample, const_input, first_act, ints, lift_1d, operand, pair,
                       per_sample_constant, spatial_2d, unlift_1d, window_padding)
 
@@ -26,6 +28,8 @@ def handles(*op_types: str):
 
 @handles("Conv")
 def _conv(b, node, ins, attrs, name):
+    """2-D, and 1-D as 2-D with height 1 (reshape, conv2d, reshape); auto_pad NOTSET / SAME_UPPER /
+    SAME_LOWER / VALID, pads, strides, dilations, group, optional bias; weight [K, C/group, kh, kw] as PyTorch."""
     x = first_act(b, ins)
     w = const_input(b, ins[1], "the weight W")
     if len(x.shape) == 2 and w.ndim == 3:
@@ -74,16 +78,20 @@ def _pool(b, node, ins, attrs, name, op):
 
 @handles("MaxPool")
 def _maxpool(b, node, ins, attrs, name):
+    """1-D or 2-D; kernel_shape, strides (default 1), pads, auto_pad, dilations, ceil_mode; not the Indices
+    output."""
     return _pool(b, node, ins, attrs, name, "maxpool2d")
 
 
 @handles("AveragePool")
 def _avgpool(b, node, ins, attrs, name):
+    """1-D or 2-D; kernel_shape, strides, pads, auto_pad, ceil_mode, count_include_pad; no dilations."""
     return _pool(b, node, ins, attrs, name, "avgpool2d")
 
 
 @handles("GlobalAveragePool", "GlobalMaxPool")
 def _global_pool(b, node, ins, attrs, name):
+    """N×C×H×W."""
     x = first_act(b, ins)
     spatial_2d(b, x)
     return [b.add(name, "global_avgpool" if node.op_type == "GlobalAveragePool" else "global_maxpool", {}, [x])]
@@ -91,7 +99,8 @@ def _global_pool(b, node, ins, attrs, name):
 
 @handles("ReduceMean", "ReduceMax")
 def _reduce_spatial(b, node, ins, attrs, name):
-    """Only the global-pooling case: a mean or max over the last two axes of N×C×H×W."""
+    """Only the global-pooling case, over axes [2, 3] of N×C×H×W (`x.mean([2, 3])`); a flatten follows
+    when keepdims = 0."""
     x = first_act(b, ins)
     axes = ints(const_input(b, ins[1], "input axes")) if len(ins) > 1 and ins[1] is not None else attrs.get("axes")
     full = len(x.shape) + 1
@@ -112,6 +121,8 @@ def _as_vector(x: Act) -> bool:
 
 @handles("Gemm")
 def _gemm(b, node, ins, attrs, name):
+    """A run-time N×K, B constant; alpha folded into the weight, beta·C into the bias (C scalar, [M] or
+    [1, M]); transB; not transA."""
     a = ins[0]
     if not isinstance(a, Act):
         raise b.fail("input A must come from the model input (a constant A with a run-time B is not supported)")
@@ -139,6 +150,7 @@ def _gemm(b, node, ins, attrs, name):
 
 @handles("MatMul")
 def _matmul(b, node, ins, attrs, name):
+    """A run-time N×K times a constant 2-D K×M: a dense layer without bias."""
     a, w = ins[0], ins[1]
     if not isinstance(a, Act) or isinstance(w, Act):
         raise b.fail("convc supports MatMul of a run-time N×K input by a constant K×M matrix only")
@@ -154,6 +166,7 @@ def _matmul(b, node, ins, attrs, name):
 
 @handles("BatchNormalization")
 def _batchnorm(b, node, ins, attrs, name):
+    """Inference form (scale, B, mean, var, epsilon); not folded into Conv here (that is a pass's job)."""
     if any(o in b.used for o in node.output[1:]) or int(attrs.get("training_mode", 0)):
         raise b.fail("training-mode BatchNormalization (extra outputs) is not supported; export in eval mode")
     x = first_act(b, ins)
@@ -168,16 +181,19 @@ def _batchnorm(b, node, ins, attrs, name):
 
 @handles("Relu", "Sigmoid", "Tanh")
 def _pointwise(b, node, ins, attrs, name):
+    """No attributes."""
     return [b.add(name, node.op_type.lower(), {}, [first_act(b, ins)])]
 
 
 @handles("LeakyRelu")
 def _leaky_relu(b, node, ins, attrs, name):
+    """alpha."""
     return [b.add(name, "leaky_relu", {"negative_slope": float(attrs.get("alpha", 0.01))}, [first_act(b, ins)])]
 
 
 @handles("Clip")
 def _clip(b, node, ins, attrs, name):
+    """min/max as attributes (opset < 11) or constant inputs (≥ 11), each optional."""
     x = first_act(b, ins)
     if len(ins) > 1:  # opset ≥ 11: optional inputs
         lo = const_input(b, ins[1], "input min")
@@ -193,6 +209,7 @@ def _clip(b, node, ins, attrs, name):
 
 @handles("PRelu")
 def _prelu(b, node, ins, attrs, name):
+    """One slope, or one per channel; any other slope shape becomes relu + min + mul + add."""
     x = first_act(b, ins)
     slope = per_sample_constant(b, const_input(b, ins[1], "the slope"), len(x.shape) + 1, "the slope")
     if b.upgraded_from is not None and slope.ndim == 1 and slope.size == x.shape[0]:
@@ -215,6 +232,7 @@ def _softmax_axis(b, x: Act, axis: int) -> int:
 
 @handles("Softmax")
 def _softmax(b, node, ins, attrs, name):
+    """Opset ≥ 13: one axis; before 13: the flattening of axes [axis, end) (reshape, softmax, reshape)."""
     x = first_act(b, ins)
     if b.opset >= 13:
         axis = _softmax_axis(b, x, int(attrs.get("axis", -1)))
@@ -232,6 +250,7 @@ def _softmax(b, node, ins, attrs, name):
 
 @handles("Flatten")
 def _flatten(b, node, ins, attrs, name):
+    """Axis 1 (or an axis after size-1 axes)."""
     x = first_act(b, ins)
     full = len(x.shape) + 1
     axis = int(attrs.get("axis", 1))
@@ -276,6 +295,8 @@ def _reshape_target(b, x: Act, shape: list[int], allowzero: bool, batch: int | N
 
 @handles("Reshape")
 def _reshape(b, node, ins, attrs, name):
+    """Constant shape; 0 copies, one −1; first entry 0, −1 or the exported batch size; a flatten when the
+    result is N×F."""
     x = first_act(b, ins)
     shape = ints(const_input(b, ins[1], "input shape")) if len(ins) > 1 else list(attrs.get("shape", []))
     target = _reshape_target(b, x, shape, bool(attrs.get("allowzero", 0)), b.batch)
@@ -294,7 +315,8 @@ def _axes_of(b, node, ins, attrs) -> list[int] | None:
 
 @handles("Unsqueeze", "Squeeze")
 def _squeeze(b, node, ins, attrs, name):
-    """Adding or removing size-1 axes is a reshape of the per-sample shape (never of the batch axis)."""
+    """Of activations (of constants they are folded): a reshape of the per-sample shape; axes as attribute
+    (< 13) or input; never the batch axis."""
     x = first_act(b, ins)
     axes = _axes_of(b, node, ins, attrs)
     shape = list(x.shape)
@@ -322,6 +344,7 @@ def _squeeze(b, node, ins, attrs, name):
 
 @handles("Transpose")
 def _transpose(b, node, ins, attrs, name):
+    """Permutations keeping axis 0 first."""
     x = first_act(b, ins)
     full = len(x.shape) + 1
     perm = [int(p) for p in attrs.get("perm", list(range(full))[::-1])]
@@ -351,6 +374,8 @@ def _elementwise(b, node, ins, name, op):
 
 @handles("Add", "Sub", "Mul", "Div", "Max", "Min", "Sum")
 def _binary(b, node, ins, attrs, name):
+    """NumPy broadcasting between activations of equal rank and against constants (a `constant` layer);
+    constants must be equal for every sample."""
     op = {"Add": "add", "Sub": "sub", "Mul": "mul", "Div": "div", "Max": "max", "Min": "min", "Sum": "add"}[
         node.op_type]
     if len(ins) == 1:
@@ -372,6 +397,7 @@ def _binary(b, node, ins, attrs, name):
 
 @handles("Concat")
 def _concat(b, node, ins, attrs, name):
+    """Any axis but the batch; constant operands become `constant` layers."""
     acts = [v for v in ins if isinstance(v, Act)]
     full = len(acts[0].shape) + 1
     axis = axis_per_sample(b, int(attrs["axis"]) if "axis" in attrs else 1, full)
@@ -383,6 +409,7 @@ def _concat(b, node, ins, attrs, name):
 
 @handles("Dropout")
 def _dropout(b, node, ins, attrs, name):
+    """No layer: the input is reused (identity at inference); not the mask output, not training mode."""
     if len(node.output) > 1 and node.output[1] in b.used:
         raise b.fail("the mask output of Dropout is not supported")
     if len(ins) > 2 and ins[2] is not None and bool(np.asarray(const_input(b, ins[2], "training_mode"))):
@@ -392,11 +419,13 @@ def _dropout(b, node, ins, attrs, name):
 
 @handles("Identity")
 def _identity(b, node, ins, attrs, name):
+    """No layer: the input is reused; an identity layer only when a graph output needs its own name."""
     return [first_act(b, ins)]
 
 
 @handles("Pad")
 def _pad(b, node, ins, attrs, name):
+    """Constant mode; pads as attribute (< 11) or input, constant_value, axes (≥ 18); never the batch axis."""
     x = first_act(b, ins)
     full = len(x.shape) + 1
     mode = attrs.get("mode", "constant")
@@ -429,8 +458,21 @@ def _pad(b, node, ins, attrs, name):
 
 @handles("LRN")
 def _lrn(b, node, ins, attrs, name):
+    """size, alpha, beta, bias; the ONNX window (it differs from torch's for even sizes)."""
     x = first_act(b, ins)
     return [b.add(name, "lrn", {"size": int(attrs["size"]), "alpha": float(attrs.get("alpha", 1e-4)),
                                 "beta": float(attrs.get("beta", 0.75)), "bias": float(attrs.get("bias", 1.0))},
                   [x])]
 
+
+def check_handlers(handlers: dict[str, Handler], declared: dict[str, str]) -> None:
+    """Every ONNX type an op declares has a handler, and every handler's type is declared by an op."""
+    unhandled = sorted(set(declared) - set(handlers))
+    undeclared = sorted(set(handlers) - set(declared))
+    problems = [f"{t!r} is declared by op {declared[t]!r} but has no handler" for t in unhandled]
+    problems += [f"{t!r} has a handler but no op declares it in its onnx_types" for t in undeclared]
+    if problems:
+        raise RuntimeError("the ONNX front end and the op registry disagree: " + "; ".join(problems))
+
+
+check_handlers(HANDLERS, ONNX_TYPES)
