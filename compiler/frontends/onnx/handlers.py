@@ -1,7 +1,8 @@
 """One handler per ONNX op type: turns a node into one or a few native layers through the Builder.
 
 HANDLERS is keyed by ONNX op type. Which types convc imports, and as which native op, the registry says
-(each op's `onnx_types`); a handler says how. Importing this module checks that the two agree.
+(each op's `onnx_types`; handlers shared by several types read the op from ONNX_TYPES); a handler says how.
+Importing this module checks that the two agree.
 Each handler's docstring is its row's note in docs/onnx.md.
 """
 from __future__ import annotations
@@ -94,7 +95,7 @@ def _global_pool(b, node, ins, attrs, name):
     """N×C×H×W."""
     x = first_act(b, ins)
     spatial_2d(b, x)
-    return [b.add(name, "global_avgpool" if node.op_type == "GlobalAveragePool" else "global_maxpool", {}, [x])]
+    return [b.add(name, ONNX_TYPES[node.op_type], {}, [x])]
 
 
 @handles("ReduceMean", "ReduceMax")
@@ -108,7 +109,7 @@ def _reduce_spatial(b, node, ins, attrs, name):
     if len(x.shape) != 3 or axes != [2, 3]:
         raise b.fail(f"convc maps {node.op_type} only over axes [2, 3] of N×C×H×W (global pooling); got axes "
                      f"{attrs.get('axes', axes)} on N×{'×'.join(map(str, x.shape))}")
-    op = "global_avgpool" if node.op_type == "ReduceMean" else "global_maxpool"
+    op = ONNX_TYPES[node.op_type]
     if int(attrs.get("keepdims", 1)):
         return [b.add(name, op, {}, [x])]
     pooled = b.helper(f"{name}_pool", op, {}, [x])
@@ -182,7 +183,7 @@ def _batchnorm(b, node, ins, attrs, name):
 @handles("Relu", "Sigmoid", "Tanh")
 def _pointwise(b, node, ins, attrs, name):
     """No attributes."""
-    return [b.add(name, node.op_type.lower(), {}, [first_act(b, ins)])]
+    return [b.add(name, ONNX_TYPES[node.op_type], {}, [first_act(b, ins)])]
 
 
 @handles("LeakyRelu")
@@ -376,8 +377,7 @@ def _elementwise(b, node, ins, name, op):
 def _binary(b, node, ins, attrs, name):
     """NumPy broadcasting between activations of equal rank and against constants (a `constant` layer);
     constants must be equal for every sample."""
-    op = {"Add": "add", "Sub": "sub", "Mul": "mul", "Div": "div", "Max": "max", "Min": "min", "Sum": "add"}[
-        node.op_type]
+    op = ONNX_TYPES[node.op_type]
     if len(ins) == 1:
         return [ins[0]]
     if op in ("add", "mul") and len(ins) > 2:
