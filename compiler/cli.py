@@ -183,7 +183,7 @@ def cmd_convert(args) -> int:
     import yaml
 
     import compiler
-    from .frontends.onnx import to_description
+    from .frontends.description import to_description
     graph = compiler.load(args.model)
     out = Path(args.output) if args.output else Path(Path(args.model).stem + ".yaml")
     weights = out.with_suffix(".npz")

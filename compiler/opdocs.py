@@ -1,12 +1,17 @@
-"""The op reference (docs/ops.md), generated from the registry so it cannot drift from the code.
+"""The op reference (docs/ops.md) and the table of supported ONNX operators in docs/onnx.md, generated from
+the registry so they cannot drift from the code.
 
     python -m compiler.opdocs > docs/ops.md
+    python -m compiler.opdocs --onnx docs/onnx.md     # rewrites the table in place (needs the onnx package)
 """
 from __future__ import annotations
 
+import argparse
 import dataclasses
+import inspect
+from pathlib import Path
 
-from .ops import REGISTRY
+from .ops import ONNX_TYPES, REGISTRY, onnx_types_of
 
 
 def _default(f: dataclasses.Field) -> str:
@@ -33,7 +38,9 @@ def op_reference() -> str:
         arity = "2+" if op.arity is None else str(op.arity)
         if op.internal:
             arity = "1, or 2 with a residual"
-        lines += [f"## `{name}`", "", f"{op.doc[:1].upper()}{op.doc[1:]}. Inputs: {arity}.", ""]
+        imported = ", ".join(f"`{t}`" for t in onnx_types_of(name))
+        onnx = f" Imported from ONNX {imported}." if imported else ""
+        lines += [f"## `{name}`", "", f"{op.doc[:1].upper()}{op.doc[1:]}. Inputs: {arity}.{onnx}", ""]
         fields = dataclasses.fields(op.Attrs)
         if fields:
             lines += ["| attribute | default | meaning |", "|---|---|---|"]
@@ -45,5 +52,50 @@ def op_reference() -> str:
     return "\n".join(lines)
 
 
+def _cell(text: str) -> str:
+    return " ".join(text.split()).replace("|", "&#124;")
+
+
+def onnx_table() -> str:
+    """docs/onnx.md's table of supported operators: a row per handler of the ONNX front end, with the ONNX
+    types it imports, the native ops the registry maps them to, and the handler's docstring as the note."""
+    from .frontends.onnx import HANDLERS  # needs the optional onnx package
+    types_by_handler: dict = {}
+    for onnx_type, handler in HANDLERS.items():
+        types_by_handler.setdefault(handler, []).append(onnx_type)
+    lines = ["| ONNX | native op | notes |", "|---|---|---|"]
+    for handler, types in types_by_handler.items():
+        native = ", ".join(dict.fromkeys(ONNX_TYPES[t] for t in types))
+        note = _cell(inspect.getdoc(handler) or "").removesuffix(".")
+        lines.append(f"| {', '.join(types)} | {native} | {note} |")
+    return "\n".join(lines)
+
+
+def with_onnx_table(page: str) -> str:
+    """`page` (docs/onnx.md) with the table under its "## Supported operators" heading replaced by
+    onnx_table(); the rest of the page is kept as it is."""
+    lines = page.split("\n")
+    try:
+        heading = lines.index("## Supported operators")
+        first = next(i for i in range(heading, len(lines)) if lines[i].startswith("| ONNX |"))
+    except (ValueError, StopIteration):
+        raise ValueError("the page has no '## Supported operators' section with a table starting '| ONNX |'") from None
+    end = first
+    while end < len(lines) and lines[end].startswith("|"):
+        end += 1
+    return "\n".join(lines[:first] + onnx_table().split("\n") + lines[end:])
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m compiler.opdocs", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--onnx", metavar="PAGE", type=Path,
+                        help="rewrite the table of supported operators in PAGE (docs/onnx.md) instead")
+    args = parser.parse_args(argv)
+    if args.onnx:
+        args.onnx.write_text(with_onnx_table(args.onnx.read_text()))
+    else:
+        print(op_reference(), end="")
+
+
 if __name__ == "__main__":
-    print(op_reference(), end="")
+    main()

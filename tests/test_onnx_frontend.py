@@ -1,9 +1,11 @@
 """The ONNX front end: each op mapping against onnxruntime on small models built with onnx.helper,
 opset variants where attributes became inputs, constant folding, and the errors for bad files and models."""
+import ast
 import os
 import subprocess
 import sys
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -525,3 +527,116 @@ def test_convc_reports_unsupported_ops_on_one_line(tmp_path):
                             capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert result.returncode == 2
     assert "unsupported ONNX op type(s): Erf (node 'e')" in result.stderr
+
+
+# ---------------------------------------------------------------- the registry declares what is imported
+def test_handlers_and_declared_onnx_types_agree():
+    from compiler.frontends.onnx import HANDLERS
+    from compiler.ops import ONNX_TYPES, onnx_types_of
+    assert set(HANDLERS) == set(ONNX_TYPES)
+    assert ONNX_TYPES["Conv"] == "conv2d" and ONNX_TYPES["Sum"] == "add" and ONNX_TYPES["MatMul"] == "dense"
+    assert onnx_types_of("global_avgpool") == ("GlobalAveragePool", "ReduceMean")
+    assert onnx_types_of("fused_conv2d") == ()  # a subclass of conv2d made by passes: it does not inherit Conv
+
+
+def test_a_mismatch_between_handlers_and_declarations_is_an_error():
+    from compiler.frontends.onnx.handlers import check_handlers
+    handler = object()
+    check_handlers({"Relu": handler}, {"Relu": "relu"})
+    with pytest.raises(RuntimeError, match=r"'Gelu' is declared by op 'gelu' but has no handler"):
+        check_handlers({"Relu": handler}, {"Relu": "relu", "Gelu": "gelu"})
+    with pytest.raises(RuntimeError, match=r"'Elu' has a handler but no op declares it"):
+        check_handlers({"Relu": handler, "Elu": handler}, {"Relu": "relu"})
+
+
+def test_an_op_declaring_an_onnx_type_without_a_handler_fails_the_import():
+    # In a fresh interpreter: registering an op here would change the registry the other tests see.
+    script = ("from compiler.ops import register\nfrom compiler.ops.base import Op\n\n"
+              "@register\nclass Gelu(Op):\n    name = 'gelu_for_test'\n    onnx_types = ('Gelu',)\n\n"
+              "import compiler.frontends.onnx\n")
+    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert result.returncode != 0
+    assert "'Gelu' is declared by op 'gelu_for_test' but has no handler" in result.stderr
+
+
+def test_two_ops_cannot_declare_one_onnx_type():
+    from compiler.ops import REGISTRY, register
+    from compiler.ops.base import Op
+
+    class Rectifier(Op):
+        name = "rectifier_for_test"
+        onnx_types = ("Relu",)
+
+    class FusedThing(Op):
+        name = "fused_thing_for_test"
+        internal = True
+        onnx_types = ("Elu",)
+
+    with pytest.raises(RuntimeError, match=r"'Relu' is declared by both 'relu' and 'rectifier_for_test'"):
+        register(Rectifier)
+    with pytest.raises(RuntimeError, match=r"'fused_thing_for_test' is internal"):
+        register(FusedThing)
+    assert "rectifier_for_test" not in REGISTRY and "fused_thing_for_test" not in REGISTRY
+
+
+def _parametrized_strings(function: ast.FunctionDef, argname: str) -> set[str]:
+    """The string values a @pytest.mark.parametrize decorator of `function` gives to `argname`."""
+    found = set()
+    for deco in function.decorator_list:
+        if not (isinstance(deco, ast.Call) and ast.unparse(deco.func) == "pytest.mark.parametrize"):
+            continue
+        names = [n.strip() for n in deco.args[0].value.split(",")]
+        if argname not in names or not isinstance(deco.args[1], (ast.List, ast.Tuple)):
+            continue
+        k = names.index(argname)
+        for row in deco.args[1].elts:
+            value = row.elts[k] if len(names) > 1 and isinstance(row, ast.Tuple) else row
+            if isinstance(value, ast.Constant) and isinstance(value.value, str):
+                found.add(value.value)
+    return found
+
+
+def onnx_types_built_by_this_file() -> set[str]:
+    """The op types of the nodes this file's tests build: helper.make_node's first argument, a literal or a
+    parameter that the test's parametrize decorator binds to literals."""
+    tree = ast.parse(Path(__file__).read_text())
+    types = set()
+    for function in [n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)] + [tree]:
+        for call in ast.walk(function):
+            if not (isinstance(call, ast.Call) and ast.unparse(call.func) == "helper.make_node" and call.args):
+                continue
+            first = call.args[0]
+            if isinstance(first, ast.Constant) and isinstance(first.value, str):
+                types.add(first.value)
+            elif isinstance(first, ast.Name) and isinstance(function, ast.FunctionDef):
+                types |= _parametrized_strings(function, first.id)
+    return types
+
+
+def onnx_types_run_by_the_backend_suite() -> set[str]:
+    """The op types in the models of the ONNX backend tests that tests/test_onnx_backend.py runs."""
+    with warnings.catch_warnings():  # onnx generates its node cases on import, overflowing casts on purpose
+        warnings.simplefilter("ignore", RuntimeWarning)
+        from onnx.backend.test.loader import load_model_tests
+
+        import test_onnx_backend as suite
+        cases = [case for kind in ("node", "real", "simple", "pytorch-converted", "pytorch-operator")
+                 for case in load_model_tests(kind=kind)]
+    types = set()
+    for case in cases:
+        if suite.in_scope(case.name + "_cpu") and case.name not in suite.EXCLUDED:
+            model = case.model if case.model is not None else onnx.load(os.path.join(case.model_dir, "model.onnx"))
+            types.update(node.op_type for node in model.graph.node)
+    return types
+
+
+def test_every_declared_onnx_type_is_imported_by_a_test():
+    from compiler.ops import ONNX_TYPES
+    here, backend = onnx_types_built_by_this_file(), onnx_types_run_by_the_backend_suite()
+    # Both scans find what they should (a literal, a parametrized name, a backend family), so a miss is real.
+    assert {"Conv", "ReduceMean", "Max", "GlobalMaxPool", "LRN"} <= here
+    assert {"Conv", "Gemm", "Squeeze"} <= backend
+    missing = sorted(set(ONNX_TYPES) - here - backend)
+    assert not missing, (f"ONNX op types an op declares (onnx_types) but no test imports: {missing}; add a case to "
+                         "tests/test_onnx_frontend.py or a family to tests/test_onnx_backend.py")

@@ -1,4 +1,4 @@
-"""convc's own model description (YAML or JSON) -> Graph.
+"""convc's own model description (YAML or JSON) -> Graph, and a Graph back to a description.
 
 The format is documented in docs/format.md. Parsing is strict: every key is known,
 every value typed, and every error names the file and the layer.
@@ -15,8 +15,8 @@ import yaml
 
 from ..errors import ModelError
 from ..ir import Graph, Layer
-from ..ops import REGISTRY
-from ..ops.base import int_at_least, parse_attrs
+from ..ops import REGISTRY, model_file_ops
+from ..ops.base import attrs_to_dict, int_at_least, parse_attrs
 
 TOP_LEVEL_KEYS = {"name", "input", "layers", "weights", "seed", "outputs"}
 LAYER_KEYS = {"name", "op", "inputs"}
@@ -152,9 +152,9 @@ def _parse_layer(raw: Any, index: int, previous: str, source: str, taken: set[st
     if not isinstance(raw, dict):
         raise ModelError(f"{at}: a layer must be a mapping with an 'op', got {raw!r}")
     op = raw.get("op")
-    if not isinstance(op, str) or op not in REGISTRY or op == "input" or REGISTRY[op].internal:
-        known = ", ".join(sorted(k for k, v in REGISTRY.items() if k != "input" and not v.internal))
-        raise ModelError(f"{at}{_named(raw)}: unknown op {op!r}; known ops: {known}")
+    known = model_file_ops()
+    if not isinstance(op, str) or op not in known:
+        raise ModelError(f"{at}{_named(raw)}: unknown op {op!r}; known ops: {', '.join(known)}")
     name = raw.get("name")
     if name is None:
         name = f"{op}_{index + 1}"  # stable: depends only on the layer's position
@@ -188,3 +188,20 @@ def parse_file(path: str | os.PathLike, allow_outside_paths: bool = False,
                max_weights_bytes: int = MAX_WEIGHTS_BYTES) -> tuple[Graph, int | None]:
     path = Path(path)
     return parse_description(read_description(path), str(path), path.parent, allow_outside_paths, max_weights_bytes)
+
+
+# ---------------------------------------------------------------- back out: the native description
+def to_description(graph: Graph, weights_file: str) -> dict[str, Any]:
+    """A Graph -> a native description dict (docs/format.md) naming `weights_file` for its weights."""
+    layers = []
+    input_name = graph.inputs[0]
+    for layer in graph.layers():
+        if layer.op == "input":
+            continue
+        entry = {"name": layer.name, "op": layer.op, "inputs": list(layer.inputs)}
+        for k, v in attrs_to_dict(layer.attrs).items():
+            entry[k] = v
+        layers.append(entry)
+    return {"name": graph.name,
+            "input": {"name": input_name, "shape": list(graph.layer(input_name).attrs.shape)},
+            "layers": layers, "outputs": list(graph.outputs), "weights": weights_file}

@@ -27,6 +27,7 @@ class _Pointwise(Op):
 @register
 class Relu(_Pointwise):
     name = "relu"
+    onnx_types = ("Relu",)
     doc = "max(x, 0)"
 
     def reference(self, layer, inputs, weights):
@@ -44,6 +45,7 @@ class LeakyReluAttrs:
 @register
 class LeakyRelu(_Pointwise):
     name = "leaky_relu"
+    onnx_types = ("LeakyRelu",)
     Attrs = LeakyReluAttrs
     doc = "x if x > 0 else negative_slope·x"
 
@@ -76,6 +78,7 @@ class ClipAttrs:
 @register
 class Clip(_Pointwise):
     name = "clip"
+    onnx_types = ("Clip",)
     Attrs = ClipAttrs
     doc = "min(max(x, min), max), as torch.clamp"
 
@@ -101,6 +104,7 @@ class Clip(_Pointwise):
 @register
 class Sigmoid(_Pointwise):
     name = "sigmoid"
+    onnx_types = ("Sigmoid",)
     doc = "1 / (1 + exp(−x))"
 
     def reference(self, layer, inputs, weights):
@@ -113,6 +117,7 @@ class Sigmoid(_Pointwise):
 @register
 class Tanh(_Pointwise):
     name = "tanh"
+    onnx_types = ("Tanh",)
     doc = "tanh(x)"
 
     def reference(self, layer, inputs, weights):
@@ -131,6 +136,7 @@ class PReluAttrs:
 @register
 class PRelu(Op):
     name = "prelu"
+    onnx_types = ("PRelu",)
     Attrs = PReluAttrs
     template = "ops/prelu.c.j2"
     doc = ("parametric ReLU: x if x ≥ 0 else weight[c]·x, with c the index on per-sample axis 0 (channels); "

@@ -185,6 +185,9 @@ class Op:
     is_constant: ClassVar[bool] = False
     # Made only by optimization passes (fused epilogues); model files cannot name it.
     internal: ClassVar[bool] = False
+    # The ONNX op types that import as this op (the front end's handlers say how), e.g. ("Gemm", "MatMul").
+    # The registry reads them from the op's own class only: a subclass does not inherit its parent's.
+    onnx_types: ClassVar[tuple[str, ...]] = ()
 
     # -- shapes and costs
     def infer_shape(self, layer, in_shapes: list[Shape]) -> Shape:

@@ -15,6 +15,7 @@ class BatchNormAttrs:
 @register
 class BatchNorm(Op):
     name = "batchnorm"
+    onnx_types = ("BatchNormalization",)
     Attrs = BatchNormAttrs
     template = "ops/batchnorm.c.j2"
     doc = ("(x − running_mean)/√(running_var + eps)·weight + bias per channel; "

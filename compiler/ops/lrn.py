@@ -20,6 +20,7 @@ class LrnAttrs:
 @register
 class Lrn(Op):
     name = "lrn"
+    onnx_types = ("LRN",)
     Attrs = LrnAttrs
     template = "ops/lrn.c.j2"
     doc = ("local response normalization across channels: y = x / (bias + alpha/size · Σ x[c′]²)^beta, "

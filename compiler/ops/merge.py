@@ -85,6 +85,7 @@ class _Broadcast(Op):
 @register
 class Add(_Broadcast):
     name = "add"
+    onnx_types = ("Add", "Sum")
     doc = ("element-wise sum x0 + x1 + ... of two or more inputs (residual connections, ONNX Sum), "
            "with NumPy broadcasting of the per-sample shapes (aligned at the right; a size-1 axis repeats)")
 
@@ -98,6 +99,7 @@ class Add(_Broadcast):
 @register
 class Sub(_Broadcast):
     name = "sub"
+    onnx_types = ("Sub",)
     doc = "element-wise difference x0 − x1 − ... (folded from the left), broadcasting as `add`"
 
     def numpy(self, a, b):
@@ -110,6 +112,7 @@ class Sub(_Broadcast):
 @register
 class Mul(_Broadcast):
     name = "mul"
+    onnx_types = ("Mul",)
     mults_per_operand = 1
     doc = "element-wise product x0 · x1 · ..., broadcasting as `add`"
 
@@ -123,6 +126,7 @@ class Mul(_Broadcast):
 @register
 class Div(_Broadcast):
     name = "div"
+    onnx_types = ("Div",)
     arity = 2
     mults_per_operand = 1
     doc = "element-wise quotient x0 / x1 (float division), broadcasting as `add`"
@@ -138,6 +142,7 @@ class Div(_Broadcast):
 @register
 class Max(_Broadcast):
     name = "max"
+    onnx_types = ("Max",)
     doc = "element-wise maximum of two or more inputs, broadcasting as `add`"
 
     def numpy(self, a, b):
@@ -150,6 +155,7 @@ class Max(_Broadcast):
 @register
 class Min(_Broadcast):
     name = "min"
+    onnx_types = ("Min",)
     doc = "element-wise minimum of two or more inputs, broadcasting as `add`"
 
     def numpy(self, a, b):
@@ -184,6 +190,7 @@ class ConcatAttrs:
 @register
 class Concat(Op):
     name = "concat"
+    onnx_types = ("Concat",)
     Attrs = ConcatAttrs
     arity = None
     template = "ops/concat.c.j2"

@@ -11,6 +11,7 @@ from .base import Op, attr, fmt_shape, parse_float
 @register
 class Flatten(Op):
     name = "flatten"
+    onnx_types = ("Flatten",)
     is_view = True
     doc = "C×H×W -> C·H·W features (row-major, as torch.flatten(x, 1))"
 
@@ -40,6 +41,7 @@ class DropoutAttrs:
 @register
 class Dropout(Op):
     name = "dropout"
+    onnx_types = ("Dropout",)
     Attrs = DropoutAttrs
     is_view = True
     doc = "identity at inference"
@@ -69,6 +71,7 @@ class ReshapeAttrs:
 @register
 class Reshape(Op):
     name = "reshape"
+    onnx_types = ("Reshape", "Squeeze", "Unsqueeze")
     Attrs = ReshapeAttrs
     is_view = True
     doc = "the same values in row-major order under another per-sample shape, as numpy.reshape of each sample"
@@ -97,6 +100,7 @@ class Reshape(Op):
 @register
 class Identity(Op):
     name = "identity"
+    onnx_types = ("Identity",)
     is_view = True
     doc = "the input unchanged, y = x (ONNX Identity); no kernel, no copy"
 

@@ -15,6 +15,7 @@ class SoftmaxAttrs:
 @register
 class Softmax(Op):
     name = "softmax"
+    onnx_types = ("Softmax",)
     Attrs = SoftmaxAttrs
     template = "ops/softmax.c.j2"
     doc = ("exp(x) / Σ exp(x) along one per-sample axis; inputs of any rank "

@@ -173,6 +173,7 @@ class Conv2dAttrs:
 @register
 class Conv2d(Op):
     name = "conv2d"
+    onnx_types = ("Conv",)
     Attrs = Conv2dAttrs
     template = "ops/conv2d.c.j2"
     doc = "2-D cross-correlation as torch.nn.Conv2d; weight [K, C/groups, FH, FW], bias [K]"
@@ -301,6 +302,7 @@ class _Pool(Op):
 @register
 class MaxPool2d(_Pool):
     name = "maxpool2d"
+    onnx_types = ("MaxPool",)
     Attrs = MaxPoolAttrs
     template = "ops/maxpool2d.c.j2"
     doc = "max over each window, as torch.nn.MaxPool2d"
@@ -313,6 +315,7 @@ class MaxPool2d(_Pool):
 @register
 class AvgPool2d(_Pool):
     name = "avgpool2d"
+    onnx_types = ("AveragePool",)
     Attrs = AvgPoolAttrs
     template = "ops/avgpool2d.c.j2"
     doc = "mean over each window, as torch.nn.AvgPool2d"

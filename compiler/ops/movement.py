@@ -27,6 +27,7 @@ class TransposeAttrs:
 @register
 class Transpose(Op):
     name = "transpose"
+    onnx_types = ("Transpose",)
     Attrs = TransposeAttrs
     template = "ops/transpose.c.j2"
     doc = "permute the per-sample axes, as numpy.transpose of each sample (ONNX Transpose without the batch axis)"
@@ -71,6 +72,7 @@ class PadAttrs:
 @register
 class Pad(Op):
     name = "pad"
+    onnx_types = ("Pad",)
     Attrs = PadAttrs
     template = "ops/pad.c.j2"
     doc = ("pad every per-sample axis with a constant `value` (ONNX Pad in constant mode; reflect and edge modes "
