@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 
 import compiler
-from compiler.codegen import render
+from compiler.codegen import render, render_kernels
 from compiler.kernels.select import select_kernels
 from compiler.lower import lower
 from compiler.memory import plan_memory
 from compiler.target import Target
 from compiler.ops.strided import broadcast_strides, contiguous_strides, loop_nest
-from conftest import model_dict
+from conftest import lowered, model_dict
 
 NEW_OPS = {"constant", "sub", "mul", "div", "max", "min", "pow", "prelu", "transpose", "reshape", "identity", "pad",
            "lrn"}
@@ -89,9 +89,15 @@ def test_constant_init_is_seeded():
 
 # ---------------------------------------------------------------- loop nests
 def nest_of(op_layer, shape, extra=()):
+    """The op's plain-kernel arguments, with "bounds" (its loops) and "statement" (the line its template prints
+    inside them, as C)."""
     graph = compiler.load(model_dict(list(extra) + [op_layer], shape=shape))
     layer = graph.layer(op_layer["name"])
-    return layer.spec.kernel_args(layer, graph.in_shapes(layer.name), graph.shape(layer.name))
+    args = dict(layer.spec.kernel_args(layer, graph.in_shapes(layer.name), graph.shape(layer.name)))
+    model = lowered(graph, opt_level=0)
+    (code,) = [c for k, c in zip(model.kernels, render_kernels(model)) if k.layer == layer.name]
+    (line,) = [ln.strip() for ln in code.splitlines() if ln.strip().startswith("y[") and " = x0[" in ln]
+    return dict(args, bounds=[loop.bound for loop in args["loops"]], statement=line.rstrip(";"))
 
 
 @pytest.mark.parametrize("const_shape,bounds,statement", [
@@ -104,7 +110,7 @@ def nest_of(op_layer, shape, extra=()):
 def test_broadcast_loops_collapse(const_shape, bounds, statement):
     args = nest_of({"name": "s", "op": "add", "inputs": ["x", "k"]}, (3, 4, 5),
                    [{"name": "k", "op": "constant", "shape": const_shape}])
-    assert [b for _, b, _ in args["loops"]] == bounds
+    assert args["bounds"] == bounds
     assert args["statement"] == statement
 
 
@@ -113,12 +119,12 @@ def test_transpose_loops():
     assert args["statement"] == "y[i0 * 20 + i1 * 4 + i2] = x0[i0 * 20 + i1 + i2 * 5]"
     # Moving a size-1 axis moves no data: one flat copy.
     args = nest_of({"name": "t", "op": "transpose", "perm": [1, 0, 2]}, (1, 4, 5))
-    assert [b for _, b, _ in args["loops"]] == [20] and args["statement"] == "y[i0] = x0[i0]"
+    assert args["bounds"] == [20] and args["statement"] == "y[i0] = x0[i0]"
 
 
 def test_pad_loops():
     args = nest_of({"name": "p", "op": "pad", "pads": [1, 0, 0, 2, 0, 0]}, (3, 4, 5))
-    assert args["fill"] and [b for _, b, _ in args["loops"]] == [60]
+    assert args["fill"] and args["bounds"] == [60]
     assert args["statement"] == "y[i0 + 20] = x0[i0]"
     args = nest_of({"name": "p", "op": "pad", "pads": [0, 0, 0, 0]}, (3, 4))
     assert not args["fill"] and args["statement"] == "y[i0] = x0[i0]"
@@ -128,7 +134,9 @@ def test_loop_nest_helpers():
     assert contiguous_strides((3, 4, 5)) == [20, 5, 1]
     assert broadcast_strides((4, 1), (3, 4, 5)) == [0, 1, 0]
     nest = loop_nest((1, 1), [[1, 1], [0, 0]])
-    assert nest.bounds == (1,) and nest.index(0) == "0"
+    assert nest.bounds == (1,) and nest.index(0).zero and not nest.index(0).terms
+    assert nest_of({"name": "s", "op": "add", "inputs": ["x", "k"]}, (1, 1),
+                   [{"name": "k", "op": "constant", "shape": [1]}])["statement"] == "y[0] = x0[0] + x1[0]"
 
 
 # ---------------------------------------------------------------- the C compiles cleanly

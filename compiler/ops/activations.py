@@ -1,5 +1,6 @@
-"""Pointwise activations: one NumPy reference and one C expression of `v` each, sharing ops/unary.c.j2;
-and prelu, whose learned slope per channel needs its own kernel."""
+"""Pointwise activations: one NumPy reference each, and one C expression of `v` each in
+templates/ops/_activations.c.j2 (a macro named as the op), shared by ops/unary.c.j2; and prelu, whose
+learned slope per channel needs its own kernel."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -17,11 +18,12 @@ class _Pointwise(Op):
     def infer_shape(self, layer, in_shapes):
         return in_shapes[0]
 
-    def c_expr(self, attrs) -> str:
-        raise NotImplementedError
+    def constants(self, attrs) -> dict[str, str | None]:
+        """The C float literals its expression needs (templates/ops/_activations.c.j2), by name."""
+        return {}
 
     def kernel_args(self, layer, in_shapes, out_shape):
-        return {"N": int(np.prod(out_shape)), "expr": self.c_expr(layer.attrs)}
+        return {"N": int(np.prod(out_shape)), "op": self.name, "constants": self.constants(layer.attrs)}
 
 
 @register
@@ -32,9 +34,6 @@ class Relu(_Pointwise):
 
     def reference(self, layer, inputs, weights):
         return np.maximum(inputs[0], 0.0)
-
-    def c_expr(self, attrs):
-        return "v > 0.0f ? v : 0.0f"
 
 
 @dataclass(frozen=True)
@@ -53,8 +52,8 @@ class LeakyRelu(_Pointwise):
         x = inputs[0]
         return np.where(x > 0, x, layer.attrs.negative_slope * x)
 
-    def c_expr(self, attrs):
-        return f"v > 0.0f ? v : {c_float(attrs.negative_slope)} * v"
+    def constants(self, attrs):
+        return {"slope": c_float(attrs.negative_slope)}
 
 
 @register
@@ -64,9 +63,6 @@ class Relu6(_Pointwise):
 
     def reference(self, layer, inputs, weights):
         return np.clip(inputs[0], 0.0, 6.0)
-
-    def c_expr(self, attrs):
-        return "fminf(fmaxf(v, 0.0f), 6.0f)"
 
 
 @dataclass(frozen=True)
@@ -92,13 +88,9 @@ class Clip(_Pointwise):
         a = layer.attrs
         return np.clip(inputs[0], -np.inf if a.min is None else a.min, np.inf if a.max is None else a.max)
 
-    def c_expr(self, attrs):
-        expr = "v"
-        if attrs.min is not None:
-            expr = f"fmaxf({expr}, {c_float(attrs.min)})"
-        if attrs.max is not None:
-            expr = f"fminf({expr}, {c_float(attrs.max)})"
-        return expr
+    def constants(self, attrs):
+        return {"lo": None if attrs.min is None else c_float(attrs.min),
+                "hi": None if attrs.max is None else c_float(attrs.max)}
 
 
 @register
@@ -110,9 +102,6 @@ class Sigmoid(_Pointwise):
     def reference(self, layer, inputs, weights):
         return 1.0 / (1.0 + np.exp(-inputs[0]))
 
-    def c_expr(self, attrs):
-        return "1.0f / (1.0f + expf(-v))"
-
 
 @register
 class Tanh(_Pointwise):
@@ -122,9 +111,6 @@ class Tanh(_Pointwise):
 
     def reference(self, layer, inputs, weights):
         return np.tanh(inputs[0])
-
-    def c_expr(self, attrs):
-        return "tanhf(v)"
 
 
 @dataclass(frozen=True)
@@ -166,4 +152,4 @@ class PRelu(Op):
     def kernel_args(self, layer, in_shapes, out_shape):
         per_channel = layer.attrs.num_parameters > 1
         return {"C": out_shape[0], "inner": int(np.prod(out_shape[1:], dtype=np.int64)),
-                "slope": "weight[c]" if per_channel else "weight[0]"}
+                "per_channel": per_channel}

@@ -57,8 +57,6 @@ class _Broadcast(Op):
     def numpy(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
-    def c_expr(self, a: str, b: str) -> str:
-        raise NotImplementedError
 
     def reference(self, layer, inputs, weights):
         return functools.reduce(self.numpy, align_ranks(inputs))
@@ -72,14 +70,11 @@ class _Broadcast(Op):
         return f"broadcast({', '.join(fmt_shape(s) for s in in_shapes)}) = {fmt_shape(out_shape)}"
 
     def kernel_args(self, layer, in_shapes, out_shape):
+        """The loops over the output, each operand's index (templates/ops/elementwise.c.j2 combines them with
+        the op's macro)."""
         strides = [contiguous_strides(out_shape)] + [broadcast_strides(s, out_shape) for s in in_shapes]
-        nest = loop_nest(out_shape, strides)
-        operands = [f"x{i}[{nest.index(i + 1)}]" for i in range(len(in_shapes))]
-        statement = f"y[{nest.index(0)}] = {functools.reduce(self.c_expr, operands)}"
-        comment = f"y = {functools.reduce(self.c_expr, [f'x{i}' for i in range(len(in_shapes))])}"
-        if len(set(map(tuple, in_shapes))) > 1:
-            comment += "; size-1 axes of an input repeat (stride 0)"
-        return {"comment": comment, **nest.template_args(statement)}
+        return {"op": self.name, "broadcasts": len(set(map(tuple, in_shapes))) > 1,
+                **loop_nest(out_shape, strides).template_args()}
 
 
 @register
@@ -92,8 +87,6 @@ class Add(_Broadcast):
     def numpy(self, a, b):
         return a + b
 
-    def c_expr(self, a, b):
-        return f"{a} + {b}"
 
 
 @register
@@ -105,8 +98,6 @@ class Sub(_Broadcast):
     def numpy(self, a, b):
         return a - b
 
-    def c_expr(self, a, b):
-        return f"{a} - {b}"
 
 
 @register
@@ -119,8 +110,6 @@ class Mul(_Broadcast):
     def numpy(self, a, b):
         return a * b
 
-    def c_expr(self, a, b):
-        return f"{a} * {b}"
 
 
 @register
@@ -135,8 +124,6 @@ class Div(_Broadcast):
         with np.errstate(divide="ignore", invalid="ignore"):
             return a / b
 
-    def c_expr(self, a, b):
-        return f"{a} / {b}"
 
 
 @register
@@ -148,8 +135,6 @@ class Max(_Broadcast):
     def numpy(self, a, b):
         return np.maximum(a, b)
 
-    def c_expr(self, a, b):
-        return f"fmaxf({a}, {b})"
 
 
 @register
@@ -161,8 +146,6 @@ class Min(_Broadcast):
     def numpy(self, a, b):
         return np.minimum(a, b)
 
-    def c_expr(self, a, b):
-        return f"fminf({a}, {b})"
 
 
 @register
@@ -177,8 +160,6 @@ class Pow(_Broadcast):
         with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
             return np.power(a, b)
 
-    def c_expr(self, a, b):
-        return f"powf({a}, {b})"
 
 
 # ---------------------------------------------------------------- concat

@@ -48,7 +48,7 @@ class Transpose(Op):
     def kernel_args(self, layer, in_shapes, out_shape):
         in_strides = contiguous_strides(in_shapes[0])
         nest = loop_nest(out_shape, [contiguous_strides(out_shape), [in_strides[p] for p in layer.attrs.perm]])
-        return nest.template_args(f"y[{nest.index(0)}] = x0[{nest.index(1)}]")
+        return nest.template_args()
 
 
 def _pads(v, where):
@@ -104,4 +104,4 @@ class Pad(Op):
         offset = sum(b * s for b, s in zip(begin, out_strides))
         nest = loop_nest(in_shapes[0], [out_strides, contiguous_strides(in_shapes[0])], [offset, 0])
         return {"fill": tuple(out_shape) != tuple(in_shapes[0]), "N": int(np.prod(out_shape)),
-                "value": c_float(layer.attrs.value), **nest.template_args(f"y[{nest.index(0)}] = x0[{nest.index(1)}]")}
+                "value": c_float(layer.attrs.value), **nest.template_args()}

@@ -4,8 +4,9 @@ An op describes its kernel as one loop per output axis and, for each array it to
 (the output first, then its inputs), the stride in floats of every loop. `loop_nest`
 drops axes of size 1 and merges neighbouring loops that every array walks contiguously,
 so that equal shapes become one flat loop, a per-channel C×1×1 operand two loops and a
-transpose only the loops it really needs. The template receives the bounds and one C
-index expression per array (`i0 * 20 + i1`), all numbers precomputed here.
+transpose only the loops it really needs. The template (templates/ops/_loops.c.j2) receives
+the loops and, per array, its index as terms (loop variable, stride) and a constant offset,
+all numbers precomputed here.
 """
 from __future__ import annotations
 
@@ -32,22 +33,45 @@ def broadcast_strides(shape: Shape, out_shape: Shape) -> list[int]:
 
 
 @dataclass(frozen=True)
+class Loop:
+    var: str  # i0, i1, ...
+    bound: int
+    indent: str  # its depth, as spaces
+
+
+@dataclass(frozen=True)
+class Term:
+    """var · stride (scaled: stride != 1, so it is printed)."""
+    var: str
+    stride: int
+    scaled: bool
+
+
+@dataclass(frozen=True)
+class Index:
+    """An array's index inside the loops: the sum of its terms and offset (zero: no term and no offset)."""
+    terms: tuple[Term, ...]
+    offset: int
+    zero: bool
+
+
+@dataclass(frozen=True)
 class LoopNest:
     bounds: tuple[int, ...]  # outermost first
     strides: tuple[tuple[int, ...], ...]  # per array, one stride per loop
     offsets: tuple[int, ...]  # per array, a constant added to its index
 
-    def index(self, array: int) -> str:
-        """The C expression of array `array`'s index inside the loops, e.g. `i0 * 20 + i1 + 3`."""
-        terms = [f"i{k}" if s == 1 else f"i{k} * {s}" for k, s in enumerate(self.strides[array]) if s]
-        if self.offsets[array]:
-            terms.append(str(self.offsets[array]))
-        return " + ".join(terms) or "0"
+    def index(self, array: int) -> Index:
+        """Array `array`'s index inside the loops, e.g. i0 · 20 + i1 + 3."""
+        terms = tuple(Term(f"i{k}", s, s != 1) for k, s in enumerate(self.strides[array]) if s)
+        offset = self.offsets[array]
+        return Index(terms, offset, not terms and not offset)
 
-    def template_args(self, statement: str) -> dict:
-        """What templates/ops/loop_nest.c.j2 reads: the loops with their indentation, and the statement."""
-        loops = [(f"i{k}", b, "    " * (k + 1)) for k, b in enumerate(self.bounds)]
-        return {"loops": loops, "body_indent": "    " * (len(loops) + 1), "statement": statement}
+    def template_args(self) -> dict:
+        """What templates/ops/_loops.c.j2 reads: the loops, the body's indentation, every array's index."""
+        loops = tuple(Loop(f"i{k}", b, "    " * (k + 1)) for k, b in enumerate(self.bounds))
+        return {"loops": loops, "body_indent": "    " * (len(loops) + 1),
+                "indices": tuple(self.index(a) for a in range(len(self.strides)))}
 
 
 def loop_nest(bounds: Sequence[int], strides: Sequence[Sequence[int]],
