@@ -15,9 +15,23 @@ from .debug import ATOL, RTOL  # one tolerance for `check` and `check --layers`
 from .errors import ConvcError, ConvcWarning
 
 
+def _forced_kernels(specs: list[str] | None) -> dict[str, str] | None:
+    """--kernel LAYER=KERNEL (repeatable) -> {layer: kernel}."""
+    if not specs:
+        return None
+    out = {}
+    for spec in specs:
+        layer, sep, kernel = spec.partition("=")
+        if not sep or not layer or not kernel:
+            raise ConvcError(f"--kernel {spec!r}: expected LAYER=KERNEL, e.g. conv3=direct (or *=winograd)")
+        out[layer] = kernel
+    return out
+
+
 def _compile_kwargs(args) -> dict:
     kw = {"opt_level": args.opt_level, "march": None if args.march == "none" else args.march,
-          "cflags": tuple(args.cflag or ()), "sanitize": args.sanitize, "progress": _progress(args)}
+          "cflags": tuple(args.cflag or ()), "sanitize": args.sanitize, "progress": _progress(args),
+          "kernels": _forced_kernels(args.kernel)}
     if getattr(args, "threads", None) is not None:
         kw["threads"] = args.threads
     if args.cache_dir:
@@ -46,6 +60,9 @@ def _add_build_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--march", default="native",
                    help="the target: -march for cc, and the vector width and registers the kernels are tuned for "
                         '(default native: this machine; e.g. x86-64-v3 for AVX2, x86-64-v4 for AVX-512; "none" to omit)')
+    p.add_argument("--kernel", action="append", metavar="LAYER=KERNEL",
+                   help="force a layer's kernel (repeatable; * for every layer it can take), e.g. conv3=direct; "
+                        "`convc summary MODEL --kernels` lists the choices")
     p.add_argument("--cflag", action="append", help="extra C compiler flag (repeatable)")
     p.add_argument("--cc", help="C compiler (default $CC, else cc)")
     p.add_argument("--cache-dir", help="compiled-library cache (default $CONVC_CACHE_DIR, else ~/.cache/convc)")
@@ -81,7 +98,13 @@ def cmd_summary(args) -> int:
     import compiler
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvcWarning)  # the summary lists them itself
-        summary = compiler.load(args.model).summary()
+        graph = compiler.load(args.model)
+    if args.kernels:
+        plan = compiler.plan_kernels(graph, opt_level=args.opt_level, march=None if args.march == "none" else args.march,
+                                     kernels=_forced_kernels(args.kernel))
+        print(plan.to_json() if args.json else plan)
+        return 0
+    summary = graph.summary()
     print(summary.to_json() if args.json else summary)
     return 0
 
@@ -135,7 +158,7 @@ def cmd_check_layers(args) -> int:
     from .debug import check_layers
     kw = _compile_kwargs(args)
     report = check_layers(args.model, batch=args.batch, seed=args.seed, opt_level=kw["opt_level"], march=kw["march"],
-                          cflags=kw["cflags"], cc=kw.get("cc"), cache_dir=kw.get("cache_dir"))
+                          cflags=kw["cflags"], cc=kw.get("cc"), cache_dir=kw.get("cache_dir"), kernels=kw["kernels"])
     print(report.format(color=sys.stdout.isatty()))
     return 0 if report.ok else 1
 
@@ -216,9 +239,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_build_options(p)
     p.set_defaults(func=cmd_compile)
 
-    p = sub.add_parser("summary", help="per-layer shapes, parameters, MACs, receptive fields")
+    p = sub.add_parser("summary", help="per-layer shapes, parameters, MACs, receptive fields (or kernels)")
     p.add_argument("model")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--kernels", action="store_true",
+                   help="instead: each layer of the optimized model, the kernel it gets for --march and why")
+    from .pipeline import DEFAULT_OPT_LEVEL
+    p.add_argument("--opt-level", type=int, default=DEFAULT_OPT_LEVEL, help="with --kernels: the opt level")
+    p.add_argument("--march", default="native", help="with --kernels: the target (as for compile)")
+    p.add_argument("--kernel", action="append", metavar="LAYER=KERNEL", help="with --kernels: force a kernel")
     p.set_defaults(func=cmd_summary)
 
     p = sub.add_parser("run", help="run a model (description or .so) on an input .npy")

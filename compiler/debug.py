@@ -1,9 +1,13 @@
 """Per-layer debugging: compile a build that exposes every layer's tensor and compare each with the interpreter.
 
-The debug build is a copy of the (optimized) graph whose outputs are all its non-input layers, so
-every tensor gets its own output buffer (the arena then holds none of them: this localizes a wrong
-kernel, not an arena overlap; for those use `convc check --sanitize`). Rows come in topological
-order; the first one beyond tolerance is where the compiled model starts to diverge.
+The debug build runs the kernels users run: the graph is optimized at the requested opt level and every
+layer gets the kernel, parameters and layouts that select_kernels chooses for the real build (the same
+target, the same forced kernels). It then lowers a copy of that graph whose outputs are all its non-input
+layers, so every tensor gets its own output buffer (the arena then holds none of them: this localizes a
+wrong kernel, not an arena overlap; for those use `convc check --sanitize`). A tensor the real build
+stores channel-blocked ([C/L][H][W][L]) is written so to its buffer and turned back into N×C×H×W for the
+comparison. Rows come in topological order, each naming the kernel it checked; the first one beyond
+tolerance is where the compiled model starts to diverge.
 
 A layer passes when its largest error is within atol + rtol * (the largest |value| of the reference
 tensor): intermediate tensors of deep random networks grow large, and float32 rounding of a sum
@@ -13,7 +17,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
@@ -28,6 +32,7 @@ from .lower import lower
 from .memory import plan_memory
 from .ops.base import fmt_shape
 from .passes import optimize
+from .pipeline import DEFAULT_OPT_LEVEL, load
 from .target import Target
 
 RTOL, ATOL = 1e-4, 1e-5  # float32 kernels vs. the float64 interpreter (`convc check` uses these too)
@@ -36,8 +41,11 @@ RTOL, ATOL = 1e-4, 1e-5  # float32 kernels vs. the float64 interpreter (`convc c
 @dataclass(frozen=True)
 class LayerError:
     name: str
+    sources: tuple[str, ...]  # the model layers it computes (conv1, bn1, relu_2 for a fused layer)
     op: str
     shape: tuple[int, ...]
+    kernel: str  # the kernel the row checked ("" for views and outputs compared with the unoptimized graph)
+    layout: str  # "C/L" when the kernel stores it channel-blocked, else ""
     max_abs: float
     max_rel: float  # max_abs / max |reference| over the tensor (elementwise ratios explode near zeros)
     ok: bool  # max_abs <= atol + rtol * max |reference|
@@ -47,6 +55,7 @@ class LayerError:
 class LayerReport:
     model: str
     opt_level: int
+    target: str  # the Target's name the kernels were chosen for
     batch: int
     rows: list[LayerError]
     rtol: float
@@ -63,18 +72,20 @@ class LayerReport:
         return self.first_divergent is None and all(r.ok for r in self.outputs_vs_source)
 
     def format(self, color: bool = False) -> str:
-        head = ("", "layer", "op", "shape", "max abs err", "rel to max", "")
+        head = ("", "layer", "op", "kernel", "shape", "max abs err", "rel to max", "")
         first = self.first_divergent
-        body = [(">>" if r is first else "", r.name, r.op, fmt_shape(r.shape), f"{r.max_abs:.3g}", f"{r.max_rel:.3g}",
-                 "OK" if r.ok else "DIVERGES") for r in self.rows]
+        body = [(">>" if r is first else "", "+".join(r.sources), r.op, r.kernel + (f" /{r.layout}" if r.layout else ""),
+                 fmt_shape(r.shape), f"{r.max_abs:.3g}", f"{r.max_rel:.3g}", "OK" if r.ok else "DIVERGES")
+                for r in self.rows]
         widths = [max(len(h), *(len(b[i]) for b in body)) if body else len(h) for i, h in enumerate(head)]
-        right = {4, 5}
+        right = {5, 6}
 
         def line(cells):
             return "  ".join(c.rjust(w) if i in right else c.ljust(w)
                              for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
-        out = [f"model {self.model}: every layer vs. the interpreter (opt level {self.opt_level}, batch {self.batch}, "
-               f"tolerance {self.atol:g} + {self.rtol:g} x max |reference|)", line(head), line(["-" * w for w in widths])]
+        out = [f"model {self.model}: every layer vs. the interpreter ({self.target}, opt level {self.opt_level}, "
+               f"batch {self.batch}, tolerance {self.atol:g} + {self.rtol:g} x max |reference|)", line(head),
+               line(["-" * w for w in widths])]
         for row, cells in zip(self.rows, body):
             text = line(cells)
             if color and row is first:
@@ -92,8 +103,9 @@ class LayerReport:
             out.append(f"all {len(self.rows)} layers agree")
         else:
             bad = sum(not r.ok for r in self.rows)
-            out.append(f"first divergent layer: {first.name} ({first.op}); {bad} of {len(self.rows)} layers beyond "
-                       "tolerance (the later ones may only inherit its error)")
+            kernel = f", kernel {first.kernel}" if first.kernel else ""
+            out.append(f"first divergent layer: {' + '.join(first.sources)} ({first.op}{kernel}); {bad} of "
+                       f"{len(self.rows)} layers beyond tolerance (the later ones may only inherit its error)")
         return "\n".join(out)
 
     def __str__(self) -> str:
@@ -107,44 +119,54 @@ def with_all_outputs(graph: Graph) -> Graph:
     return debug
 
 
+def unblock(array: np.ndarray, lanes: int) -> np.ndarray:
+    """A batch of channel-blocked tensors [N][C/L][H][W][L] (as the buffer holds them) as N×C×H×W."""
+    n, c, h, w = array.shape
+    return array.reshape(n, c // lanes, h, w, lanes).transpose(0, 1, 4, 2, 3).reshape(n, c, h, w)
+
+
 def check_layers(model: Graph | str | os.PathLike | dict[str, Any], *, batch: int = 2, seed: int = 0,
-                 opt_level: int = 0, march: "str | Target | None" = "native", cflags: tuple[str, ...] = (),
-                 cc: str | None = None, cache_dir: str | os.PathLike | None = None,
-                 transform_source: Callable[[str], str] | None = None,
+                 opt_level: int = DEFAULT_OPT_LEVEL, march: "str | Target | None" = "native",
+                 cflags: tuple[str, ...] = (), cc: str | None = None, cache_dir: str | os.PathLike | None = None,
+                 kernels: Mapping[str, str] | None = None, transform_source: Callable[[str], str] | None = None,
                  rtol: float = RTOL, atol: float = ATOL) -> LayerReport:
     """Run the debug build of `model` on a random batch and compare every layer with the interpreter.
 
-    The passes of `opt_level` run first, so the rows are the layers that exist after optimization
-    and the compiled kernels are the ones the optimized build uses. transform_source: applied to
-    the generated C before it is built (tests inject bugs through it).
+    The passes of `opt_level` run first and every layer gets the kernel the build at that level, for the target
+    `march` (and the forced `kernels`), gives it, so the rows are the layers and kernels users run.
+    transform_source: applied to the generated C before it is built (tests inject bugs through it).
     """
-    from .pipeline import load
     source_graph = load(model)
     graph = optimize(source_graph, opt_level)
-    debug = with_all_outputs(graph)
-    level0 = select_kernels(debug, Target.from_march(march, cc), 0)
-    source = render(lower(debug, level0, plan_memory(debug, level0)))
-    code = transform_source(source.code) if transform_source else source.code
     target = Target.from_march(march, cc)
+    plan = select_kernels(graph, target, opt_level, kernels)  # the real build's choices
+    debug = with_all_outputs(graph)
+    source = render(lower(debug, plan, plan_memory(debug, plan)))
+    code = transform_source(source.code) if transform_source else source.code
     result = build_library(code, source.files, cc=cc, flags=compile_flags(march=target.march, extra=tuple(cflags)),
                            cache_dir=cache_dir)
     compiled = runtime.load(result.path)
     rng = np.random.default_rng(seed)
     inputs = {n: rng.standard_normal((batch, *graph.shape(n))).astype(np.float32) for n in graph.inputs}
     got = compiled.run(inputs)
+    got = {name: unblock(y, plan.layouts[name]) if name in plan.layouts else y for name, y in got.items()}
     ref = interpret(graph, inputs, all_layers=True, dtype=np.float64)
 
-    def compare(name: str, reference: np.ndarray, layer_graph: Graph) -> LayerError:
+    def compare(name: str, reference: np.ndarray, layer_graph: Graph, checked: bool = True) -> LayerError:
         err = np.abs(got[name].astype(np.float64) - reference)
         scale = float(np.max(np.abs(reference)))
         max_abs = float(np.max(err))
         ok = bool(max_abs <= atol + rtol * scale)  # NaN compares False: a NaN is a divergence
         layer = layer_graph.layer(name)
-        return LayerError(name, layer.op, layer_graph.shape(name), max_abs, max_abs / max(scale, 1e-30), ok)
+        kernel = plan[name].kernel if checked and name in plan else ""
+        layout = f"C/{plan.layouts[name]}" if checked and name in plan.layouts else ""
+        return LayerError(name, layer.sources, layer.op, layer_graph.shape(name), kernel, layout, max_abs,
+                          max_abs / max(scale, 1e-30), ok)
 
     rows = [compare(name, ref[name], graph) for name in debug.outputs]
     vs_source = []
     if graph is not source_graph:  # passes ran: they must not change what the model computes
         source_ref = interpret(source_graph, inputs, dtype=np.float64)
-        vs_source = [compare(name, source_ref[name], source_graph) for name in source_graph.outputs if name in got]
-    return LayerReport(graph.name, opt_level, batch, rows, rtol, atol, vs_source)
+        vs_source = [compare(name, source_ref[name], source_graph, checked=False)
+                     for name in source_graph.outputs if name in got]
+    return LayerReport(graph.name, opt_level, target.name, batch, rows, rtol, atol, vs_source)

@@ -29,7 +29,8 @@ class Layer:
 
     @property
     def where(self) -> str:
-        return f"{self.source}: layer '{self.name}' ({self.op})"
+        merged = f": {' + '.join(self.sources)}" if self.merged else ""
+        return f"{self.source}: layer '{self.name}' ({self.op}{merged})"
 
     @property
     def primary(self) -> str:

@@ -192,10 +192,11 @@ def params_context(params: Any) -> dict[str, Any]:
 
 
 def header_lines(graph: Graph, index: int, layer, layouts: tuple[int, ...]) -> tuple[str, ...]:
-    """The kernel's comment: the layer (its primary name, the layers merged into it), shapes, formula, layouts."""
+    """The kernel's comment: the layer with the layers merged into it (conv1 + bn1 + relu_2), shapes, formula,
+    layouts."""
     ins, out = graph.in_shapes(layer.name), graph.shape(layer.name)
-    lines = [f"layer {index} {c_name(layer.name)} ({layer.op}): {', '.join(fmt_shape(s) for s in ins)} -> "
-             f"{fmt_shape(out)}"]
+    lines = [f"layer {index} {' + '.join(c_name(n) for n in layer.sources)} ({layer.op}): "
+             f"{', '.join(fmt_shape(s) for s in ins)} -> {fmt_shape(out)}"]
     formula = layer.spec.formula(layer, ins, out)
     if formula:
         lines.append(f"out = {formula}")
@@ -223,7 +224,7 @@ def lower(graph: Graph, kernels: KernelPlan, arena: Arena | None = None, profile
         choice = kernels[layer.name]
         arrays = KERNELS[choice.kernel].arrays(layer, graph.layer_weights(layer.name), choice.params)
         offsets = {suffix: blob.add(layer.name, suffix, array) for suffix, array in arrays.items()}
-        fn = c_identifier(index, layer.name)
+        fn = c_identifier(index, layer.primary)  # L1_conv1 for conv1 + relu_2
         context = params_context(choice.params)
         check_c_ints(layer, context)
         scratch = _scratch(layer, choice.scratch_floats, arena)

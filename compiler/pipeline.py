@@ -13,7 +13,7 @@ from .codegen import CSource, render
 from .errors import ModelError
 from .frontends.description import parse_description, parse_file
 from .ir import Graph
-from .kernels.select import select_kernels
+from .kernels.select import KernelPlan, select_kernels
 from .limits import DEFAULT_LIMITS, Limits, check_attributes, check_sizes, check_tensor
 from .lower import lower
 from .memory import plan_memory
@@ -95,6 +95,15 @@ def generate_c(graph: Graph, *, opt_level: int = DEFAULT_OPT_LEVEL, march: str |
     progress("generate")
     plan = select_kernels(graph, target, opt_level, kernels)
     return render(lower(graph, plan, plan_memory(graph, plan), profile), weights_mode=weights_mode)
+
+
+def plan_kernels(model: Graph | str | os.PathLike | dict[str, Any], *, opt_level: int = DEFAULT_OPT_LEVEL,
+                 march: str | Target | None = "native", kernels: Mapping[str, str] | None = None,
+                 limits: Limits = DEFAULT_LIMITS) -> KernelPlan:
+    """The kernel every layer of the optimized model gets for the target, and why (`convc summary --kernels`):
+    print it for a table, or .to_dict() / .to_json() for data. Arguments as compile()."""
+    graph = optimize(load(model, limits=limits), opt_level)
+    return select_kernels(graph, Target.from_march(march), opt_level, kernels)
 
 
 def compile(model: Graph | str | os.PathLike | dict[str, Any], *, opt_level: int = DEFAULT_OPT_LEVEL,

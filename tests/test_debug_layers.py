@@ -1,4 +1,5 @@
-"""Per-layer debugging: every layer of the debug build vs. the interpreter, and the first divergent one named."""
+"""Per-layer debugging: every layer of the debug build, with the kernels the real build chooses, vs. the
+interpreter, and the first divergent one named with its kernel."""
 import re
 import warnings
 
@@ -7,7 +8,7 @@ import pytest
 import compiler
 from compiler.cli import main
 from compiler.debug import check_layers, with_all_outputs
-from conftest import EXAMPLES
+from conftest import AVX2, AVX512, EXAMPLES, TARGET_IDS, TARGETS, model_dict, runnable
 
 
 def load(path):
@@ -16,9 +17,11 @@ def load(path):
         return compiler.load(path)
 
 
-def patch_kernel(code: str, layer: str, edit) -> str:
-    """Apply `edit` to the text of the generated function of `layer` only."""
-    match = re.search(rf"static void L\d+_{layer}\(.*?\n}}\n", code, re.S)
+def patch_kernel(code: str, layer: str, edit, items: bool = False) -> str:
+    """Apply `edit` to the text of the generated function of `layer` (its C name: the primary layer) only;
+    items: the work-item function of a threaded kernel (L5_conv1_items)."""
+    suffix = "_items" if items else ""
+    match = re.search(rf"static void L\d+_{layer}{suffix}\(.*?\n}}\n", code, re.S)
     assert match, f"no kernel for {layer}"
     body = match.group(0)
     new = edit(body)
@@ -43,7 +46,7 @@ def bump_first_output(body: str) -> str:
 
 def test_correct_model_agrees_everywhere():
     graph = load(EXAMPLES / "lenet5.yaml")
-    report = check_layers(graph, batch=2, seed=1)
+    report = check_layers(graph, batch=2, seed=1, opt_level=0)
     assert report.ok and report.first_divergent is None
     assert [r.name for r in report.rows] == [layer.name for layer in graph.layers() if layer.op != "input"]
     assert all(r.max_abs < 1e-4 for r in report.rows)
@@ -64,13 +67,13 @@ def test_debug_graph_exposes_every_layer_including_views():
 ], ids=["conv-padding", "shortcut", "dense-bias"])
 def test_injected_bug_is_named(model, layer, bug):
     graph = load(EXAMPLES / f"{model}.yaml")
-    report = check_layers(graph, transform_source=lambda code: patch_kernel(code, layer, bug))
+    report = check_layers(graph, opt_level=0, transform_source=lambda code: patch_kernel(code, layer, bug))
     assert not report.ok
     assert report.first_divergent.name == layer
     names = [r.name for r in report.rows]
     assert all(r.ok for r in report.rows[:names.index(layer)])
     text = report.format()
-    assert f"first divergent layer: {layer} ({graph.layer(layer).op})" in text
+    assert f"first divergent layer: {layer} ({graph.layer(layer).op}, kernel plain)" in text
     marked = [line for line in text.splitlines() if line.startswith(">>")]
     assert len(marked) == 1 and layer in marked[0] and "DIVERGES" in marked[0]
     assert "\x1b[" not in text
@@ -108,4 +111,51 @@ def test_a_wrong_optimization_pass_shows_at_the_outputs(monkeypatch):
     assert report.first_divergent is None and not report.ok
     assert [r.name for r in report.outputs_vs_source] == ["fc3"] and not report.outputs_vs_source[0].ok
     assert "an optimization pass of opt level 9 changed the result" in str(report)
-    assert check_layers(load(EXAMPLES / "lenet5.yaml")).outputs_vs_source == []  # level 0: no passes
+    assert check_layers(load(EXAMPLES / "lenet5.yaml"), opt_level=0).outputs_vs_source == []  # level 0: no passes
+
+
+# ---------------------------------------------------------------- the kernels users run (opt level 2)
+def winograd_input_transform_bug(body: str) -> str:
+    assert body.count("tr[0][e] = d[0][e] - d[2][e];") == 1, "winograd template changed: update this bug"
+    return body.replace("tr[0][e] = d[0][e] - d[2][e];", "tr[0][e] = d[0][e] + d[2][e];")
+
+
+def depthwise_bias_bug(body: str) -> str:
+    assert body.count("const convc_vec b = bias_v[cb];") == 1, "blocked depthwise template changed: update this bug"
+    return body.replace("const convc_vec b = bias_v[cb];", "const convc_vec b = bias_v[cb] * 2.0f;")
+
+
+# b1 (3×3 on a 12×12 map) takes Winograd; e (1×1) writes d's input channel-blocked, the depthwise conv d reads
+# it so (and writes it back blocked for p); z needs C×H×W.
+LEVEL2_MODEL = model_dict(
+    [{"name": "b1", "op": "conv2d", "filters": 32, "kernel": 3, "padding": 1}, {"name": "r1", "op": "relu"},
+     {"name": "e", "op": "conv2d", "filters": 32, "kernel": 1}, {"name": "e_act", "op": "relu6"},
+     {"name": "d", "op": "conv2d", "filters": 32, "kernel": 3, "padding": 1, "groups": 32},
+     {"name": "d_act", "op": "relu6"}, {"name": "p", "op": "conv2d", "filters": 16, "kernel": 1},
+     {"name": "z", "op": "conv2d", "filters": 16, "kernel": 3, "stride": 2, "padding": 1}],
+    shape=(16, 12, 12), name="level2", seed=3)
+
+
+@pytest.mark.parametrize("target", TARGETS, ids=TARGET_IDS)
+def test_the_debugger_checks_the_level_2_kernels_and_layouts(target):
+    report = check_layers(load(LEVEL2_MODEL), march=runnable(target), kernels={"b1": "winograd"})
+    assert report.ok, report.format()
+    rows = {r.sources[0]: r for r in report.rows}
+    assert rows["b1"].kernel == "winograd" and rows["d"].kernel == "depthwise"
+    lanes = target.lanes
+    assert rows["d"].layout == f"C/{lanes}" and rows["e"].layout == f"C/{lanes}"  # compared as N×C×H×W
+    assert f"depthwise /C/{lanes}" in report.format()
+
+
+@pytest.mark.parametrize("target", TARGETS, ids=TARGET_IDS)
+@pytest.mark.parametrize("layer, bug, kernel", [("b1", winograd_input_transform_bug, "winograd"),
+                                                ("d", depthwise_bias_bug, "depthwise")],
+                         ids=["winograd", "blocked-depthwise"])
+def test_a_bug_in_a_level_2_kernel_is_named(target, layer, bug, kernel):
+    graph = load(LEVEL2_MODEL)
+    report = check_layers(graph, march=runnable(target), kernels={"b1": "winograd"},
+                          transform_source=lambda code: patch_kernel(code, layer, bug, items=True))
+    first = report.first_divergent
+    assert first is not None and first.sources[0] == layer and first.kernel == kernel
+    assert all(r.ok for r in report.rows[:report.rows.index(first)])
+    assert f"kernel {kernel})" in report.format()

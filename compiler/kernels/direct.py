@@ -68,7 +68,7 @@ class Direct(Kernel):
     ops = CONV_OPS
     template = "ops/conv2d_direct.c.j2"
     priority = 20
-    doc = "register-blocked direct convolution (groups = 1)"
+    doc = "groups = 1: vectors of output channels, register-blocked over pixels"
 
     def unsuitable(self, layer, in_shapes, out_shape, target):
         if layer.attrs.groups != 1:

@@ -16,6 +16,7 @@ The choice, per layer:
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Mapping
@@ -33,7 +34,9 @@ EVERY_LAYER = "*"
 class KernelChoice:
     """One layer's kernel, as chosen by select_kernels."""
     layer: str
+    sources: tuple[str, ...]  # the model layers it computes (conv1, bn1, relu_2 for a fused layer)
     op: str
+    shape: tuple[int, ...]  # its output, per sample
     kernel: str  # a name in compiler.kernels.KERNELS
     template: str
     params: Any = field(repr=False)  # the frozen record its template renders
@@ -44,6 +47,15 @@ class KernelChoice:
     @property
     def uses_thread_pool(self) -> bool:
         return KERNELS[self.kernel].uses_thread_pool(self.params)
+
+    def to_dict(self) -> dict:
+        return {"layer": self.layer, "sources": list(self.sources), "op": self.op, "shape": list(self.shape),
+                "kernel": self.kernel, "layouts": [layout_name(n) for n in self.layouts],
+                "scratch_floats": self.scratch_floats, "reason": self.reason}
+
+
+def layout_name(lanes: int) -> str:
+    return f"C/{lanes}" if lanes else "CxHxW"
 
 
 @dataclass(frozen=True)
@@ -59,6 +71,29 @@ class KernelPlan:
 
     def __contains__(self, layer: str) -> bool:
         return layer in self.choices
+
+    def to_dict(self) -> dict:
+        return {"target": self.target.describe(), "opt_level": self.opt_level,
+                "layers": [c.to_dict() for c in self.choices.values()]}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, ensure_ascii=False)
+
+    def __str__(self) -> str:
+        """A table: per layer its kernel, its tensors' layouts where any is channel-blocked (inputs -> output),
+        its scratch floats and why it got the kernel."""
+        head = ("layer", "op", "kernel", "blocked layouts", "scratch", "why")
+        body = [(" + ".join(c.sources), c.op, c.kernel,
+                 f"{', '.join(layout_name(n) for n in c.layouts[:-1])} -> {layout_name(c.layouts[-1])}"
+                 if any(c.layouts) else "",
+                 f"{c.scratch_floats:,}" if c.scratch_floats else "", c.reason) for c in self.choices.values()]
+        widths = [max(len(h), *(len(b[i]) for b in body)) if body else len(h) for i, h in enumerate(head)]
+
+        def line(cells):
+            return "  ".join(c.rjust(w) if i == 4 else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+        out = [f"kernels for {self.target.describe()}, opt level {self.opt_level}", line(head),
+               line(["-" * w for w in widths])]
+        return "\n".join(out + [line(b) for b in body])
 
 
 def computes(layer: Layer) -> bool:
@@ -149,6 +184,7 @@ def select_kernels(graph: Graph, target: Target, opt_level: int = 2,
                                  f"{handed[1]}")
             kernel, reason = handed
         params = kernel.params(layer, ins, out, target, lay)
-        choices[name] = KernelChoice(name, layer.op, kernel.name, kernel.template_for(layer, params), params, lay,
-                                     kernel.scratch_floats(params), reason)
+        choices[name] = KernelChoice(name, layer.sources, layer.op, tuple(out), kernel.name,
+                                     kernel.template_for(layer, params), params, lay, kernel.scratch_floats(params),
+                                     reason)
     return KernelPlan(target, opt_level, MappingProxyType(choices), MappingProxyType(dict(layouts)))
