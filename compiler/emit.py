@@ -10,9 +10,9 @@ kernels). Their GCC vector extensions sit under `#if defined(__GNUC__)` with a p
 for other compilers (or any compiler given -DCONVC_NO_VECTOR_EXTENSIONS). Their thread pool
 (templates/threads.c.j2) is compiled serial unless the user defines PREFIX_THREADS, so by default
 model.c needs no pthreads, no heap and no OS. Two costs matter on microcontrollers: the register-
-blocked kernels keep several KB of accumulators on the stack when the target's vector registers are
-fewer or narrower than this machine's (their vector width is tuned to the machine running convc),
-and the unrolled kernels are more code; opt_level=1 keeps the graph passes with the plain loops.
+blocked kernels keep several KB of accumulators on the stack when the CPU's vector registers are
+fewer or narrower than the target's (`march`, default the machine running convc), and the unrolled
+kernels are more code; opt_level=1 keeps the graph passes with the plain loops.
 """
 from __future__ import annotations
 

@@ -8,7 +8,7 @@ import pytest
 import compiler
 from compiler.cli import main
 from compiler.debug import check_layers, with_all_outputs
-from conftest import AVX2, AVX512, EXAMPLES, TARGET_IDS, TARGETS, model_dict, runnable
+from conftest import EXAMPLES, TARGET_IDS, TARGETS, model_dict, runnable
 
 
 def load(path):
