@@ -18,7 +18,7 @@ import pytest
 import compiler
 import runtime
 from compiler.passes import PIPELINES, optimize
-from conftest import AVX2, AVX512, EXAMPLES, ROOT, TARGET_IDS, TARGETS, compile_and_check, model_dict, random_input
+from conftest import AVX512, EXAMPLES, ROOT, TARGET_IDS, TARGETS, compile_and_check, model_dict, random_input
 
 OPT_LEVELS = sorted(PIPELINES)
 
