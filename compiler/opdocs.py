@@ -60,11 +60,19 @@ def onnx_table() -> str:
     """docs/onnx.md's table of supported operators: a row per handler of the ONNX front end, with the ONNX
     types it imports, the native ops the registry maps them to, and the handler's docstring as the note."""
     from .frontends.onnx import HANDLERS  # needs the optional onnx package
+    from .frontends.onnx.handlers import one_to_one
     types_by_handler: dict = {}
     for onnx_type, handler in HANDLERS.items():
         types_by_handler.setdefault(handler, []).append(onnx_type)
     lines = ["| ONNX | native op | notes |", "|---|---|---|"]
     for handler, types in types_by_handler.items():
+        if handler is one_to_one:  # one row per type: its attributes
+            for t in types:
+                mapping = REGISTRY[ONNX_TYPES[t]].onnx_attributes
+                note = ", ".join(f"{onnx_name} (default {default}) → {native}"
+                                 for native, (onnx_name, default) in mapping.items()) or "No attributes"
+                lines.append(f"| {t} | {ONNX_TYPES[t]} | {_cell(note)} |")
+            continue
         native = ", ".join(dict.fromkeys(ONNX_TYPES[t] for t in types))
         note = _cell(inspect.getdoc(handler) or "").removesuffix(".")
         lines.append(f"| {', '.join(types)} | {native} | {note} |")

@@ -30,6 +30,7 @@ class _Pointwise(Op):
 class Relu(_Pointwise):
     name = "relu"
     onnx_types = ("Relu",)
+    onnx_attributes = {}
     doc = "max(x, 0)"
 
     def reference(self, layer, inputs, weights):
@@ -45,6 +46,7 @@ class LeakyReluAttrs:
 class LeakyRelu(_Pointwise):
     name = "leaky_relu"
     onnx_types = ("LeakyRelu",)
+    onnx_attributes = {"negative_slope": ("alpha", 0.01)}
     Attrs = LeakyReluAttrs
     doc = "x if x > 0 else negative_slope·x"
 
@@ -97,6 +99,7 @@ class Clip(_Pointwise):
 class Sigmoid(_Pointwise):
     name = "sigmoid"
     onnx_types = ("Sigmoid",)
+    onnx_attributes = {}
     doc = "1 / (1 + exp(−x))"
 
     def reference(self, layer, inputs, weights):
@@ -107,6 +110,7 @@ class Sigmoid(_Pointwise):
 class Tanh(_Pointwise):
     name = "tanh"
     onnx_types = ("Tanh",)
+    onnx_attributes = {}
     doc = "tanh(x)"
 
     def reference(self, layer, inputs, weights):

@@ -188,6 +188,10 @@ class Op:
     # The ONNX op types that import as this op (the front end's handlers say how), e.g. ("Gemm", "MatMul").
     # The registry reads them from the op's own class only: a subclass does not inherit its parent's.
     onnx_types: ClassVar[tuple[str, ...]] = ()
+    # For ONNX types that map one to one onto this op (one data input, one output): native attribute ->
+    # (ONNX attribute, its ONNX default). The front end then needs no handler of its own for them.
+    # None: a handler in compiler/frontends/onnx/handlers.py says how the type imports.
+    onnx_attributes: ClassVar[dict[str, tuple[str, Any]] | None] = None
 
     # -- shapes and costs
     def infer_shape(self, layer, in_shapes: list[Shape]) -> Shape:

@@ -11,7 +11,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ...ops import ONNX_TYPES
+from ...ops import ONNX_TYPES, REGISTRY
 from .builder import (Act, Builder, axis_per_sample, const_input, first_act, ints, lift_1d, operand, pair,
                       per_sample_constant, spatial_2d, unlift_1d, window_padding)
 
@@ -178,18 +178,6 @@ def _batchnorm(b, node, ins, attrs, name):
                      f"{[p.size for p in (scale, bias, mean, var)]} (non-spatial batchnorm is not supported)")
     return [b.add(name, "batchnorm", {"eps": float(attrs.get("epsilon", 1e-5))}, [x],
                   {"weight": scale, "bias": bias, "running_mean": mean, "running_var": var})]
-
-
-@handles("Relu", "Sigmoid", "Tanh")
-def _pointwise(b, node, ins, attrs, name):
-    """No attributes."""
-    return [b.add(name, ONNX_TYPES[node.op_type], {}, [first_act(b, ins)])]
-
-
-@handles("LeakyRelu")
-def _leaky_relu(b, node, ins, attrs, name):
-    """alpha."""
-    return [b.add(name, "leaky_relu", {"negative_slope": float(attrs.get("alpha", 0.01))}, [first_act(b, ins)])]
 
 
 @handles("Clip")
@@ -463,6 +451,20 @@ def _lrn(b, node, ins, attrs, name):
     return [b.add(name, "lrn", {"size": int(attrs["size"]), "alpha": float(attrs.get("alpha", 1e-4)),
                                 "beta": float(attrs.get("beta", 0.75)), "bias": float(attrs.get("bias", 1.0))},
                   [x])]
+
+
+def one_to_one(b, node, ins, attrs, name):
+    """The op's attributes from the node's (the op's `onnx_attributes`), its defaults as ONNX's."""
+    op = ONNX_TYPES[node.op_type]
+    mapping = REGISTRY[op].onnx_attributes
+    return [b.add(name, op, {native: attrs.get(onnx_name, default) for native, (onnx_name, default) in mapping.items()},
+                  [first_act(b, ins)])]
+
+
+# Types whose op maps them one to one (onnx_attributes) and that have no handler of their own.
+for _type, _op in ONNX_TYPES.items():
+    if REGISTRY[_op].onnx_attributes is not None:
+        HANDLERS.setdefault(_type, one_to_one)
 
 
 def check_handlers(handlers: dict[str, Handler], declared: dict[str, str]) -> None:
