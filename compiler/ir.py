@@ -26,6 +26,9 @@ class Layer:
     # The layers an optimization pass merged into this one, in model order (conv1, bn1 for the layer named
     # relu_2 that computes conv1 + bn1 + relu_2); it keeps the last one's name, which its readers use.
     merged: tuple[str, ...] = ()
+    # True: the model computes each sample on its own, and its shapes leave out the batch axis (axis 0 of
+    # every tensor, which attributes still count, as PyTorch does).
+    batched: bool = True
 
     @property
     def where(self) -> str:

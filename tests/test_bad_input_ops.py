@@ -45,10 +45,15 @@ def test_input_counts(op, n):
 
 
 # ---------------------------------------------------------------- transpose
-@pytest.mark.parametrize("perm", [[0, 1], [0, 1, 1], [0, 1, 3], [2, 1, 0, 3], [-1, 0, 1]])
+@pytest.mark.parametrize("perm", [[0, 1], [0, 1, 1, 2], [0, 1, 2, 4], [0, 2, 1, 3, 4], [-1, 0, 1, 2]])
 def test_transpose_perm_must_be_a_permutation_of_the_axes(perm):
     msg = error(model_dict([{"name": "t", "op": "transpose", "perm": perm}]), ShapeError)
-    assert "layer 't' (transpose)" in msg and "'perm'" in msg and str(perm) in msg and "3×8×8" in msg
+    assert "layer 't' (transpose)" in msg and "'perm'" in msg and str(perm) in msg and "N×3×8×8" in msg
+
+
+def test_transpose_cannot_move_the_batch_axis():
+    msg = error(model_dict([{"name": "t", "op": "transpose", "perm": [1, 0, 2, 3]}]), ShapeError)
+    assert "layer 't' (transpose)" in msg and "moves the batch axis" in msg
 
 
 @pytest.mark.parametrize("perm", [[], "0,2,1", [0, 1.5, 2], [True, 0, 1]])
@@ -104,18 +109,26 @@ def test_pad_has_no_mode_attribute():
 
 
 # ---------------------------------------------------------------- concat and softmax axes
-@pytest.mark.parametrize("op,axis", [("concat", 3), ("concat", -4), ("softmax", 3), ("softmax", -4)])
+@pytest.mark.parametrize("op,axis", [("concat", 4), ("concat", -5), ("softmax", 4), ("softmax", -5)])
 def test_axis_out_of_range(op, axis):
     inputs = {"inputs": ["x", "x"]} if op == "concat" else {}
     msg = error(model_dict([{"name": "a", "op": op, "axis": axis, **inputs}]), ShapeError)
-    assert f"layer 'a' ({op})" in msg and f"'axis' = {axis}" in msg and "rank-3" in msg and "0..2" in msg
+    assert f"layer 'a' ({op})" in msg and f"'axis' = {axis}" in msg and "rank-4" in msg and "0..3" in msg
+
+
+@pytest.mark.parametrize("op,axis", [("concat", 0), ("concat", -4), ("softmax", 0), ("softmax", -4)])
+def test_an_axis_naming_the_batch_is_refused(op, axis):
+    """Axes count as in PyTorch: 0 is the batch, which these ops cannot act across in a batched model."""
+    inputs = {"inputs": ["x", "x"]} if op == "concat" else {}
+    msg = error(model_dict([{"name": "a", "op": op, "axis": axis, **inputs}]), ShapeError)
+    assert f"layer 'a' ({op})" in msg and f"'axis' = {axis}" in msg and "names the batch axis" in msg
 
 
 def test_concat_other_axes_must_match():
-    msg = error(model_dict([{"name": "t", "op": "transpose", "perm": [1, 0, 2]},
-                            {"name": "cat", "op": "concat", "axis": 2, "inputs": ["x", "t"]}], shape=(3, 4, 5)),
+    msg = error(model_dict([{"name": "t", "op": "transpose", "perm": [0, 2, 1, 3]},
+                            {"name": "cat", "op": "concat", "axis": 3, "inputs": ["x", "t"]}], shape=(3, 4, 5)),
                 ShapeError)
-    assert "layer 'cat' (concat)" in msg and "axis 2" in msg and "3×4×5" in msg and "4×3×5" in msg
+    assert "layer 'cat' (concat)" in msg and "axis 3" in msg and "3×4×5" in msg and "4×3×5" in msg
 
 
 def test_concat_ranks_must_match():

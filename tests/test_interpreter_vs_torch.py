@@ -308,8 +308,8 @@ OTHER_OPS = [
     ("dense-rank-2", {"op": "dense", "units": 3}, (4, 5),
      lambda x, w: F.linear(torch.flatten(x, 1), t(w["fc.weight"]), t(w["fc.bias"]))),
     # softmax along other axes: per-sample axis a is torch's dim a + 1.
-    ("softmax-axis-1", {"op": "softmax", "axis": 1}, (4, 3, 5), lambda x, w: F.softmax(x, dim=2)),
-    ("softmax-axis-2", {"op": "softmax", "axis": 2}, (4, 3, 5), lambda x, w: F.softmax(x, dim=3)),
+    ("softmax-axis-2", {"op": "softmax", "axis": 2}, (4, 3, 5), lambda x, w: F.softmax(x, dim=2)),
+    ("softmax-axis-3", {"op": "softmax", "axis": 3}, (4, 3, 5), lambda x, w: F.softmax(x, dim=3)),
     ("softmax-axis-minus-1", {"op": "softmax", "axis": -1}, (4, 3, 5), lambda x, w: F.softmax(x, dim=-1)),
     ("softmax-axis-minus-3", {"op": "softmax", "axis": -3}, (4, 3, 5), lambda x, w: F.softmax(x, dim=1)),
     # prelu (torch.nn.PReLU: one slope, or one per channel = dim 1)
@@ -328,10 +328,10 @@ OTHER_OPS = [
     ("lrn-rank-4", {"op": "lrn", "size": 3, "alpha": 0.1}, (5, 2, 3, 2),
      lambda x, w: F.local_response_norm(x, 3, alpha=0.1)),
     # transpose, reshape, identity, pad
-    ("transpose-hw", {"op": "transpose", "perm": [0, 2, 1]}, (3, 4, 5), lambda x, w: torch.permute(x, (0, 1, 3, 2))),
-    ("transpose-cycle", {"op": "transpose", "perm": [2, 0, 1]}, (3, 4, 5),
+    ("transpose-hw", {"op": "transpose", "perm": [0, 1, 3, 2]}, (3, 4, 5), lambda x, w: torch.permute(x, (0, 1, 3, 2))),
+    ("transpose-cycle", {"op": "transpose", "perm": [0, 3, 1, 2]}, (3, 4, 5),
      lambda x, w: torch.permute(x, (0, 3, 1, 2))),
-    ("transpose-rank-4", {"op": "transpose", "perm": [1, 0, 3, 2]}, (2, 3, 4, 5),
+    ("transpose-rank-4", {"op": "transpose", "perm": [0, 2, 1, 4, 3]}, (2, 3, 4, 5),
      lambda x, w: torch.permute(x, (0, 2, 1, 4, 3))),
     ("reshape", {"op": "reshape", "shape": [4, 15]}, (3, 4, 5), lambda x, w: torch.reshape(x, (-1, 4, 15))),
     ("reshape-infer", {"op": "reshape", "shape": [2, -1, 3]}, (3, 4, 5),
@@ -410,7 +410,7 @@ BROADCAST = model_dict([
     {"name": "hi", "op": "max", "inputs": ["x", "k3", "k1"]},
     {"name": "lo", "op": "min", "inputs": ["x", "kbig"]},
     {"name": "power", "op": "pow", "inputs": ["s", "krow"]},
-    {"name": "cat1", "op": "concat", "axis": 1, "inputs": ["x", "r", "x"]},
+    {"name": "cat1", "op": "concat", "axis": 2, "inputs": ["x", "r", "x"]},
     {"name": "cat2", "op": "concat", "axis": -1, "inputs": ["r", "x"]},
     {"name": "catk", "op": "concat", "inputs": ["k3", "k3"]},
 ], shape=(3, 4, 5), name="broadcast")
@@ -456,7 +456,7 @@ def test_channel_shuffle_vs_torch():
     """ShuffleNet's channel shuffle as reshape -> transpose [1, 0, 2, 3] -> reshape, vs torch.nn.ChannelShuffle."""
     graph = load(model_dict([
         {"name": "split", "op": "reshape", "shape": [3, 4, 5, 2]},
-        {"name": "swap", "op": "transpose", "perm": [1, 0, 2, 3]},
+        {"name": "swap", "op": "transpose", "perm": [0, 2, 1, 3, 4]},
         {"name": "shuffled", "op": "reshape", "shape": [12, 5, 2]}], shape=(12, 5, 2)))
     x = np.random.default_rng(9).standard_normal((2, 12, 5, 2))
     close(run(graph, x, "shuffled"), torch.nn.ChannelShuffle(3)(t(x)))

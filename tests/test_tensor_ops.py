@@ -31,7 +31,7 @@ def test_summary_params_and_macs():
         {"name": "d", "op": "div", "inputs": ["a", "x"]},
         {"name": "p", "op": "prelu", "num_parameters": 3},
         {"name": "l", "op": "lrn", "size": 5},
-        {"name": "t", "op": "transpose", "perm": [0, 2, 1]},
+        {"name": "t", "op": "transpose", "perm": [0, 1, 3, 2]},
         {"name": "r", "op": "reshape", "shape": [-1]},
         {"name": "pad", "op": "pad", "pads": [1, 2]}], shape=(3, 4, 5)))
     n = 3 * 4 * 5
@@ -44,7 +44,7 @@ def test_summary_params_and_macs():
     assert r["t"].macs == r["r"].macs == r["pad"].macs == 0
     assert r["pad"].shape == (63,) and r["pad"].formula == "60 + 1 + 2 = 63"
     assert r["a"].formula == "broadcast(3×4×5, 3×1×1) = 3×4×5" and r["m"].formula.startswith("broadcast(")
-    assert r["t"].formula == "perm [0, 2, 1]: 3×4×5 -> 3×5×4"
+    assert r["t"].formula == "perm [0, 1, 3, 2]: 3×4×5 -> 3×5×4"
     assert r["k"].receptive_field is None and r["m"].receptive_field == (1, 1)
     summary = graph.summary()
     assert summary.params == 6
@@ -115,10 +115,10 @@ def test_broadcast_loops_collapse(const_shape, bounds, statement):
 
 
 def test_transpose_loops():
-    args = nest_of({"name": "t", "op": "transpose", "perm": [0, 2, 1]}, (3, 4, 5))
+    args = nest_of({"name": "t", "op": "transpose", "perm": [0, 1, 3, 2]}, (3, 4, 5))
     assert args["statement"] == "y[i0 * 20 + i1 * 4 + i2] = x0[i0 * 20 + i1 + i2 * 5]"
     # Moving a size-1 axis moves no data: one flat copy.
-    args = nest_of({"name": "t", "op": "transpose", "perm": [1, 0, 2]}, (1, 4, 5))
+    args = nest_of({"name": "t", "op": "transpose", "perm": [0, 2, 1, 3]}, (1, 4, 5))
     assert args["bounds"] == [20] and args["statement"] == "y[i0] = x0[i0]"
 
 

@@ -57,9 +57,10 @@ KINDS = ["transpose", "pad", "reshape", "binary", "binary", "prelu", "lrn", "sof
 def tensor_layer(kind: str, rng: np.random.Generator, shape: tuple, name: str):
     """One layer of `kind` valid on `shape` (plus the layers it needs) and its output shape, computed with NumPy."""
     rank = len(shape)
-    if kind == "transpose":
+    if kind == "transpose":  # perm counts the batch as axis 0, which stays first
         perm = [int(p) for p in rng.permutation(rank)]
-        return [{"name": name, "op": "transpose", "perm": perm}], np.zeros(shape).transpose(perm).shape
+        return [{"name": name, "op": "transpose", "perm": [0] + [p + 1 for p in perm]}], \
+            np.zeros(shape).transpose(perm).shape
     if kind == "pad":
         pads = [int(p) for p in rng.integers(0, 3, size=2 * rank)]
         value = float(rng.choice([0.0, -1.5, 2.0]))
@@ -90,11 +91,11 @@ def tensor_layer(kind: str, rng: np.random.Generator, shape: tuple, name: str):
     if kind == "lrn":
         return [{"name": name, "op": "lrn", "size": int(rng.integers(1, 7)),
                  "alpha": float(rng.choice([1e-4, 0.1, 1.0]))}], shape
-    if kind == "softmax":
-        return [{"name": name, "op": "softmax", "axis": int(rng.integers(-rank, rank))}], shape
+    if kind == "softmax":  # an axis of N×shape other than the batch (0 and -rank-1)
+        return [{"name": name, "op": "softmax", "axis": int(rng.choice([*range(1, rank + 1), *range(-rank, 0)]))}], shape
     if kind == "concat":
-        axis, times = int(rng.integers(-rank, rank)), int(rng.integers(2, 4))
-        out = np.concatenate([np.zeros(shape)] * times, axis=axis).shape
+        axis, times = int(rng.choice([*range(1, rank + 1), *range(-rank, 0)])), int(rng.integers(2, 4))
+        out = np.concatenate([np.zeros((1, *shape))] * times, axis=axis).shape[1:]
         return [{"name": name, "op": "concat", "axis": axis, "inputs": ["_prev"] * times}], out
     return [{"name": name, "op": "identity"}], shape
 

@@ -129,7 +129,7 @@ class PRelu(Op):
     onnx_types = ("PRelu",)
     Attrs = PReluAttrs
     template = "ops/prelu.c.j2"
-    doc = ("parametric ReLU: x if x ≥ 0 else weight[c]·x, with c the index on per-sample axis 0 (channels); "
+    doc = ("parametric ReLU: x if x ≥ 0 else weight[c]·x, with c the index on axis 1 (the channels); "
            "weight [num_parameters]")
 
     def infer_shape(self, layer, in_shapes):

@@ -112,13 +112,26 @@ def int_list(lo: int, min_len: int = 1) -> Callable[[Any, str], tuple[int, ...]]
     return parse
 
 
+def batch_offset(layer) -> int:
+    """1 when the layer's shapes leave out the batch axis (its attributes still count it as axis 0), else 0."""
+    return 1 if layer.batched else 0
+
+
 def resolve_axis(layer, field: str, axis: int, shape: Shape) -> int:
-    """A per-sample axis (negative counts from the end) as 0..rank-1, or a ShapeError naming the attribute."""
-    rank = len(shape)
+    """An axis as attributes count it, as PyTorch and ONNX do (0 the batch, 1 the channels, negative from the
+    end), as an index into the layer's shape `shape`; a ShapeError names the attribute when it is out of
+    range or names the batch axis of a model that computes each sample on its own."""
+    offset = batch_offset(layer)
+    rank = len(shape) + offset
     if not -rank <= axis < rank:
-        raise ShapeError(f"{layer.where}: attribute '{field}' = {axis} is out of range for a rank-{rank} input "
-                         f"({fmt_shape(shape)}); per-sample axes are 0..{rank - 1} (or -{rank}..-1)")
-    return axis % rank
+        batch = "N×" if offset else ""
+        raise ShapeError(f"{layer.where}: attribute '{field}' = {axis} is out of range for a rank-{rank} tensor "
+                         f"({batch}{fmt_shape(shape)}); axes are 0..{rank - 1} (or -{rank}..-1), 0 being the batch")
+    index = axis % rank
+    if index < offset:
+        raise ShapeError(f"{layer.where}: attribute '{field}' = {axis} names the batch axis, but the model computes "
+                         f"each sample on its own (axis 1 is the channels of N×C×H×W)")
+    return index - offset
 
 
 def attr(parse: Callable[[Any, str], Any], default: Any = dataclasses.MISSING, doc: str = "") -> Any:

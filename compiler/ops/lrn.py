@@ -25,7 +25,7 @@ class Lrn(Op):
     template = "ops/lrn.c.j2"
     doc = ("local response normalization across channels: y = x / (bias + alpha/size · Σ x[c′]²)^beta, "
            "the sum over channels c′ ∈ [c − ⌊(size−1)/2⌋, c + ⌈(size−1)/2⌉] clipped to the input "
-           "(per-sample axis 0), as ONNX LRN; torch.nn.LocalResponseNorm is the same for odd sizes (for even "
+           "(axis 1), as ONNX LRN; torch.nn.LocalResponseNorm is the same for odd sizes (for even "
            "sizes torch's window starts one channel earlier); inputs of any rank")
 
     def windows(self, layer, channels: int) -> tuple[list[int], list[int]]:

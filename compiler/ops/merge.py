@@ -16,7 +16,7 @@ import numpy as np
 
 from ..errors import ShapeError
 from . import register
-from .base import Op, Shape, attr, fmt_shape, parse_int, resolve_axis
+from .base import Op, Shape, attr, batch_offset, fmt_shape, parse_int, resolve_axis
 from .strided import broadcast_strides, contiguous_strides, loop_nest
 
 
@@ -165,7 +165,8 @@ class Pow(_Broadcast):
 # ---------------------------------------------------------------- concat
 @dataclass(frozen=True)
 class ConcatAttrs:
-    axis: int = attr(parse_int, 0, doc="per-sample axis to join along: 0 = channels (negative counts from the end)")
+    axis: int = attr(parse_int, 1, doc="the axis to join along, as torch.cat's dim: 1 = channels (0 is the batch; "
+                                        "negative counts from the end)")
 
 
 @register
@@ -185,13 +186,15 @@ class Concat(Op):
         axis = self.axis(layer, in_shapes)
         for name, s in zip(layer.inputs, in_shapes):
             if len(s) != len(first) or s[:axis] + s[axis + 1:] != first[:axis] + first[axis + 1:]:
-                raise ShapeError(f"{layer.where}: inputs must match in every axis but axis {axis}, but "
-                                 f"'{layer.inputs[0]}' is {fmt_shape(first)} and '{name}' is {fmt_shape(s)}")
+                raise ShapeError(f"{layer.where}: inputs must match in every axis but axis "
+                                 f"{axis + batch_offset(layer)}, but '{layer.inputs[0]}' is {fmt_shape(first)} and "
+                                 f"'{name}' is {fmt_shape(s)}")
         return first[:axis] + (sum(s[axis] for s in in_shapes),) + first[axis + 1:]
 
     def formula(self, layer, in_shapes, out_shape):
         axis = self.axis(layer, in_shapes)
-        return f"axis {axis}: {' + '.join(str(s[axis]) for s in in_shapes)} = {out_shape[axis]}"
+        return (f"axis {axis + batch_offset(layer)}: {' + '.join(str(s[axis]) for s in in_shapes)} = "
+                f"{out_shape[axis]}")
 
     def reference(self, layer, inputs, weights):
         return np.concatenate(inputs, axis=self.axis(layer, [x.shape[1:] for x in inputs]) + 1)

@@ -1,4 +1,4 @@
-"""Data movement: transpose (permute the per-sample axes) and pad (constant padding on any axis)."""
+"""Data movement: transpose (permute the axes) and pad (constant padding on any per-sample axis)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -7,7 +7,7 @@ import numpy as np
 
 from ..errors import ModelError, ShapeError
 from . import register
-from .base import Op, attr, c_float, fmt_shape, parse_float
+from .base import Op, attr, batch_offset, c_float, fmt_shape, parse_float
 from .strided import contiguous_strides, loop_nest
 
 
@@ -20,8 +20,9 @@ def _perm(v, where):
 
 @dataclass(frozen=True)
 class TransposeAttrs:
-    perm: tuple[int, ...] = attr(_perm, doc="output axis k is input axis perm[k]; a permutation of the per-sample "
-                                            "axes 0..rank−1, e.g. [0, 2, 1]")
+    perm: tuple[int, ...] = attr(_perm, doc="output axis k is input axis perm[k], as torch.permute's dims: a "
+                                            "permutation of the axes 0..rank−1 counting the batch as 0, which "
+                                            "stays first, e.g. [0, 2, 3, 1] for N×C×H×W -> N×H×W×C")
 
 
 @register
@@ -30,24 +31,34 @@ class Transpose(Op):
     onnx_types = ("Transpose",)
     Attrs = TransposeAttrs
     template = "ops/transpose.c.j2"
-    doc = "permute the per-sample axes, as numpy.transpose of each sample (ONNX Transpose without the batch axis)"
+    doc = "permute the axes, as torch.permute / ONNX Transpose (the batch axis, 0, stays first)"
+
+    def axes(self, layer, shape) -> tuple[int, ...]:
+        """The permutation as indices into the layer's shape (without the batch axis when it leaves it out)."""
+        perm, offset = layer.attrs.perm, batch_offset(layer)
+        rank = len(shape) + offset
+        if sorted(perm) != list(range(rank)):
+            raise ShapeError(f"{layer.where}: attribute 'perm' {list(perm)} is not a permutation of the axes "
+                             f"0..{rank - 1} of the rank-{rank} input ({'N×' if offset else ''}{fmt_shape(shape)})")
+        if offset and perm[0] != 0:
+            raise ShapeError(f"{layer.where}: attribute 'perm' {list(perm)} moves the batch axis (0), but the model "
+                             "computes each sample on its own; axis 0 must stay first")
+        return tuple(p - offset for p in perm[offset:])
 
     def infer_shape(self, layer, in_shapes):
-        perm, shape = layer.attrs.perm, in_shapes[0]
-        if sorted(perm) != list(range(len(shape))):
-            raise ShapeError(f"{layer.where}: attribute 'perm' {list(perm)} is not a permutation of the per-sample "
-                             f"axes 0..{len(shape) - 1} of the input {fmt_shape(shape)}")
-        return tuple(shape[p] for p in perm)
+        shape = in_shapes[0]
+        return tuple(shape[p] for p in self.axes(layer, shape))
 
     def formula(self, layer, in_shapes, out_shape):
         return f"perm {list(layer.attrs.perm)}: {fmt_shape(in_shapes[0])} -> {fmt_shape(out_shape)}"
 
     def reference(self, layer, inputs, weights):
-        return inputs[0].transpose(0, *(p + 1 for p in layer.attrs.perm))
+        return inputs[0].transpose(0, *(p + 1 for p in self.axes(layer, inputs[0].shape[1:])))
 
     def kernel_args(self, layer, in_shapes, out_shape):
         in_strides = contiguous_strides(in_shapes[0])
-        nest = loop_nest(out_shape, [contiguous_strides(out_shape), [in_strides[p] for p in layer.attrs.perm]])
+        nest = loop_nest(out_shape, [contiguous_strides(out_shape),
+                                     [in_strides[p] for p in self.axes(layer, in_shapes[0])]])
         return nest.template_args()
 
 

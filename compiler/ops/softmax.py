@@ -1,4 +1,4 @@
-"""softmax over one per-sample axis (default 0: the channels, dim=1 of NCHW, or the features of a flat tensor)."""
+"""softmax over one axis (default 1: the channels of N×C×H×W, or the features of N×F), as torch.softmax's dim."""
 from dataclasses import dataclass
 
 import numpy as np
@@ -9,7 +9,8 @@ from .base import Op, attr, parse_int, resolve_axis
 
 @dataclass(frozen=True)
 class SoftmaxAttrs:
-    axis: int = attr(parse_int, 0, doc="per-sample axis to normalize over: 0 = channels (negative counts from the end)")
+    axis: int = attr(parse_int, 1, doc="the axis to normalize over, as torch's dim: 1 = channels (0 is the batch; "
+                                        "negative counts from the end)")
 
 
 @register
@@ -18,8 +19,7 @@ class Softmax(Op):
     onnx_types = ("Softmax",)
     Attrs = SoftmaxAttrs
     template = "ops/softmax.c.j2"
-    doc = ("exp(x) / Σ exp(x) along one per-sample axis; inputs of any rank "
-           "(axis 0: torch.softmax(x, dim=1); per-sample axis a is torch's dim a + 1)")
+    doc = "exp(x) / Σ exp(x) along one axis, as torch.softmax(x, dim=axis); inputs of any rank"
 
     def infer_shape(self, layer, in_shapes):
         resolve_axis(layer, "axis", layer.attrs.axis, in_shapes[0])

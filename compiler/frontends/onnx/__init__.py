@@ -1,7 +1,7 @@
 """ONNX model (.onnx) -> Graph, the same IR the native description produces.
 
 Everything after parsing is shared with the native format. The batch is ONNX's leading axis of every
-activation; the Graph holds per-sample shapes, so ONNX axis k is per-sample axis k − 1.
+activation; the Graph holds per-sample shapes, and the ops' axis attributes count the batch as 0, as ONNX does.
 Subgraphs whose inputs are all constants (initializers, Constant, shapes, ...) are folded here with
 onnx's reference evaluator; every other node maps onto one or a few native layers.
 

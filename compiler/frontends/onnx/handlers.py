@@ -215,25 +215,19 @@ def _prelu(b, node, ins, attrs, name):
     return [b.add(name, "add", {}, [pos, scaled])]
 
 
-def _softmax_axis(b, x: Act, axis: int) -> int:
-    return axis_per_sample(b, axis, len(x.shape) + 1)
-
-
 @handles("Softmax")
 def _softmax(b, node, ins, attrs, name):
     """Opset ≥ 13: one axis; before 13: the flattening of axes [axis, end) (reshape, softmax, reshape)."""
     x = first_act(b, ins)
     if b.opset >= 13:
-        axis = _softmax_axis(b, x, int(attrs.get("axis", -1)))
-        return [b.add(name, "softmax", {"axis": axis} if axis else {}, [x])]
+        return [b.add(name, "softmax", {"axis": int(attrs.get("axis", -1))}, [x])]
     # opset < 13: softmax over the flattening of axes [axis, end).
-    axis = _softmax_axis(b, x, int(attrs.get("axis", 1)))
+    axis = axis_per_sample(b, int(attrs.get("axis", 1)), len(x.shape) + 1)
     if axis == len(x.shape) - 1:
-        return [b.add(name, "softmax", {"axis": axis} if axis else {}, [x])]
-    outer, inner = x.shape[:axis], int(np.prod(x.shape[axis:]))
-    flat_shape = (*outer, inner)
+        return [b.add(name, "softmax", {"axis": -1}, [x])]
+    flat_shape = (*x.shape[:axis], int(np.prod(x.shape[axis:])))
     flat = b.helper(f"{name}_flat", "reshape", {"shape": list(flat_shape)}, [x])
-    soft = b.helper(f"{name}_2d", "softmax", {"axis": len(outer)} if outer else {}, [flat])
+    soft = b.helper(f"{name}_2d", "softmax", {"axis": -1}, [flat])
     return [b.add(name, "reshape", {"shape": list(x.shape)}, [soft])]
 
 
@@ -337,12 +331,9 @@ def _transpose(b, node, ins, attrs, name):
     x = first_act(b, ins)
     full = len(x.shape) + 1
     perm = [int(p) for p in attrs.get("perm", list(range(full))[::-1])]
-    if sorted(perm) != list(range(full)) or perm[0] != 0:
-        raise b.fail(f"perm {perm} moves the batch axis; only permutations keeping axis 0 first are supported")
-    per_sample = [p - 1 for p in perm[1:]]
-    if per_sample == list(range(len(per_sample))):
+    if perm == list(range(full)):
         return [x]
-    return [b.add(name, "transpose", {"perm": per_sample}, [x])]
+    return [b.add(name, "transpose", {"perm": perm}, [x])]
 
 
 def _elementwise(b, node, ins, name, op):
@@ -388,11 +379,10 @@ def _concat(b, node, ins, attrs, name):
     """Any axis but the batch; constant operands become `constant` layers."""
     acts = [v for v in ins if isinstance(v, Act)]
     full = len(acts[0].shape) + 1
-    axis = axis_per_sample(b, int(attrs["axis"]) if "axis" in attrs else 1, full)
     operands = [operand(b, v, full, f"{name}_operand{i}") for i, v in enumerate(ins)]
     if len(operands) == 1:
         return [operands[0]]
-    return [b.add(name, "concat", {"axis": axis} if axis else {}, operands)]
+    return [b.add(name, "concat", {"axis": int(attrs["axis"]) if "axis" in attrs else 1}, operands)]
 
 
 @handles("Dropout")
