@@ -8,7 +8,8 @@
 """
 from runtime import __version__  # one version for both packages
 
-from .errors import BuildError, ConvcError, ConvcWarning, LibraryError, ModelError, ShapeError  # noqa: E402
+from .errors import (BatchAxisError, BuildError, ConvcError, ConvcWarning, LibraryError, ModelError,  # noqa: E402
+                     ShapeError)
 from .interpret import interpret  # noqa: E402
 from .ir import Graph, Layer  # noqa: E402
 from .limits import Limits  # noqa: E402
@@ -18,4 +19,4 @@ from .target import Target  # noqa: E402
 from .emit import emit_c  # noqa: E402
 
 __all__ = ["load", "compile", "interpret", "generate_c", "emit_c", "plan_kernels", "Graph", "Layer", "Limits", "Target", "conv_output_size",
-           "ConvcError", "ModelError", "ShapeError", "BuildError", "LibraryError", "ConvcWarning", "__version__"]
+           "ConvcError", "ModelError", "ShapeError", "BatchAxisError", "BuildError", "LibraryError", "ConvcWarning", "__version__"]

@@ -147,7 +147,8 @@ def check_layers(model: Graph | str | os.PathLike | dict[str, Any], *, batch: in
                            cache_dir=cache_dir)
     compiled = runtime.load(result.path)
     rng = np.random.default_rng(seed)
-    inputs = {n: rng.standard_normal((batch, *graph.shape(n))).astype(np.float32) for n in graph.inputs}
+    lead = (batch,) if graph.batched else ()  # a whole-tensor model takes exactly its shapes
+    inputs = {n: rng.standard_normal((*lead, *graph.shape(n))).astype(np.float32) for n in graph.inputs}
     got = compiled.run(inputs)
     got = {name: unblock(y, plan.layouts[name]) if name in plan.layouts else y for name, y in got.items()}
     ref = interpret(graph, inputs, all_layers=True, dtype=np.float64)

@@ -66,10 +66,34 @@ class Graph:
         return self.nx.nodes[name]["layer"]
 
     def shape(self, name: str) -> Shape:
+        """The tensor's shape: per sample in a batched model (the batch axis left out), else the whole tensor's."""
         return self.nx.nodes[name]["shape"]
 
+    @property
+    def batched(self) -> bool:
+        """True: the model computes each sample on its own, for any batch size N given at call time, and its
+        shapes leave out the batch axis. False: it computes whole tensors of fixed shapes (its ops may act
+        across the leading axis), and its shapes are the whole tensors'."""
+        return self.layer(self.inputs[0]).batched if self.inputs else True
+
+    def runs_per_sample(self, name: str) -> bool:
+        """A per-sample op (conv, pool, dense, ...) in a whole-tensor model: it runs on each index of the
+        leading axis, and sees the shapes without it."""
+        layer = self.layer(name)
+        return layer.spec.per_sample and not layer.batched
+
+    def repeats(self, name: str) -> int:
+        """How many times the layer's op runs per call: the size of the leading axis when runs_per_sample."""
+        return self.shape(name)[0] if self.runs_per_sample(name) else 1
+
     def in_shapes(self, name: str) -> list[Shape]:
-        return [self.shape(i) for i in self.layer(name).inputs]
+        """The layer's input shapes as its op sees them (without the leading axis when runs_per_sample)."""
+        skip = 1 if self.runs_per_sample(name) else 0
+        return [self.shape(i)[skip:] for i in self.layer(name).inputs]
+
+    def out_shape(self, name: str) -> Shape:
+        """The layer's output shape as its op sees it (without the leading axis when runs_per_sample)."""
+        return self.shape(name)[1:] if self.runs_per_sample(name) else self.shape(name)
 
     def layers(self) -> list[Layer]:
         """Layers in a deterministic topological order (inputs first)."""
@@ -89,6 +113,7 @@ class Graph:
     @classmethod
     def from_layers(cls, name: str, layers: list[Layer], outputs: list[str] | None = None,
                     weights: dict[str, np.ndarray] | None = None, source: str = "<memory>") -> "Graph":
+        """The layers must agree on `batched` (the front end sets it on every layer)."""
         g = nx.DiGraph()
         for layer in layers:
             g.add_node(layer.name, layer=layer)

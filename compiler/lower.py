@@ -69,17 +69,22 @@ class WeightBlob:
 @dataclass(frozen=True)
 class Pointer:
     """A kernel argument: `base` (arena, convc_weights, or the sample's input x<i> / output y<i>) plus `offset`
-    floats (None for the caller's arrays, which the kernel reads from their start)."""
+    floats (None for the caller's arrays, which the kernel reads from their start); `step`: floats it moves on
+    each repetition of a repeated call (0: it stays)."""
     base: str
     offset: int | None = None
+    step: int = 0
 
 
 @dataclass(frozen=True)
 class Call:
-    """One kernel call of a sample's forward pass; `profile_slot`: its index among the timed layers."""
+    """One kernel call of a sample's forward pass; `profile_slot`: its index among the timed layers.
+    repeat > 1 (repeated): a per-sample op in a whole-tensor model, called once per index of the leading axis."""
     fn: str
     args: tuple[Pointer, ...]
     profile_slot: int | None = None
+    repeat: int = 1
+    repeated: bool = False
 
 
 @dataclass(frozen=True)
@@ -194,7 +199,7 @@ def params_context(params: Any) -> dict[str, Any]:
 def header_lines(graph: Graph, index: int, layer, layouts: tuple[int, ...]) -> tuple[str, ...]:
     """The kernel's comment: the layer with the layers merged into it (conv1 + bn1 + relu_2), shapes, formula,
     layouts."""
-    ins, out = graph.in_shapes(layer.name), graph.shape(layer.name)
+    ins, out = graph.in_shapes(layer.name), graph.out_shape(layer.name)
     lines = [f"layer {index} {' + '.join(c_name(n) for n in layer.sources)} ({layer.op}): "
              f"{', '.join(fmt_shape(s) for s in ins)} -> {fmt_shape(out)}"]
     formula = layer.spec.formula(layer, ins, out)
@@ -232,7 +237,11 @@ def lower(graph: Graph, kernels: KernelPlan, arena: Arena | None = None, profile
                        header=header_lines(graph, index, layer, choice.layouts))
         instances.append(KernelInstance(layer.name, choice.kernel, choice.template, context, choice.uses_thread_pool))
         args = tuple(_pointer(arena.buffers[i], constants) for i in layer.inputs + (layer.name,)) + tuple(scratch)
-        calls.append(Call(fn, args, len(profiled) if profile else None))
+        repeat = graph.repeats(layer.name)
+        if repeat > 1:  # each repetition moves every tensor argument by one sample of it
+            sizes = [int(np.prod(graph.shape(i)[1:])) for i in layer.inputs + (layer.name,)]
+            args = tuple(dataclasses.replace(p, step=n) for p, n in zip(args, sizes)) + args[len(sizes):]
+        calls.append(Call(fn, args, len(profiled) if profile else None, repeat, repeat > 1))
         if profile:
             profiled.append(layer.name)
     copies = [Copy(Pointer(f"y{graph.outputs.index(out)}"), _pointer(arena.buffers[src], constants),
@@ -250,6 +259,7 @@ def lower(graph: Graph, kernels: KernelPlan, arena: Arena | None = None, profile
         "inputs": [{"name": n, "shape": list(graph.shape(n))} for n in graph.inputs],
         "outputs": [{"name": n, "shape": list(graph.shape(n))} for n in graph.outputs],
         "arena_floats": arena.floats,
+        "batched": graph.batched,
     }
     if profile:
         metadata["profile_layers"] = profiled

@@ -92,10 +92,11 @@ def summarize(graph: Graph) -> Summary:
     rfs = receptive_fields(graph)
     rows = []
     for layer in graph.layers():
-        ins, out = graph.in_shapes(layer.name), graph.shape(layer.name)
+        ins, out = graph.in_shapes(layer.name), graph.out_shape(layer.name)
         spec = layer.spec
         params = sum(int(np.prod(s)) for s in spec.weight_shapes(layer, ins).values())
-        rows.append(LayerRow(layer.name, layer.op, out, params, spec.macs(layer, ins, out) if ins else 0,
+        macs = spec.macs(layer, ins, out) * graph.repeats(layer.name) if ins else 0
+        rows.append(LayerRow(layer.name, layer.op, graph.shape(layer.name), params, macs,
                              rfs[layer.name], spec.formula(layer, ins, out) if ins else ""))
     activations = sum(int(np.prod(r.shape)) * 4 for r, layer in zip(rows, graph.layers())
                       if not (layer.spec.is_view or layer.spec.is_constant))

@@ -71,6 +71,8 @@ class Model:
         self.output_names = [d["name"] for d in self.metadata["outputs"]]
         self.input_shapes = {d["name"]: tuple(d["shape"]) for d in self.metadata["inputs"]}
         self.output_shapes = {d["name"]: tuple(d["shape"]) for d in self.metadata["outputs"]}
+        # False: a whole-tensor model; its calls take exactly input_shapes (no batch axis added).
+        self.batched: bool = bool(self.metadata.get("batched", True))
         self.arena_floats = int(self._lib.convc_arena_floats())
         self.build_info = None  # set by compiler.compile: runtime.build.BuildResult
         self._arenas: list[np.ndarray] = []  # scratch reused across calls; each call takes its own
@@ -94,8 +96,9 @@ class Model:
         return self._path
 
     def __repr__(self) -> str:
-        ins = ", ".join(f"{n} [N, {', '.join(map(str, s))}]" for n, s in self.input_shapes.items())
-        outs = ", ".join(f"{n} [N, {', '.join(map(str, s))}]" for n, s in self.output_shapes.items())
+        lead = "N, " if self.batched else ""
+        ins = ", ".join(f"{n} [{lead}{', '.join(map(str, s))}]" for n, s in self.input_shapes.items())
+        outs = ", ".join(f"{n} [{lead}{', '.join(map(str, s))}]" for n, s in self.output_shapes.items())
         return f"<convc.Model {self.name!r}: {ins} -> {outs}>"
 
     # -- threads
@@ -133,14 +136,18 @@ class Model:
     # -- calling
     def _check(self, name: str, x: Any) -> np.ndarray:
         want = self.input_shapes[name]
+        lead = "N, " if self.batched else ""
         if not isinstance(x, np.ndarray):
-            raise ValueError(f"input {name!r}: expected a numpy.ndarray of float32 [N, {', '.join(map(str, want))}], "
+            raise ValueError(f"input {name!r}: expected a numpy.ndarray of float32 [{lead}{', '.join(map(str, want))}], "
                              f"got {type(x).__name__}")
         if x.dtype != np.float32:
             raise ValueError(f"input {name!r}: expected dtype float32, got {x.dtype} (use x.astype(numpy.float32))")
-        if x.ndim != len(want) + 1 or tuple(x.shape[1:]) != want:
+        if not self.batched and tuple(x.shape) != want:
+            raise ValueError(f"input {name!r}: expected shape {list(want)} exactly (the model was compiled for these "
+                             f"fixed shapes, as it computes across the leading axis), got {list(x.shape)}")
+        if self.batched and (x.ndim != len(want) + 1 or tuple(x.shape[1:]) != want):
             raise ValueError(f"input {name!r}: expected shape [N, {', '.join(map(str, want))}], got {list(x.shape)}")
-        if x.shape[0] < 1:
+        if self.batched and x.shape[0] < 1:
             raise ValueError(f"input {name!r}: the batch size N must be at least 1, got {x.shape[0]}")
         if not x.flags.c_contiguous:
             raise ValueError(f"input {name!r}: expected a C-contiguous array, got a strided view "
@@ -159,11 +166,12 @@ class Model:
         if unknown or missing:
             raise ValueError(f"model {self.name!r} takes inputs {self.input_names}; missing {missing}, unknown {unknown}")
         xs = [self._check(n, inputs[n]) for n in self.input_names]
-        batch = xs[0].shape[0]
+        batch = xs[0].shape[0] if self.batched else 1  # a whole-tensor model runs as one sample
         for n, x in zip(self.input_names, xs):
-            if x.shape[0] != batch:
+            if self.batched and x.shape[0] != batch:
                 raise ValueError(f"input {n!r}: batch size {x.shape[0]} differs from {self.input_names[0]!r}'s {batch}")
-        outs = [np.empty((batch, *self.output_shapes[n]), np.float32) for n in self.output_names]
+        lead = (batch,) if self.batched else ()
+        outs = [np.empty((*lead, *self.output_shapes[n]), np.float32) for n in self.output_names]
         # One arena slot per sample that may run at once: a batch's samples run in parallel, one per thread.
         slots = max(1, min(batch, self.threads))
         need = max(slots * self.arena_floats, 1)

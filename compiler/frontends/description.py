@@ -18,7 +18,7 @@ from ..ir import Graph, Layer
 from ..ops import REGISTRY, model_file_ops
 from ..ops.base import attrs_to_dict, int_at_least, parse_attrs
 
-TOP_LEVEL_KEYS = {"name", "input", "layers", "weights", "seed", "outputs"}
+TOP_LEVEL_KEYS = {"name", "input", "layers", "weights", "seed", "outputs", "batch"}
 LAYER_KEYS = {"name", "op", "inputs"}
 MAX_DESCRIPTION_BYTES = 64 * 1024 * 1024
 MAX_WEIGHTS_BYTES = 8 * 2**28 + 2**20  # compiler.Limits' default max_weights as float64, plus headers
@@ -109,9 +109,13 @@ def parse_description(data: dict[str, Any], source: str = "<dict>", base: Path |
     input_name = spec.get("name", "input")
     if not isinstance(input_name, str) or not input_name:
         raise ModelError(f"{source}: input 'name' must be a non-empty string, got {input_name!r}")
-    in_layer = Layer(input_name, "input", parse_attrs(REGISTRY["input"].Attrs, {k: v for k, v in spec.items()
-                                                                              if k == "shape"},
-                                                      f"{source}: input '{input_name}'"), (), source)
+    # batch: N compiles the model for exactly N samples as one tensor, so its ops may act across them.
+    batch = None if data.get("batch") is None else int_at_least(1)(data["batch"], f"{source}: 'batch'")
+    shape = {k: v for k, v in spec.items() if k == "shape"}
+    if batch is not None and isinstance(shape.get("shape"), list):
+        shape["shape"] = [batch, *shape["shape"]]
+    in_layer = Layer(input_name, "input", parse_attrs(REGISTRY["input"].Attrs, shape, f"{source}: input '{input_name}'"),
+                     (), source, batched=batch is None)
 
     raw_layers = data.get("layers")
     if not isinstance(raw_layers, list) or not raw_layers:
@@ -121,7 +125,7 @@ def parse_description(data: dict[str, Any], source: str = "<dict>", base: Path |
     explicit = {d["name"] for d in raw_layers if isinstance(d, dict) and isinstance(d.get("name"), str)}
     previous = input_name
     for index, raw in enumerate(raw_layers):
-        layer = _parse_layer(raw, index, previous, source, names, explicit)
+        layer = _parse_layer(raw, index, previous, source, names, explicit, batched=batch is None)
         names.add(layer.name)
         layers.append(layer)
         previous = layer.name
@@ -147,7 +151,8 @@ def parse_description(data: dict[str, Any], source: str = "<dict>", base: Path |
     return Graph.from_layers(name, layers, outputs, weights, source), seed
 
 
-def _parse_layer(raw: Any, index: int, previous: str, source: str, taken: set[str], explicit: set[str]) -> Layer:
+def _parse_layer(raw: Any, index: int, previous: str, source: str, taken: set[str], explicit: set[str],
+                 batched: bool = True) -> Layer:
     at = f"{source}: layers[{index}]"
     if not isinstance(raw, dict):
         raise ModelError(f"{at}: a layer must be a mapping with an 'op', got {raw!r}")
@@ -176,7 +181,7 @@ def _parse_layer(raw: Any, index: int, previous: str, source: str, taken: set[st
     if arity is not None and len(inputs) != arity:
         raise ModelError(f"{where}: takes {arity} input(s), got {len(inputs)}: {inputs}")
     attrs = parse_attrs(REGISTRY[op].Attrs, {k: v for k, v in raw.items() if k not in LAYER_KEYS}, where)
-    return Layer(name, op, attrs, tuple(inputs), source)
+    return Layer(name, op, attrs, tuple(inputs), source, batched=batched)
 
 
 def _named(raw: dict) -> str:
@@ -202,6 +207,7 @@ def to_description(graph: Graph, weights_file: str) -> dict[str, Any]:
         for k, v in attrs_to_dict(layer.attrs).items():
             entry[k] = v
         layers.append(entry)
-    return {"name": graph.name,
-            "input": {"name": input_name, "shape": list(graph.layer(input_name).attrs.shape)},
+    shape = list(graph.layer(input_name).attrs.shape)
+    whole = {} if graph.batched else {"batch": shape.pop(0)}  # a whole-tensor model: its fixed batch
+    return {"name": graph.name, **whole, "input": {"name": input_name, "shape": shape},
             "layers": layers, "outputs": list(graph.outputs), "weights": weights_file}

@@ -35,7 +35,7 @@ def choose_layouts(graph: Graph, io: dict[str, tuple[str, ...] | None], lanes: i
 
     candidates = set()
     for layer in graph.layers():
-        shape = graph.shape(layer.name)
+        shape = graph.out_shape(layer.name)
         if (io.get(layer.name) is not None and layer.name not in graph.outputs and len(shape) == 3
                 and shape[0] % lanes == 0 and readable(layer.name)):
             candidates.add(layer.name)

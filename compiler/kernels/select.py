@@ -128,7 +128,7 @@ def _forced_kernels(graph: Graph, forced: Mapping[str, str], target: Target, opt
         elif EVERY_LAYER in forced:
             kernel = KERNELS[forced[EVERY_LAYER]]
             if (not kernel.ops or layer.op in kernel.ops) and kernel.unsuitable(
-                    layer, graph.in_shapes(layer.name), graph.shape(layer.name), target) is None:
+                    layer, graph.in_shapes(layer.name), graph.out_shape(layer.name), target) is None:
                 out[layer.name] = kernel
     return out
 
@@ -155,7 +155,7 @@ def select_kernels(graph: Graph, target: Target, opt_level: int = 2,
     for layer in graph.layers():
         if not computes(layer):
             continue
-        ins, out = graph.in_shapes(layer.name), graph.shape(layer.name)
+        ins, out = graph.in_shapes(layer.name), graph.out_shape(layer.name)
         if layer.name in forced:
             kernel = forced[layer.name]
             why_not = kernel.unsuitable(layer, ins, out, target)
@@ -168,14 +168,14 @@ def select_kernels(graph: Graph, target: Target, opt_level: int = 2,
 
     io = {}
     if opt_level >= 2:
-        io = {name: kernel.blocked_io(graph.layer(name), graph.in_shapes(name), graph.shape(name), target)
+        io = {name: kernel.blocked_io(graph.layer(name), graph.in_shapes(name), graph.out_shape(name), target)
               for name, (kernel, _) in first.items()}
     layouts = choose_layouts(graph, io, target.lanes)
 
     choices = {}
     for name, (kernel, reason) in first.items():
         layer = graph.layer(name)
-        ins, out = graph.in_shapes(name), graph.shape(name)
+        ins, out = graph.in_shapes(name), graph.out_shape(name)
         lay = tuple(layouts.get(n, 0) for n in layer.inputs + (name,))
         handed = kernel.refine(layer, ins, out, target, lay)
         if handed is not None:

@@ -126,6 +126,7 @@ class PReluAttrs:
 @register
 class PRelu(Op):
     name = "prelu"
+    per_sample = True
     onnx_types = ("PRelu",)
     Attrs = PReluAttrs
     template = "ops/prelu.c.j2"

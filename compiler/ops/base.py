@@ -14,7 +14,7 @@ from typing import Any, Callable, ClassVar
 
 import numpy as np
 
-from ..errors import ModelError, ShapeError
+from ..errors import BatchAxisError, ModelError, ShapeError
 
 Shape = tuple[int, ...]  # per-sample shape: (C, H, W) or (F,); the batch size is given at call time
 
@@ -129,8 +129,9 @@ def resolve_axis(layer, field: str, axis: int, shape: Shape) -> int:
                          f"({batch}{fmt_shape(shape)}); axes are 0..{rank - 1} (or -{rank}..-1), 0 being the batch")
     index = axis % rank
     if index < offset:
-        raise ShapeError(f"{layer.where}: attribute '{field}' = {axis} names the batch axis, but the model computes "
-                         f"each sample on its own (axis 1 is the channels of N×C×H×W)")
+        raise BatchAxisError(f"{layer.where}: attribute '{field}' = {axis} names the batch axis, but the model "
+                             "computes each sample on its own (axis 1 is the channels of N×C×H×W; to act across "
+                             "the batch, compile for a fixed batch: `batch: N` in the description)")
     return index - offset
 
 
@@ -161,10 +162,13 @@ def parse_attrs(cls: type, raw: dict[str, Any], where: str) -> Any:
 
 
 def attrs_to_dict(attrs: Any) -> dict[str, Any]:
-    """The inverse of parse_attrs, for writing descriptions back out (lists, not tuples)."""
+    """The inverse of parse_attrs, for writing descriptions back out (lists, not tuples; an attribute left at
+    a default of None is left out, as a model file cannot write None)."""
     out = {}
     for f in dataclasses.fields(attrs):
         v = getattr(attrs, f.name)
+        if v is None and f.default is None:
+            continue
         out[f.name] = list(v) if isinstance(v, tuple) else v
     return out
 
@@ -198,6 +202,10 @@ class Op:
     is_constant: ClassVar[bool] = False
     # Made only by optimization passes (fused epilogues); model files cannot name it.
     internal: ClassVar[bool] = False
+    # Defined on one sample (conv, pool, dense, batchnorm, ...): its shapes leave out the batch axis. In a
+    # whole-tensor model (Graph.batched False) it runs on each index of the leading axis. Ops that are not
+    # per-sample act on the tensor they are given, whatever its rank, and count axes with resolve_axis.
+    per_sample: ClassVar[bool] = False
     # The ONNX op types that import as this op (the front end's handlers say how), e.g. ("Gemm", "MatMul").
     # The registry reads them from the op's own class only: a subclass does not inherit its parent's.
     onnx_types: ClassVar[tuple[str, ...]] = ()

@@ -15,6 +15,7 @@ class BatchNormAttrs:
 @register
 class BatchNorm(Op):
     name = "batchnorm"
+    per_sample = True
     onnx_types = ("BatchNormalization",)
     Attrs = BatchNormAttrs
     template = "ops/batchnorm.c.j2"

@@ -17,6 +17,7 @@ class DenseAttrs:
 @register
 class Dense(Op):
     name = "dense"
+    per_sample = True
     onnx_types = ("Gemm", "MatMul")
     Attrs = DenseAttrs
     template = "ops/dense.c.j2"

@@ -4,6 +4,7 @@ from .base import Op, check_rank
 
 
 class _GlobalPool(Op):
+    per_sample = True
     def infer_shape(self, layer, in_shapes):
         check_rank(layer, in_shapes, 3)
         return (in_shapes[0][0], 1, 1)

@@ -20,6 +20,7 @@ class LrnAttrs:
 @register
 class Lrn(Op):
     name = "lrn"
+    per_sample = True
     onnx_types = ("LRN",)
     Attrs = LrnAttrs
     template = "ops/lrn.c.j2"

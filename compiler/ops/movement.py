@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import ModelError, ShapeError
+from ..errors import BatchAxisError, ModelError, ShapeError
 from . import register
 from .base import Op, attr, batch_offset, c_float, fmt_shape, parse_float
 from .strided import contiguous_strides, loop_nest
@@ -41,8 +41,9 @@ class Transpose(Op):
             raise ShapeError(f"{layer.where}: attribute 'perm' {list(perm)} is not a permutation of the axes "
                              f"0..{rank - 1} of the rank-{rank} input ({'N×' if offset else ''}{fmt_shape(shape)})")
         if offset and perm[0] != 0:
-            raise ShapeError(f"{layer.where}: attribute 'perm' {list(perm)} moves the batch axis (0), but the model "
-                             "computes each sample on its own; axis 0 must stay first")
+            raise BatchAxisError(f"{layer.where}: attribute 'perm' {list(perm)} moves the batch axis (0), but the model "
+                                 "computes each sample on its own; axis 0 must stay first (or compile for a fixed "
+                                 "batch: `batch: N` in the description)")
         return tuple(p - offset for p in perm[offset:])
 
     def infer_shape(self, layer, in_shapes):

@@ -11,6 +11,7 @@ from .base import Op, attr, fmt_shape, parse_float
 @register
 class Flatten(Op):
     name = "flatten"
+    per_sample = True
     onnx_types = ("Flatten",)
     is_view = True
     doc = "C×H×W -> C·H·W features (row-major, as torch.flatten(x, 1))"

@@ -173,6 +173,7 @@ class Conv2dAttrs:
 @register
 class Conv2d(Op):
     name = "conv2d"
+    per_sample = True
     onnx_types = ("Conv",)
     Attrs = Conv2dAttrs
     template = "ops/conv2d.c.j2"
@@ -264,6 +265,7 @@ class AvgPoolAttrs:
 
 
 class _Pool(Op):
+    per_sample = True
     def axes(self, layer, in_shape):
         a = layer.attrs
         dilation = getattr(a, "dilation", (1, 1))

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ...errors import ModelError
+from ...errors import BatchAxisError, ModelError
 from ...ir import Graph
 from ...ops import ONNX_TYPES
 # .reading first: without the onnx package it raises the ModelError that names the extra to install.
@@ -41,8 +41,21 @@ def graph_from_model(model, source: str = "<onnx>", bind: dict[str, np.ndarray] 
     """An onnx.ModelProto -> Graph without shapes (the pipeline infers and validates them).
 
     bind: values for graph inputs to treat as constants; the other inputs without initializers are run-time
-    inputs, each with the batch as its first axis.
+    inputs, each with the batch as its first axis. The model imports batched (each sample on its own, any
+    batch size at call time) unless a node acts across the batch axis or an input has no other axis: then it
+    imports as a whole-tensor model for its inputs' fixed shapes (the batch size it was exported with).
     """
+    try:
+        return _graph_from_model(model, source, bind, batched=True)
+    except BatchAxisError as batched_error:
+        try:
+            return _graph_from_model(model, source, bind, batched=False)
+        except ModelError as whole_error:
+            raise ModelError(f"{batched_error}; so the model must compile as whole tensors of fixed shape, but: "
+                             f"{whole_error}") from None
+
+
+def _graph_from_model(model, source: str, bind: dict[str, np.ndarray] | None, batched: bool) -> Graph:
     model, opset, upgraded_from = upgrade_opset(model, source)
     g = model.graph
 
@@ -57,7 +70,7 @@ def graph_from_model(model, source: str = "<onnx>", bind: dict[str, np.ndarray] 
     runtime_inputs = [i for i in g.input if i.name not in values]
     if not runtime_inputs:
         raise ModelError(f"{source}: the model has no run-time input (every graph input has an initializer)")
-    per_sample_shapes = [per_sample_shape(i, source) for i in runtime_inputs]
+    per_sample_shapes = [per_sample_shape(i, source, batched) for i in runtime_inputs]
     first_dim = input_dims(runtime_inputs[0])[0]
     batch = first_dim if isinstance(first_dim, int) and first_dim >= 1 else None
 
@@ -72,12 +85,13 @@ def graph_from_model(model, source: str = "<onnx>", bind: dict[str, np.ndarray] 
             key = f"{domain}.{node.op_type}" if domain else node.op_type
             unsupported.setdefault(key, []).append(node.name or node.output[0] if node.output else "?")
     if unsupported:
-        listing = "; ".join(f"{t} (node{'s' if len(n) > 1 else ''} {', '.join(map(repr, n[:8]))}"
-                            f"{' ...' if len(n) > 8 else ''})" for t, n in sorted(unsupported.items()))
-        raise ModelError(f"{source}: unsupported ONNX op type(s): {listing}")
+        counts = ", ".join(f"{t} ×{len(n)}" for t, n in sorted(unsupported.items()))
+        listing = "; ".join(f"{t}: {', '.join(map(repr, n[:8]))}{' ...' if len(n) > 8 else ''}"
+                            for t, n in sorted(unsupported.items()))
+        raise ModelError(f"{source}: unsupported: {counts} (nodes {listing})")
 
     reserved = {i.name for i in g.input} | {o for n in g.node for o in n.output} | {o.name for o in g.output}
-    b = Builder(source, reserved)
+    b = Builder(source, reserved, batched)
     b.opset = opset
     b.upgraded_from = upgraded_from
     b.used = {i for n in g.node for i in n.input if i} | {o.name for o in g.output}
@@ -97,7 +111,7 @@ def graph_from_model(model, source: str = "<onnx>", bind: dict[str, np.ndarray] 
             else:
                 ins.append(values[i])
         if foldable(node, [not isinstance(v, Act) for v in ins]):
-            outs = fold(b, node, ins, model.opset_import, b.batch)
+            outs = fold(b, node, ins, model.opset_import, b.batch if b.batched else None)
         else:
             name = node.output[0] if node.output and node.output[0] else b.helper_name(node.name or node.op_type)
             outs = HANDLERS[node.op_type](b, node, ins, node_attrs(node), name)

@@ -1,5 +1,13 @@
 """The builder: accumulates native layers while the handlers walk the ONNX nodes, and the helpers the
-handlers share (constants per sample, axes without the batch, 1-D windows as 2-D, padding)."""
+handlers share (constants per sample, axes, 1-D windows as 2-D, padding).
+
+A model imports batched (each sample on its own: shapes leave out the batch axis) unless some node acts
+across the batch axis or an input has no other axis; then the front end imports it again as a whole-tensor
+model (`batched` False: shapes are the whole tensors', fixed). Handlers see an activation's shape as the
+graph holds it; `b.sample(x)` is its shape without the batch (what per-sample ops such as conv see) and
+`b.rank(x)` its ONNX rank, whichever way the model imports. `b.fail_batch` says a node needs the whole-tensor
+import.
+"""
 from __future__ import annotations
 
 import math
@@ -9,16 +17,17 @@ from typing import Any
 
 import numpy as np
 
-from ...errors import ConvcWarning, ModelError
+from ...errors import BatchAxisError, ConvcWarning, ModelError
 from ...ir import Layer
 from ...ops import REGISTRY
 from ...ops.base import parse_attrs
+from ...shapes import output_shape
 from .reading import LATEST_OPSET
 
 
 @dataclass(frozen=True)
 class Act:
-    """A run-time tensor: the layer computing it and its per-sample shape."""
+    """A run-time tensor: the layer computing it and its shape in the graph (per sample when batched)."""
     layer: str
     shape: tuple[int, ...]
 
@@ -29,8 +38,9 @@ Value = Act | np.ndarray
 class Builder:
     """Accumulates native layers, their per-sample shapes and weights while walking the ONNX nodes."""
 
-    def __init__(self, source: str, reserved: set[str]):
+    def __init__(self, source: str, reserved: set[str], batched: bool = True):
         self.source = source
+        self.batched = batched  # False: a whole-tensor model (see the module docstring)
         self.layers: list[Layer] = []
         self.shapes: dict[str, tuple[int, ...]] = {}
         self.weights: dict[str, np.ndarray] = {}
@@ -51,6 +61,22 @@ class Builder:
     def fail(self, message: str) -> ModelError:
         return ModelError(f"{self.at}: {message}")
 
+    def fail_batch(self, message: str) -> BatchAxisError:
+        """This node acts across the batch axis: the model can only import as a whole tensor."""
+        return BatchAxisError(f"{self.at}: {message}")
+
+    def sample(self, x: "Act") -> tuple[int, ...]:
+        """x's shape without the batch axis."""
+        return x.shape if self.batched else x.shape[1:]
+
+    def lead(self, x: "Act") -> list[int]:
+        """x's batch axis as the graph shows it: [] when batched, [N] in a whole-tensor model."""
+        return [] if self.batched else [x.shape[0]]
+
+    def rank(self, x: "Act") -> int:
+        """x's ONNX rank, the batch axis counted."""
+        return len(x.shape) + (1 if self.batched else 0)
+
     def helper_name(self, hint: str) -> str:
         name, k = hint, 1
         while name in self.shapes or name in self.reserved:
@@ -66,10 +92,10 @@ class Builder:
             name = self.helper_name(name)
         source = self.at
         parsed = parse_attrs(REGISTRY[op].Attrs, attrs, f"{source}: layer '{name}' ({op})")
-        layer = Layer(name, op, parsed, tuple(a.layer for a in inputs), source)
+        layer = Layer(name, op, parsed, tuple(a.layer for a in inputs), source, batched=self.batched)
         with warnings.catch_warnings():  # the pipeline's shape inference warns once, later
             warnings.simplefilter("ignore", ConvcWarning)
-            shape = tuple(int(d) for d in layer.spec.infer_shape(layer, [a.shape for a in inputs]))
+            shape = output_shape(layer, [a.shape for a in inputs])
         self.layers.append(layer)
         self.shapes[name] = shape
         for suffix, value in (weights or {}).items():
@@ -81,7 +107,7 @@ class Builder:
         return self.add(self.helper_name(hint), op, attrs, inputs, weights)
 
     def constant(self, value: np.ndarray, hint: str) -> Act:
-        """A per-sample constant as an activation operand (a `constant` layer)."""
+        """A constant as an activation operand (a `constant` layer; per sample when batched)."""
         value = np.asarray(value, dtype=np.float32)
         if value.ndim == 0:
             value = value.reshape(1)
@@ -90,16 +116,19 @@ class Builder:
 
 # ---------------------------------------------------------------- helpers shared by the op mappings
 def per_sample_constant(b: Builder, value: np.ndarray, full_rank: int, what: str) -> np.ndarray:
-    """A constant broadcast against activations of ONNX rank `full_rank` -> the same constant per sample.
+    """A constant broadcast against activations of ONNX rank `full_rank` -> the same constant per sample
+    (in a whole-tensor model: the constant as it is).
 
-    Its axes at and before the batch axis must be 1 (a constant cannot vary across the batch).
+    When batched, its axes at and before the batch axis must be 1 (a constant cannot vary across the batch).
     """
     value = np.asarray(value)
+    if not b.batched:
+        return value
     lead = value.ndim - full_rank + 1  # axes aligned with the batch axis or before it
     if lead > 0:
         if any(d != 1 for d in value.shape[:lead]):
-            raise b.fail(f"{what} has shape {list(value.shape)}, which varies along the batch axis of a "
-                         f"rank-{full_rank} activation; convc needs constants that are equal for every sample")
+            raise b.fail_batch(f"{what} has shape {list(value.shape)}, which varies along the batch axis of a "
+                               f"rank-{full_rank} activation")
         value = value.reshape(value.shape[lead:])
     return value
 
@@ -111,11 +140,14 @@ def operand(b: Builder, v: Value, full_rank: int, hint: str) -> Act:
 
 
 def axis_per_sample(b: Builder, axis: int, full_rank: int, what: str = "axis") -> int:
+    """An ONNX axis of a rank-`full_rank` tensor as an index into its shape in the graph."""
     a = axis + full_rank if axis < 0 else axis
     if not 0 <= a < full_rank:
         raise b.fail(f"{what} {axis} is out of range for a rank-{full_rank} tensor")
+    if not b.batched:
+        return a
     if a == 0:
-        raise b.fail(f"{what} {axis} is the batch axis; convc computes each sample independently")
+        raise b.fail_batch(f"{what} {axis} is the batch axis")
     return a - 1
 
 
@@ -150,18 +182,20 @@ def lift_1d(b: Builder, x: Act, attrs: dict, name: str) -> tuple[Act, dict]:
         if len(attrs["pads"]) != 2:
             raise b.fail(f"attribute 'pads' must have 2 values for a 1-D window, got {list(attrs['pads'])}")
         lifted["pads"] = [0, attrs["pads"][0], 0, attrs["pads"][1]]
-    x2 = b.helper(f"{name}_2d", "reshape", {"shape": [x.shape[0], 1, x.shape[1]]}, [x])
+    c, length = b.sample(x)
+    x2 = b.helper(f"{name}_2d", "reshape", {"shape": [*b.lead(x), c, 1, length]}, [x])
     return x2, lifted
 
 
 def unlift_1d(b: Builder, y: Act, name: str) -> Act:
-    return b.add(name, "reshape", {"shape": [y.shape[0], y.shape[2]]}, [y])
+    k, _, length = b.sample(y)
+    return b.add(name, "reshape", {"shape": [*b.lead(y), k, length]}, [y])
 
 
 def spatial_2d(b: Builder, x: Act) -> None:
-    if len(x.shape) != 3:
+    if len(b.sample(x)) != 3:
         raise b.fail(f"convc supports 1-D and 2-D windows (N×C×L, N×C×H×W); this input is "
-                     f"N×{'×'.join(map(str, x.shape))}")
+                     f"N×{'×'.join(map(str, b.sample(x)))}")
 
 
 def window_padding(b: Builder, attrs: dict, x: Act, kernel: list[int], strides: list[int],
@@ -180,7 +214,7 @@ def window_padding(b: Builder, attrs: dict, x: Act, kernel: list[int], strides: 
         return [0, 0, 0, 0]
     if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
         lo_hi = []
-        for size, k, s, d in zip(x.shape[1:], kernel, strides, dilations):
+        for size, k, s, d in zip(b.sample(x)[1:], kernel, strides, dilations):
             total = max((math.ceil(size / s) - 1) * s + d * (k - 1) + 1 - size, 0)
             small, big = total // 2, total - total // 2
             lo_hi.append((small, big) if auto_pad == "SAME_UPPER" else (big, small))

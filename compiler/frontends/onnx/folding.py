@@ -23,17 +23,19 @@ def foldable(node, inputs_known: list[bool]) -> bool:
     return all(inputs_known) and (bool(node.input) or node.op_type == "Constant")
 
 
-def fold(b: Builder, node, ins: list, opset_imports, batch_value: int) -> list[np.ndarray]:
-    """Evaluate a node whose inputs are all known at compile time."""
+def fold(b: Builder, node, ins: list, opset_imports, batch_value: int | None) -> list[np.ndarray]:
+    """Evaluate a node whose inputs are all known at compile time. batch_value: the batch size a batched
+    model was exported with (None: a whole-tensor model, whose shapes hold their batch axis)."""
     t = node.op_type
     if t == "Shape":  # of a run-time tensor too: its per-sample shape is static
         x = ins[0]
-        shape = [batch_value, *x.shape] if isinstance(x, Act) else list(np.shape(x))
+        lead = [] if batch_value is None else [batch_value]
+        shape = [*lead, *x.shape] if isinstance(x, Act) else list(np.shape(x))
         attrs = node_attrs(node)
         start, end = attrs.get("start", 0), attrs.get("end", len(shape))
         return [np.array(shape[start:end] if "end" in attrs else shape[start:], dtype=np.int64)]
     if t == "Size" and isinstance(ins[0], Act):
-        return [np.array(batch_value * int(np.prod(ins[0].shape)), dtype=np.int64)]
+        return [np.array((batch_value or 1) * int(np.prod(ins[0].shape)), dtype=np.int64)]
     if t == "ConstantOfShape":  # fast path: exporters build whole weight tensors this way
         fill = node_attrs(node).get("value")
         fill = np.zeros(1, np.float32) if fill is None else numpy_helper.to_array(fill).reshape(-1)

@@ -33,7 +33,7 @@ def _conv(b, node, ins, attrs, name):
     SAME_LOWER / VALID, pads, strides, dilations, group, optional bias; weight [K, C/group, kh, kw] as PyTorch."""
     x = first_act(b, ins)
     w = const_input(b, ins[1], "the weight W")
-    if len(x.shape) == 2 and w.ndim == 3:
+    if len(b.sample(x)) == 2 and w.ndim == 3:
         x2, lifted = lift_1d(b, x, attrs, name)
         y = _conv(b, node, [x2, w[:, :, None, :], *ins[2:]], lifted, b.helper_name(f"{name}_conv"))[0]
         return [unlift_1d(b, y, name)]
@@ -57,7 +57,7 @@ def _pool(b, node, ins, attrs, name, op):
     if len(node.output) > 1 and node.output[1] in b.used:
         raise b.fail("the Indices output of MaxPool is not supported")
     x = first_act(b, ins)
-    if len(x.shape) == 2:
+    if len(b.sample(x)) == 2:
         x2, lifted = lift_1d(b, x, attrs, name)
         y = _pool(b, node, [x2], lifted, b.helper_name(f"{name}_pool"), op)[0]
         return [unlift_1d(b, y, name)]
@@ -116,37 +116,53 @@ def _reduce_spatial(b, node, ins, attrs, name):
     return [b.add(name, "flatten", {}, [pooled])]
 
 
-def _as_vector(x: Act) -> bool:
-    return len(x.shape) == 1
+def _as_vector(b, x: Act) -> bool:
+    return len(b.sample(x)) == 1
 
 
 @handles("Gemm")
 def _gemm(b, node, ins, attrs, name):
     """A run-time N×K, B constant; alpha folded into the weight, beta·C into the bias (C scalar, [M] or
-    [1, M]); transB; not transA."""
+    [1, M]); transB. transA, or a C that differs per row (M×N), compile the model for its fixed shapes
+    (a transpose, or an add after the dense layer); a C computed by the model is added after it."""
     a = ins[0]
     if not isinstance(a, Act):
         raise b.fail("input A must come from the model input (a constant A with a run-time B is not supported)")
     if int(attrs.get("transA", 0)):
-        raise b.fail("transA = 1 puts the batch on A's second axis; not supported")
-    if not _as_vector(a):
-        raise b.fail(f"input A must be N×K, got N×{'×'.join(map(str, a.shape))}")
+        if b.batched:
+            raise b.fail_batch("transA = 1 puts the batch on A's second axis")
+        a = b.helper(f"{name}_a", "transpose", {"perm": [1, 0]}, [a])
+    if not _as_vector(b, a):
+        raise b.fail(f"input A must be N×K, got N×{'×'.join(map(str, b.sample(a)))}")
     w = const_input(b, ins[1], "input B").astype(np.float64)
     if w.ndim != 2:
         raise b.fail(f"input B must be 2-D, got shape {list(w.shape)}")
     weight = (w if int(attrs.get("transB", 0)) else w.T) * float(attrs.get("alpha", 1.0))
     units, k = weight.shape
-    if k != a.shape[0]:
-        raise b.fail(f"A has {a.shape[0]} features but B expects {k}")
+    if k != b.sample(a)[0]:
+        raise b.fail(f"A has {b.sample(a)[0]} features but B expects {k}")
     weights = {"weight": weight}
+    beta = float(attrs.get("beta", 1.0))
+    if len(ins) > 2 and isinstance(ins[2], Act) and beta != 0.0:  # C computed by the model: added after
+        y = b.helper(f"{name}_product", "dense", {"units": int(units), "bias": False}, [a], weights)
+        c_act = ins[2] if beta == 1.0 else b.helper(f"{name}_c", "mul", {}, [ins[2], b.constant(np.array([beta]),
+                                                                                                   f"{name}_beta")])
+        return [b.add(name, "add", {}, [y, c_act])]
     c = const_input(b, ins[2] if len(ins) > 2 else None, "input C")
-    if c is not None and float(attrs.get("beta", 1.0)) != 0.0:
-        c = per_sample_constant(b, c, 2, "input C")
-        try:
-            weights["bias"] = np.broadcast_to(c.astype(np.float64), (units,)) * float(attrs.get("beta", 1.0))
-        except ValueError:
-            raise b.fail(f"input C of shape {list(c.shape)} does not broadcast to {units} units") from None
-    return [b.add(name, "dense", {"units": int(units), "bias": "bias" in weights}, [a], weights)]
+    full_bias = None
+    if c is not None and beta != 0.0:
+        c = per_sample_constant(b, c, 2, "input C").astype(np.float64) * beta
+        if c.size <= units and c.shape[-1:] in ((units,), (1,), ()):
+            weights["bias"] = np.broadcast_to(c.reshape(-1), (units,))
+        elif b.batched:
+            raise b.fail(f"input C of shape {list(c.shape)} does not broadcast to {units} units")
+        else:
+            full_bias = c  # M×N (or M×1): added after the product
+    y = b.add(name if full_bias is None else b.helper_name(f"{name}_product"), "dense",
+              {"units": int(units), "bias": "bias" in weights}, [a], weights)
+    if full_bias is None:
+        return [y]
+    return [b.add(name, "add", {}, [y, b.constant(full_bias, f"{name}_c")])]
 
 
 @handles("MatMul")
@@ -157,7 +173,7 @@ def _matmul(b, node, ins, attrs, name):
         raise b.fail("convc supports MatMul of a run-time N×K input by a constant K×M matrix only")
     if w.ndim != 2:
         raise b.fail(f"the constant operand must be 2-D, got shape {list(w.shape)}")
-    if not _as_vector(a):
+    if not _as_vector(b, a):
         raise b.fail(f"the run-time operand must be N×K, got N×{'×'.join(map(str, a.shape))}; batched "
                      "matrix products are not supported")
     if w.shape[0] != a.shape[0]:
@@ -173,8 +189,8 @@ def _batchnorm(b, node, ins, attrs, name):
     x = first_act(b, ins)
     scale, bias, mean, var = (const_input(b, v, w).reshape(-1) for v, w in
                               zip(ins[1:5], ("scale", "B", "input_mean", "input_var")))
-    if any(p.size != x.shape[0] for p in (scale, bias, mean, var)):
-        raise b.fail(f"scale, B, mean and var must have one value per channel ({x.shape[0]}); got sizes "
+    if any(p.size != b.sample(x)[0] for p in (scale, bias, mean, var)):
+        raise b.fail(f"scale, B, mean and var must have one value per channel ({b.sample(x)[0]}); got sizes "
                      f"{[p.size for p in (scale, bias, mean, var)]} (non-spatial batchnorm is not supported)")
     return [b.add(name, "batchnorm", {"eps": float(attrs.get("epsilon", 1e-5))}, [x],
                   {"weight": scale, "bias": bias, "running_mean": mean, "running_var": var})]
@@ -200,14 +216,16 @@ def _clip(b, node, ins, attrs, name):
 def _prelu(b, node, ins, attrs, name):
     """One slope, or one per channel; any other slope shape becomes relu + min + mul + add."""
     x = first_act(b, ins)
-    slope = per_sample_constant(b, const_input(b, ins[1], "the slope"), len(x.shape) + 1, "the slope")
-    if b.upgraded_from is not None and slope.ndim == 1 and slope.size == x.shape[0]:
-        slope = slope.reshape((-1,) + (1,) * (len(x.shape) - 1))  # opset < 7: one slope per channel
-    padded = slope.reshape((1,) * (len(x.shape) - slope.ndim) + slope.shape)
+    sample = b.sample(x)
+    slope = per_sample_constant(b, const_input(b, ins[1], "the slope"), b.rank(x), "the slope")
+    if b.upgraded_from is not None and slope.ndim == 1 and slope.size == sample[0]:
+        slope = slope.reshape((-1,) + (1,) * (len(sample) - 1))  # opset < 7: one slope per channel
     if slope.size == 1:
         return [b.add(name, "prelu", {"num_parameters": 1}, [x], {"weight": slope.reshape(1)})]
-    if padded.shape[0] == x.shape[0] and all(d == 1 for d in padded.shape[1:]):
-        return [b.add(name, "prelu", {"num_parameters": int(x.shape[0])}, [x], {"weight": slope.reshape(-1)})]
+    if slope.ndim <= len(sample):  # aligned with the sample's axes: one slope per channel?
+        padded = slope.reshape((1,) * (len(sample) - slope.ndim) + slope.shape)
+        if padded.shape[0] == sample[0] and all(d == 1 for d in padded.shape[1:]):
+            return [b.add(name, "prelu", {"num_parameters": int(sample[0])}, [x], {"weight": slope.reshape(-1)})]
     # A slope that is not per channel: max(x, 0) + slope·min(x, 0).
     pos = b.helper(f"{name}_pos", "relu", {}, [x])
     neg = b.helper(f"{name}_neg", "min", {}, [x, b.constant(np.zeros(1), f"{name}_zero")])
@@ -222,7 +240,7 @@ def _softmax(b, node, ins, attrs, name):
     if b.opset >= 13:
         return [b.add(name, "softmax", {"axis": int(attrs.get("axis", -1))}, [x])]
     # opset < 13: softmax over the flattening of axes [axis, end).
-    axis = axis_per_sample(b, int(attrs.get("axis", 1)), len(x.shape) + 1)
+    axis = axis_per_sample(b, int(attrs.get("axis", 1)), b.rank(x))
     if axis == len(x.shape) - 1:
         return [b.add(name, "softmax", {"axis": -1}, [x])]
     flat_shape = (*x.shape[:axis], int(np.prod(x.shape[axis:])))
@@ -233,14 +251,17 @@ def _softmax(b, node, ins, attrs, name):
 
 @handles("Flatten")
 def _flatten(b, node, ins, attrs, name):
-    """Axis 1 (or an axis after size-1 axes)."""
+    """Axis 1 (or an axis after size-1 axes); any other axis compiles the model for its fixed shapes."""
     x = first_act(b, ins)
-    full = len(x.shape) + 1
+    full = b.rank(x)
     axis = int(attrs.get("axis", 1))
     axis = axis + full if axis < 0 else axis
+    if not b.batched:  # the whole tensor as (prod of axes before `axis`) × (prod of the rest)
+        outer, inner = int(np.prod(x.shape[:axis])), int(np.prod(x.shape[axis:]))
+        return [x] if x.shape == (outer, inner) else [b.add(name, "reshape", {"shape": [outer, inner]}, [x])]
     if axis == 0 or int(np.prod(x.shape[:axis - 1])) != 1:
-        raise b.fail(f"Flatten at axis {attrs.get('axis', 1)} of N×{'×'.join(map(str, x.shape))} mixes the batch "
-                     "into the first output axis; only axis 1 (or axes after size-1 axes) is supported")
+        raise b.fail_batch(f"Flatten at axis {attrs.get('axis', 1)} of N×{'×'.join(map(str, x.shape))} mixes the "
+                           "batch into the first output axis")
     if len(x.shape) == 1:
         return [x]
     return [b.add(name, "flatten", {}, [x])]
@@ -257,7 +278,7 @@ def _reshape_target(b, x: Act, shape: list[int], allowzero: bool, batch: int | N
         else:
             out.append(d)
     if not out:
-        raise b.fail("cannot reshape to a scalar: the batch axis must stay")
+        raise b.fail_batch("cannot reshape to a scalar: the batch axis must stay")
     head = out[0]
     size = int(np.prod(x.shape))
     if head is None or head == -1 or (batch is not None and head == batch):
@@ -268,12 +289,29 @@ def _reshape_target(b, x: Act, shape: list[int], allowzero: bool, batch: int | N
             raise b.fail(f"shape {shape} has an invalid entry")
         known = int(np.prod([d for d in rest if d != -1]))
         if -1 not in rest and known != size:
-            raise b.fail(f"cannot reshape N×{'×'.join(map(str, x.shape))} to {shape}: the batch axis would change")
+            raise b.fail_batch(f"cannot reshape N×{'×'.join(map(str, x.shape))} to {shape}: the batch axis would "
+                               "change")
         if -1 in rest and (known == 0 or size % known):
             raise b.fail(f"cannot reshape N×{'×'.join(map(str, x.shape))} to {shape}")
         return [size // known if d == -1 else d for d in rest]
-    raise b.fail(f"cannot reshape N×{'×'.join(map(str, x.shape))} to {shape}: its first axis must stay the batch "
-                 "(0, -1 or the batch size)")
+    raise b.fail_batch(f"cannot reshape N×{'×'.join(map(str, x.shape))} to {shape}: its first axis must stay the "
+                       "batch (0, -1 or the batch size)")
+
+
+def _whole_reshape_target(b, x: Act, shape: list[int], allowzero: bool) -> list[int]:
+    """ONNX Reshape's target for a whole tensor: 0 copies the input's axis (unless allowzero), one -1 is inferred."""
+    out = [x.shape[i] if d == 0 and not allowzero and i < len(x.shape) else d for i, d in enumerate(shape)]
+    size = int(np.prod(x.shape))
+    if out.count(-1) > 1 or any(d < -1 for d in out):
+        raise b.fail(f"shape {shape} is not a valid target")
+    known = int(np.prod([d for d in out if d != -1]))
+    if -1 in out:
+        if known == 0 or size % known:
+            raise b.fail(f"cannot reshape {'×'.join(map(str, x.shape))} to {shape}")
+        out = [size // known if d == -1 else d for d in out]
+    if int(np.prod(out)) != size or not out:
+        raise b.fail(f"cannot reshape {'×'.join(map(str, x.shape))} ({size} values) to {shape}")
+    return [int(d) for d in out]
 
 
 @handles("Reshape")
@@ -282,6 +320,9 @@ def _reshape(b, node, ins, attrs, name):
     result is N×F."""
     x = first_act(b, ins)
     shape = ints(const_input(b, ins[1], "input shape")) if len(ins) > 1 else list(attrs.get("shape", []))
+    if not b.batched:  # the whole tensor: ONNX's rule as it is
+        target = _whole_reshape_target(b, x, shape, bool(attrs.get("allowzero", 0)))
+        return [x] if tuple(target) == x.shape else [b.add(name, "reshape", {"shape": target}, [x])]
     target = _reshape_target(b, x, shape, bool(attrs.get("allowzero", 0)), b.batch)
     if tuple(target) == x.shape:
         return [x]
@@ -329,7 +370,7 @@ def _squeeze(b, node, ins, attrs, name):
 def _transpose(b, node, ins, attrs, name):
     """Permutations keeping axis 0 first."""
     x = first_act(b, ins)
-    full = len(x.shape) + 1
+    full = b.rank(x)
     perm = [int(p) for p in attrs.get("perm", list(range(full))[::-1])]
     if perm == list(range(full)):
         return [x]
@@ -338,16 +379,15 @@ def _transpose(b, node, ins, attrs, name):
 
 def _elementwise(b, node, ins, name, op):
     acts = [v for v in ins if isinstance(v, Act)]
-    ranks = {len(a.shape) for a in acts}
-    full = max(ranks) + 1
+    ranks = {b.rank(a) for a in acts}
+    full = max(ranks)
     consts = [v for v in ins if not isinstance(v, Act)]
-    if len(ranks) > 1:
-        raise b.fail("run-time operands of different ranks broadcast the batch axis against another axis; "
-                     "not supported")
+    if b.batched and len(ranks) > 1:
+        raise b.fail_batch("run-time operands of different ranks broadcast the batch axis against another axis")
     for c in consts:
-        if np.asarray(c).ndim > full:
-            raise b.fail(f"a constant operand of shape {list(np.shape(c))} has more axes than the run-time "
-                         f"operand (rank {full}); the batch axis would move")
+        if b.batched and np.asarray(c).ndim > full:
+            raise b.fail_batch(f"a constant operand of shape {list(np.shape(c))} has more axes than the run-time "
+                               f"operand (rank {full}), so the batch axis would move")
     operands = [operand(b, v, full, f"{name}_operand{i}") for i, v in enumerate(ins)]
     return b.add(name, op, {}, operands)
 
@@ -378,7 +418,7 @@ def _binary(b, node, ins, attrs, name):
 def _concat(b, node, ins, attrs, name):
     """Any axis but the batch; constant operands become `constant` layers."""
     acts = [v for v in ins if isinstance(v, Act)]
-    full = len(acts[0].shape) + 1
+    full = b.rank(acts[0])
     operands = [operand(b, v, full, f"{name}_operand{i}") for i, v in enumerate(ins)]
     if len(operands) == 1:
         return [operands[0]]
@@ -405,7 +445,7 @@ def _identity(b, node, ins, attrs, name):
 def _pad(b, node, ins, attrs, name):
     """Constant mode; pads as attribute (< 11) or input, constant_value, axes (≥ 18); never the batch axis."""
     x = first_act(b, ins)
-    full = len(x.shape) + 1
+    full = b.rank(x)
     mode = attrs.get("mode", "constant")
     if mode != "constant":
         raise b.fail(f"mode {mode!r} is not supported; only 'constant'")
@@ -426,9 +466,10 @@ def _pad(b, node, ins, attrs, name):
         pads = full_pads
     if len(pads) != 2 * full:
         raise b.fail(f"pads {pads} must have {2 * full} values for a rank-{full} input")
-    if pads[0] or pads[full]:
-        raise b.fail(f"pads {pads} pad the batch axis; not supported")
-    begins, ends = pads[1:full], pads[full + 1:]
+    skip = 1 if b.batched else 0  # the pad op's axes are the graph's: without the batch when batched
+    if skip and (pads[0] or pads[full]):
+        raise b.fail_batch(f"pads {pads} pad the batch axis")
+    begins, ends = pads[skip:full], pads[full + skip:]
     if not any(begins) and not any(ends):
         return [x]
     return [b.add(name, "pad", {"pads": begins + ends, "value": value}, [x])]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ...errors import ModelError
+from ...errors import BatchAxisError, ModelError
 
 try:
     import onnx
@@ -120,8 +120,9 @@ def input_dims(value_info) -> list | None:
     return [d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in t.tensor_type.shape.dim]
 
 
-def per_sample_shape(inp, source: str) -> list[int]:
-    """A run-time input's shape without its leading batch axis; float32 and static sizes only."""
+def per_sample_shape(inp, source: str, batched: bool = True) -> list[int]:
+    """A run-time input's shape without its leading batch axis (batched), or its whole shape (a whole-tensor
+    model, whose every axis must then have a fixed size); float32 and static sizes only."""
     elem = inp.type.tensor_type.elem_type
     if elem != onnx.TensorProto.FLOAT:
         raise ModelError(f"{source}: input '{inp.name}' has element type "
@@ -129,11 +130,15 @@ def per_sample_shape(inp, source: str) -> list[int]:
     dims = input_dims(inp)
     if dims is None:
         raise ModelError(f"{source}: input '{inp.name}' has no shape; convc needs its static per-sample shape")
-    if len(dims) < 2:
-        raise ModelError(f"{source}: input '{inp.name}' has shape {dims}; its first axis must be the batch, "
-                         "followed by the per-sample axes")
+    if batched and len(dims) < 2:
+        raise BatchAxisError(f"{source}: input '{inp.name}' has shape {dims}: no axis besides the first, so it "
+                             "cannot be a batch of samples")
     if not all(isinstance(d, int) and d >= 1 for d in dims[1:]):
         raise ModelError(f"{source}: input '{inp.name}' has shape {dims}; every axis after the batch must have a "
                          "fixed positive size")
-    return [int(d) for d in dims[1:]]
+    if not batched and not (dims and isinstance(dims[0], int) and dims[0] >= 1):
+        raise ModelError(f"{source}: input '{inp.name}' has shape {dims}, and the model acts across its first axis "
+                         "(the batch), so convc compiles it for fixed shapes: export it with a fixed batch size "
+                         "(no dynamic first axis)")
+    return [int(d) for d in (dims[1:] if batched else dims)]
 
