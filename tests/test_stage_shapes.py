@@ -15,11 +15,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import compiler
 from compiler import ConvcWarning, ModelError, ShapeError
 from compiler.frontends.description import parse_description
 from compiler.shapes import infer_shapes
 from compiler.verify import verify_graph
-from conftest import model_dict, out_size
+from conftest import AVX2, compile_and_check, model_dict, out_size
 
 
 def parsed(layers, shape=(3, 8, 8), **extra):
@@ -308,3 +309,59 @@ def test_the_inferred_graph_passes_verify_graph_once_weights_exist():
     graph.nx.nodes["c"]["shape"] = (4, 8, 7)  # one column short of what the rule gives
     with pytest.raises(Exception, match="'c'.*4×8×7.*4×8×8"):
         verify_graph(graph)
+
+
+# ---------------------------------------------------------------- ceil_mode windows larger than the input
+# PyTorch's and ONNX's pools round up with ceil_mode even when the (dilated) window is larger than the padded
+# input: out = ⌈(size + pads − span)/stride⌉ + 1, so MaxPool2d(3, stride=2, ceil_mode=True) on 2×2 gives 1×1
+# (⌈−1/2⌉ + 1 = 1), one window over the whole input. With stride 1 (or a shortfall of a whole stride) it is
+# still an error.
+CEIL_WINDOWS = [(2, 3, 2, 0), (1, 2, 2, 0), (4, 7, 3, 1), (2, 5, 3, 1), (3, 6, 4, 1)]
+CEIL_ERRORS = [(2, 3, 1, 0), (1, 4, 2, 0)]
+
+
+@pytest.mark.parametrize("op", ["maxpool2d", "avgpool2d"])
+@pytest.mark.parametrize("size, kernel, stride, padding", CEIL_WINDOWS + CEIL_ERRORS, ids=str)
+def test_ceil_mode_keeps_a_window_larger_than_the_input(op, size, kernel, stride, padding):
+    expected = out_size(size, kernel, stride, 1, padding, padding, ceil_mode=True)
+    layer = {"name": "p", "op": op, "kernel": kernel, "stride": stride, "padding": padding, "ceil_mode": True}
+    if (size, kernel, stride, padding) in CEIL_ERRORS:
+        assert expected == 0
+        assert "layer 'p'" in shape_error([layer], (2, size, size + 1))
+        return
+    assert expected == 1
+    assert shapes([layer], (2, size, size + 1))["p"] == (2, 1, out_size(size + 1, kernel, stride, 1, padding, padding,
+                                                                        ceil_mode=True))
+
+
+CEIL_POOLS = [("maxpool2d", {}), ("avgpool2d", {"count_include_pad": True}),
+              ("avgpool2d", {"count_include_pad": False})]
+
+
+@pytest.mark.parametrize("op, extra", CEIL_POOLS, ids=["max", "avg-count-pad", "avg"])
+@pytest.mark.parametrize("size, kernel, stride, padding", CEIL_WINDOWS, ids=str)
+def test_ceil_mode_windows_larger_than_the_input_match_torch(op, extra, size, kernel, stride, padding):
+    """The interpreter against torch itself (no C): the shape and the values."""
+    torch = pytest.importorskip("torch")
+    layer = {"name": "p", "op": op, "kernel": kernel, "stride": stride, "padding": padding, "ceil_mode": True,
+             **extra}
+    graph = compiler.load(model_dict([layer], shape=(2, size, size + 1)))
+    x = np.random.default_rng(1).standard_normal((3, 2, size, size + 1))
+    if op == "maxpool2d":
+        want = torch.nn.functional.max_pool2d(torch.from_numpy(x), kernel, stride, padding, ceil_mode=True)
+    else:
+        want = torch.nn.functional.avg_pool2d(torch.from_numpy(x), kernel, stride, padding, ceil_mode=True, **extra)
+    want = want.numpy()
+    got = compiler.interpret(graph, {"x": x}, dtype=np.float64)["p"]
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got, want, rtol=1e-12)
+
+
+@pytest.mark.parametrize("op, opt_level", [("maxpool2d", 2), ("avgpool2d", 0)])
+def test_ceil_mode_windows_larger_than_the_input_compile(op, opt_level):
+    """The kernels take the window over the whole input too (maxpool_padded at level 2, the plain loops): compiled
+    against the interpreter (AVX2's code)."""
+    layer = {"name": "p", "op": op, "kernel": 5, "stride": 3, "padding": 1, "ceil_mode": True}
+    graph = compiler.load(model_dict([layer], shape=(3, 2, 3)))
+    assert graph.shape("p") == (3, 1, 1)
+    compile_and_check(graph, opt_level=opt_level, march=AVX2)
