@@ -120,7 +120,7 @@ def networks(draw):
         shape = tensors[src]
         spatial = len(shape) == 3
         kinds = ["pointwise", "depthwise", "conv", "conv3x3", "bn", "act", "add", "concat", "pool", "global", "flatten",
-                 "reshape", "view", "constant"] if spatial else ["dense", "act", "view", "add", "bn"]
+                 "reshape", "view", "constant", "movement"] if spatial else ["dense", "act", "view", "add", "bn"]
         kind = draw(st.sampled_from(kinds))
         base = {"name": name, "inputs": [src]}
         if kind == "pointwise":
@@ -166,10 +166,19 @@ def networks(draw):
             add({**base, "op": "reshape", "shape": [shape[0], shape[2], shape[1]]}, (shape[0], shape[2], shape[1]))
         elif kind == "view":
             add({**base, "op": draw(st.sampled_from(["dropout", "identity"]))}, shape)
-        elif kind == "constant":  # a per-channel constant, broadcast by mul or add
-            layers.append({"name": f"{name}_k", "op": "constant", "shape": [shape[0], 1, 1]})
-            tensors[f"{name}_k"] = (shape[0], 1, 1)
-            add({**base, "op": draw(st.sampled_from(["add", "mul"])), "inputs": [src, f"{name}_k"]}, shape)
+        elif kind == "constant":  # a per-channel constant broadcast, or a whole tensor (a residual a conv can fuse)
+            k_shape = draw(st.sampled_from([(shape[0], 1, 1), shape]))
+            layers.append({"name": f"{name}_k", "op": "constant", "shape": list(k_shape)})
+            tensors[f"{name}_k"] = k_shape
+            add({**base, "op": draw(st.sampled_from(["add", "mul", "max"])), "inputs": [src, f"{name}_k"]}, shape)
+        elif kind == "movement":  # plain loops that move data: the memory plan sees more shapes
+            op = draw(st.sampled_from(["transpose", "pad", "softmax"]))
+            if op == "transpose":
+                add({**base, "op": op, "perm": [0, 2, 1]}, (shape[0], shape[2], shape[1]))
+            elif op == "pad":
+                add({**base, "op": op, "pads": [0, 1, 0, 0, 0, 2]}, (shape[0], shape[1] + 1, shape[2] + 2))
+            else:
+                add({**base, "op": op}, shape)
         elif kind == "dense":
             units = draw(st.integers(1, 20))
             add({**base, "op": "dense", "units": units}, (units,))
