@@ -63,6 +63,12 @@ def verify_graph(graph: Graph) -> None:
     """Every node is a layer with a shape; edges are the layers' `inputs`; a DAG; each shape is what the op's
     rule gives for its inputs' shapes; the model's inputs are its input layers and its outputs exist; each
     layer's weights are present as float32 with the shapes `weight_shapes` says, and no others."""
+    _check_nodes(graph)
+    _check_inputs_and_outputs(graph)
+    _check_shapes_and_weights(graph)
+
+
+def _check_nodes(graph: Graph) -> None:
     g = graph.nx
     for name, data in g.nodes(data=True):
         layer = data.get("layer")
@@ -90,18 +96,22 @@ def verify_graph(graph: Graph) -> None:
         cycle = " -> ".join(u for u, _ in nx.find_cycle(g))
         _fail(f"{graph.source}: the layers form a cycle: {cycle}")
 
-    input_layers = [n for n in g if graph.layer(n).op == "input"]
+
+def _check_inputs_and_outputs(graph: Graph) -> None:
+    input_layers = [n for n in graph.nx if graph.layer(n).op == "input"]
     if sorted(graph.inputs) != sorted(input_layers) or len(set(graph.inputs)) != len(graph.inputs):
         _fail(f"{graph.source}: the model's inputs {graph.inputs} are not its input layers {input_layers}")
     if not graph.outputs:
         _fail(f"{graph.source}: the model has no output")
-    unknown = [o for o in graph.outputs if o not in g]
+    unknown = [o for o in graph.outputs if o not in graph.nx]
     if unknown:
         _fail(f"{graph.source}: the outputs {unknown} are not layers")
     if len(set(graph.outputs)) != len(graph.outputs):
         _fail(f"{graph.source}: the outputs {graph.outputs} name a layer twice")
 
-    expected_weights: dict[str, tuple[Layer, tuple[int, ...]]] = {}
+
+def _check_shapes_and_weights(graph: Graph) -> None:
+    expected: dict[str, tuple[Layer, tuple[int, ...]]] = {}
     optional: set[str] = set()
     for layer in graph.layers():
         ins = graph.in_shapes(layer.name)
@@ -115,16 +125,16 @@ def verify_graph(graph: Graph) -> None:
             _fail(f"{layer.where}: shape {fmt_shape(graph.shape(layer.name))}, but {layer.op}'s rule gives "
                   f"{fmt_shape(rule)} for inputs {', '.join(fmt_shape(s) for s in ins) or 'none'}")
         for suffix, shape in layer.spec.weight_shapes(layer, ins).items():
-            expected_weights[f"{layer.name}.{suffix}"] = (layer, tuple(shape))
+            expected[f"{layer.name}.{suffix}"] = (layer, tuple(shape))
         optional |= {f"{layer.name}.{s}" for s in layer.spec.optional_weights(layer)}
-    for key, (layer, shape) in expected_weights.items():
+    for key, (layer, shape) in expected.items():
         if key not in graph.weights:
             _fail(f"{layer.where}: weight {key!r} {fmt_shape(shape)} is missing")
         value = graph.weights[key]
         if not isinstance(value, np.ndarray) or tuple(value.shape) != shape or value.dtype != np.float32:
             _fail(f"{layer.where}: weight {key!r} is {getattr(value, 'dtype', type(value).__name__)} "
                   f"{fmt_shape(getattr(value, 'shape', ()))}, expected float32 {fmt_shape(shape)}")
-    extra = sorted(set(graph.weights) - set(expected_weights) - optional)
+    extra = sorted(set(graph.weights) - set(expected) - optional)
     if extra:
         _fail(f"{graph.source}: weights {extra} belong to no layer")
 
@@ -147,8 +157,7 @@ def verify_kernel_plan(graph: Graph, plan: KernelPlan) -> None:
     per input and one for the output; producer and readers agree on every tensor's layout, and so does
     `plan.layouts`; the model's inputs and outputs and whatever a view reads are C×H×W; a blocked tensor is
     C×H×W with C a multiple of the target's lanes."""
-    layers = graph.layers()
-    for layer in layers:
+    for layer in graph.layers():
         if computes(layer) and layer.name not in plan.choices:
             _fail(f"{layer.where}: computes a tensor but has no kernel choice")
     for name in plan.choices:
@@ -156,41 +165,43 @@ def verify_kernel_plan(graph: Graph, plan: KernelPlan) -> None:
             _fail(f"the kernel plan has a choice for {name!r}, which is not a layer")
         if not computes(graph.layer(name)):
             _fail(f"{graph.layer(name).where}: has a kernel choice but computes nothing (input, view or constant)")
+        _check_choice(graph, plan, graph.layer(name))
+    _check_layouts(graph, plan)
 
-    written: dict[str, int] = {}  # tensor -> the layout its producer writes
-    for layer in layers:
-        name = layer.name
-        if name not in plan.choices:
-            written[name] = 0
-            continue
-        choice = plan.choices[name]
-        ins, out = graph.in_shapes(name), graph.shape(name)
-        record = (choice.layer, choice.op, choice.sources, tuple(choice.shape))
-        if record != (name, layer.op, layer.sources, out):
-            _fail(f"{layer.where}: its choice describes layer {choice.layer!r} ({choice.op}: "
-                  f"{' + '.join(choice.sources)}) of shape {fmt_shape(choice.shape)}, not this one of shape "
-                  f"{fmt_shape(out)}")
-        kernel = KERNELS.get(choice.kernel)
-        if kernel is None:
-            _fail(f"{layer.where}: kernel {choice.kernel!r} is not a kernel")
-        if kernel.ops and layer.op not in kernel.ops:
-            _fail(f"{layer.where}: kernel {kernel.name!r} computes {', '.join(kernel.ops)}, not {layer.op}")
-        if kernel.opt_level > plan.opt_level:
-            _fail(f"{layer.where}: kernel {kernel.name!r} is used from opt level {kernel.opt_level}; the plan is "
-                  f"for opt level {plan.opt_level}")
-        why_not = kernel.unsuitable(layer, ins, out, plan.target)
-        if why_not is not None:
-            _fail(f"{layer.where}: kernel {kernel.name!r} cannot take it: {why_not}")
-        if len(choice.layouts) != len(layer.inputs) + 1:
-            _fail(f"{layer.where}: {len(choice.layouts)} layouts for {len(layer.inputs)} input(s) and the output")
-        if choice.template != kernel.template_for(layer, choice.params):
-            _fail(f"{layer.where}: template {choice.template!r}; kernel {kernel.name!r} renders "
-                  f"{kernel.template_for(layer, choice.params)!r}")
-        if choice.scratch_floats != kernel.scratch_floats(choice.params) or choice.scratch_floats < 0:
-            _fail(f"{layer.where}: scratch_floats {choice.scratch_floats}; kernel {kernel.name!r} needs "
-                  f"{kernel.scratch_floats(choice.params)}")
-        written[name] = choice.layouts[-1]
 
+def _check_choice(graph: Graph, plan: KernelPlan, layer: Layer) -> None:
+    """The choice is this layer's, its kernel can compute it at the plan's level, and its record is complete."""
+    choice = plan.choices[layer.name]
+    ins, out = graph.in_shapes(layer.name), graph.shape(layer.name)
+    if (choice.layer, choice.op, choice.sources, tuple(choice.shape)) != (layer.name, layer.op, layer.sources, out):
+        _fail(f"{layer.where}: its choice describes layer {choice.layer!r} ({choice.op}: "
+              f"{' + '.join(choice.sources)}) of shape {fmt_shape(choice.shape)}, not this one of shape "
+              f"{fmt_shape(out)}")
+    kernel = KERNELS.get(choice.kernel)
+    if kernel is None:
+        _fail(f"{layer.where}: kernel {choice.kernel!r} is not a kernel")
+    if kernel.ops and layer.op not in kernel.ops:
+        _fail(f"{layer.where}: kernel {kernel.name!r} computes {', '.join(kernel.ops)}, not {layer.op}")
+    if kernel.opt_level > plan.opt_level:
+        _fail(f"{layer.where}: kernel {kernel.name!r} is used from opt level {kernel.opt_level}; the plan is "
+              f"for opt level {plan.opt_level}")
+    why_not = kernel.unsuitable(layer, ins, out, plan.target)
+    if why_not is not None:
+        _fail(f"{layer.where}: kernel {kernel.name!r} cannot take it: {why_not}")
+    if len(choice.layouts) != len(layer.inputs) + 1:
+        _fail(f"{layer.where}: {len(choice.layouts)} layouts for {len(layer.inputs)} input(s) and the output")
+    if choice.template != kernel.template_for(layer, choice.params):
+        _fail(f"{layer.where}: template {choice.template!r}; kernel {kernel.name!r} renders "
+              f"{kernel.template_for(layer, choice.params)!r}")
+    if choice.scratch_floats != kernel.scratch_floats(choice.params) or choice.scratch_floats < 0:
+        _fail(f"{layer.where}: scratch_floats {choice.scratch_floats}; kernel {kernel.name!r} needs "
+              f"{kernel.scratch_floats(choice.params)}")
+
+
+def _check_layouts(graph: Graph, plan: KernelPlan) -> None:
+    """Each tensor's layout: as its producer writes it (C×H×W without a kernel), in plan.layouts and as every
+    reader reads it."""
+    written = {name: plan.choices[name].layouts[-1] if name in plan.choices else 0 for name in graph.nx}
     for name in plan.layouts:
         if name not in graph.nx:
             _fail(f"the plan's layouts name {name!r}, which is not a tensor")
@@ -201,9 +212,8 @@ def verify_kernel_plan(graph: Graph, plan: KernelPlan) -> None:
             what = "input" if name in graph.inputs else "output"
             _fail(f"tensor {name!r}: a model {what} must be C×H×W (the caller's array), it is "
                   f"{layout_name(written[name] or plan.layouts[name])}")
-    for layer in layers:
-        name = layer.name
-        lanes = written[name]
+    for layer in graph.layers():
+        name, lanes = layer.name, written[layer.name]
         if plan.layouts.get(name, 0) != lanes:
             _fail(f"tensor {name!r}: the plan's layouts say {layout_name(plan.layouts.get(name, 0))}, its producer "
                   f"writes {layout_name(lanes)}")
@@ -216,9 +226,7 @@ def verify_kernel_plan(graph: Graph, plan: KernelPlan) -> None:
                       f"C a multiple of {lanes})")
         for reader in graph.consumers(name):
             reader_layer = graph.layer(reader)
-            for i, src in enumerate(reader_layer.inputs):
-                if src != name:
-                    continue
+            for i in (i for i, src in enumerate(reader_layer.inputs) if src == name):
                 if reader in plan.choices:
                     read, by = plan.choices[reader].layouts[i], f"kernel {plan.choices[reader].kernel!r}"
                 else:
@@ -229,42 +237,29 @@ def verify_kernel_plan(graph: Graph, plan: KernelPlan) -> None:
 
 
 # ---------------------------------------------------------------- the memory plan
-def _lifetimes(graph: Graph, arena: Arena) -> dict[str, tuple[int, int]]:
-    """Per storage root: the steps (positions in topological order) from its producer's through its last
-    reader's; a reader of a view reads the view's root, and the output copies read at the very end."""
-    layers = graph.layers()
-    step = {layer.name: i for i, layer in enumerate(layers)}
-    last = {layer.name: step[layer.name] for layer in layers}
-    for layer in layers:
-        for src in layer.inputs:
-            root = _root(graph, src)
-            last[root] = max(last[root], step[layer.name])
-    for _, src in arena.copies:
-        last[_root(graph, src)] = len(layers)
-    return {name: (step[name], last[name]) for name in step if _root(graph, name) == name}
-
-
-def _check_block(what: str, buf: Buffer, arena: Arena) -> None:
-    if buf.index < 0 or buf.index % ALIGN_FLOATS:
-        _fail(f"{what}: arena offset {buf.index} is not a multiple of {ALIGN_FLOATS} floats (64 bytes)")
-    if buf.index + buf.size > arena.floats:
-        _fail(f"{what}: floats {buf.index}..{buf.index + buf.size - 1} lie beyond the arena's {arena.floats}")
-
-
 def verify_memory(graph: Graph, plan: KernelPlan, arena: Arena) -> None:
     """Every tensor has a buffer of its element count; views share their root's; the input and constants live in
     the caller's array and the weights, each output in its array or copied there once; arena blocks are
     64-byte aligned inside the arena; no two tensors whose lifetimes overlap share a float (so no layer's
     output overlaps its inputs); each layer's scratch is as large as its kernel needs and overlaps nothing live
     during its call."""
-    layers = graph.layers()
-    roots = {layer.name: _root(graph, layer.name) for layer in layers}
-    constants = [layer.name for layer in layers if layer.spec.is_constant]
+    roots = {name: _root(graph, name) for name in graph.nx}
+    _check_buffers(graph, arena, roots)
+    _check_outputs(graph, arena, roots)
+    # A whole number of 64-byte lines, so that each thread's arena slot (model.c.j2) starts on one too.
+    if arena.floats < 0 or arena.floats % ALIGN_FLOATS:
+        _fail(f"the arena has {arena.floats} floats, not a multiple of {ALIGN_FLOATS} (64 bytes): the next "
+              "thread's slot would not be aligned")
+    _check_overlaps(graph, plan, arena)
+
+
+def _check_buffers(graph: Graph, arena: Arena, roots: dict[str, str]) -> None:
+    constants = [layer.name for layer in graph.layers() if layer.spec.is_constant]
     unknown = sorted(set(arena.buffers) - set(graph.nx))
     if unknown:
         _fail(f"the memory plan has buffers for {unknown}, which are not tensors")
-    for layer in layers:
-        name = layer.name
+    for layer in graph.layers():
+        name, root = layer.name, roots[layer.name]
         buf = arena.buffers.get(name)
         if buf is None:
             _fail(f"tensor {name!r} ({layer.op}) has no buffer")
@@ -273,23 +268,20 @@ def verify_memory(graph: Graph, plan: KernelPlan, arena: Arena) -> None:
         if buf.size != _floats(graph.shape(name)):
             _fail(f"tensor {name!r}: buffer of {buf.size} floats for {fmt_shape(graph.shape(name))} = "
                   f"{_floats(graph.shape(name))} values")
-        root = roots[name]
-        if root != name and buf != arena.buffers.get(root):
-            _fail(f"tensor {name!r}: a view ({layer.op}) of {root!r} must share its buffer {arena.buffers.get(root)}, "
-                  f"has {buf}")
-        if root == name:
-            if layer.op == "input":
-                expected = Buffer("input", graph.inputs.index(name), buf.size)
-            elif layer.spec.is_constant:
-                expected = Buffer("const", constants.index(name), buf.size)
-            else:
-                expected = None
-                if buf.kind not in ("arena", "output"):
-                    _fail(f"tensor {name!r}: computed by {layer.op}, but its buffer is {buf.kind!r}")
-            if expected is not None and buf != expected:
-                _fail(f"tensor {name!r}: buffer {buf}, expected {expected}")
+        if root != name:
+            if buf != arena.buffers.get(root):
+                _fail(f"tensor {name!r}: a view ({layer.op}) of {root!r} must share its buffer "
+                      f"{arena.buffers.get(root)}, has {buf}")
+        elif layer.op == "input" and buf != Buffer("input", graph.inputs.index(name), buf.size):
+            _fail(f"tensor {name!r}: buffer {buf}, expected {Buffer('input', graph.inputs.index(name), buf.size)}")
+        elif layer.spec.is_constant and buf != Buffer("const", constants.index(name), buf.size):
+            _fail(f"tensor {name!r}: buffer {buf}, expected {Buffer('const', constants.index(name), buf.size)}")
+        elif computes(layer) and buf.kind not in ("arena", "output"):
+            _fail(f"tensor {name!r}: computed by {layer.op}, but its buffer is {buf.kind!r}")
 
-    # Each output reaches its array: it is computed there, or copied there once from its storage.
+
+def _check_outputs(graph: Graph, arena: Arena, roots: dict[str, str]) -> None:
+    """Each output reaches its array: it is computed there, or copied there once from its storage."""
     for i, out in enumerate(graph.outputs):
         root = roots[out]
         placed = arena.buffers[root] == Buffer("output", i, arena.buffers[root].size)
@@ -307,46 +299,70 @@ def verify_memory(graph: Graph, plan: KernelPlan, arena: Arena) -> None:
                 buf.index >= len(graph.outputs) or roots[graph.outputs[buf.index]] != name):
             _fail(f"tensor {name!r} is computed in output array {buf.index}, which is not its output")
 
-    # Alignment and bounds; the arena is a whole number of 64-byte lines, so each thread's arena slot is too.
-    if arena.floats < 0 or arena.floats % ALIGN_FLOATS:
-        _fail(f"the arena has {arena.floats} floats, not a multiple of {ALIGN_FLOATS} (64 bytes): the next "
-              "thread's slot would not be aligned")
-    lifetimes = _lifetimes(graph, arena)
-    step_names = [layer.name for layer in layers] + ["the output copies"]
+
+def _lifetimes(graph: Graph, arena: Arena) -> dict[str, tuple[int, int]]:
+    """Per storage root: the steps (positions in topological order) from its producer's through its last
+    reader's; a reader of a view reads the view's root, and the output copies read at the very end."""
+    layers = graph.layers()
+    step = {layer.name: i for i, layer in enumerate(layers)}
+    last = dict(step)
+    for layer in layers:
+        for src in layer.inputs:
+            root = _root(graph, src)
+            last[root] = max(last[root], step[layer.name])
+    for _, src in arena.copies:
+        last[_root(graph, src)] = len(layers)
+    return {name: (step[name], last[name]) for name in step if _root(graph, name) == name}
+
+
+def _overlap(a: Buffer, b: Buffer) -> bool:
+    return a.index < b.index + b.size and b.index < a.index + a.size
+
+
+def _span(buf: Buffer) -> str:
+    return f"floats {buf.index}..{buf.index + buf.size - 1}"
+
+
+def _check_block(what: str, buf: Buffer, arena: Arena) -> None:
+    if buf.index < 0 or buf.index % ALIGN_FLOATS:
+        _fail(f"{what}: arena offset {buf.index} is not a multiple of {ALIGN_FLOATS} floats (64 bytes)")
+    if buf.index + buf.size > arena.floats:
+        _fail(f"{what}: {_span(buf)} lie beyond the arena's {arena.floats}")
+
+
+def _check_overlaps(graph: Graph, plan: KernelPlan, arena: Arena) -> None:
+    """Arena blocks are aligned and inside the arena; no two live at the same step share a float; a layer's
+    scratch is what its kernel needs and shares no float with a tensor live during the layer."""
+    steps = [layer.name for layer in graph.layers()] + ["the output copies"]
     blocks = []  # (tensor, buffer, first step, last step)
-    for name, (first, last) in lifetimes.items():
-        buf = arena.buffers[name]
-        if buf.kind == "arena":
-            _check_block(f"tensor {name!r}", buf, arena)
-            blocks.append((name, buf, first, last))
+    for name, (first, last) in _lifetimes(graph, arena).items():
+        if arena.buffers[name].kind == "arena":
+            _check_block(f"tensor {name!r}", arena.buffers[name], arena)
+            blocks.append((name, arena.buffers[name], first, last))
 
-    def overlap(a: Buffer, b: Buffer) -> bool:
-        return a.index < b.index + b.size and b.index < a.index + a.size
-
-    def span(buf: Buffer) -> str:
-        return f"floats {buf.index}..{buf.index + buf.size - 1}"
+    def live(first: int, last: int) -> str:
+        return f"live from {steps[first]!r} through {steps[last]!r}"
 
     for i, (a, abuf, afirst, alast) in enumerate(blocks):
         for b, bbuf, bfirst, blast in blocks[i + 1:]:
-            if afirst <= blast and bfirst <= alast and overlap(abuf, bbuf):
-                _fail(f"tensors {a!r} ({span(abuf)}, live from {step_names[afirst]!r} through "
-                      f"{step_names[alast]!r}) and {b!r} ({span(bbuf)}, live from {step_names[bfirst]!r} through "
-                      f"{step_names[blast]!r}) overlap in the arena while both are live")
+            if afirst <= blast and bfirst <= alast and _overlap(abuf, bbuf):
+                _fail(f"tensors {a!r} ({_span(abuf)}, {live(afirst, alast)}) and {b!r} ({_span(bbuf)}, "
+                      f"{live(bfirst, blast)}) overlap in the arena while both are live")
 
     need = {name: c.scratch_floats for name, c in plan.choices.items() if c.scratch_floats}
     for name in arena.scratch:
         if name not in need:
             _fail(f"layer {name!r} has a scratch block, but its kernel needs none")
-    step = {layer.name: i for i, layer in enumerate(layers)}
     for name, floats in need.items():
         block = arena.scratch.get(name)
         if block is None or block.kind != "arena" or block.size < floats:
             _fail(f"layer {name!r}: its kernel needs {floats} floats of arena scratch, the plan gives {block}")
         _check_block(f"the scratch of layer {name!r}", block, arena)
+        step = steps.index(name)
         for tensor, buf, first, last in blocks:
-            if first <= step[name] <= last and overlap(block, buf):
-                _fail(f"layer {name!r}: its scratch ({span(block)}) overlaps tensor {tensor!r} ({span(buf)}), live "
-                      f"from {step_names[first]!r} through {step_names[last]!r}")
+            if first <= step <= last and _overlap(block, buf):
+                _fail(f"layer {name!r}: its scratch ({_span(block)}) overlaps tensor {tensor!r} ({_span(buf)}), "
+                      f"{live(first, last)}")
 
 
 # ---------------------------------------------------------------- the lowered model
@@ -364,21 +380,26 @@ def verify_lowered(graph: Graph, plan: KernelPlan, arena: Arena, lowered: Lowere
             _fail(f"layer {layer!r}: weights {suffix!r} at float {offset} of {blob.floats}, not 64-byte aligned inside")
     if len(set(blob.offsets.values())) != len(blob.offsets) and blob.floats:
         _fail("two weight arrays start at the same offset")
+    _check_calls(graph, plan, arena, lowered)
+    _check_sample_io(graph, arena, lowered)
 
-    def pointer(tensor: str) -> Pointer:
-        buf = arena.buffers[tensor]
-        if buf.kind == "arena":
-            return Pointer("arena", buf.index)
-        if buf.kind == "input":
-            return Pointer(f"x{buf.index}")
-        if buf.kind == "output":
-            return Pointer(f"y{buf.index}")
-        root = _root(graph, tensor)
-        offsets = [offset for (layer, _), offset in blob.offsets.items() if layer == root]
-        if len(offsets) != 1:
-            _fail(f"constant {root!r} has {len(offsets)} arrays in the weights, expected one")
-        return Pointer("convc_weights", offsets[0])
 
+def _pointer(graph: Graph, arena: Arena, lowered: LoweredModel, tensor: str) -> Pointer:
+    """What a kernel argument for `tensor` must be: its arena offset, the sample's x<i> / y<i>, or a constant's
+    array in the weights."""
+    buf = arena.buffers[tensor]
+    if buf.kind == "arena":
+        return Pointer("arena", buf.index)
+    if buf.kind in ("input", "output"):
+        return Pointer(f"{'x' if buf.kind == 'input' else 'y'}{buf.index}")
+    root = _root(graph, tensor)
+    offsets = [offset for (layer, _), offset in lowered.weights.offsets.items() if layer == root]
+    if len(offsets) != 1:
+        _fail(f"constant {root!r} has {len(offsets)} arrays in the weights, expected one")
+    return Pointer("convc_weights", offsets[0])
+
+
+def _check_calls(graph: Graph, plan: KernelPlan, arena: Arena, lowered: LoweredModel) -> None:
     computed = [layer for layer in graph.layers() if layer.name in plan.choices]
     names = [layer.name for layer in computed]
     instances = [k.layer for k in lowered.kernels]
@@ -398,7 +419,7 @@ def verify_lowered(graph: Graph, plan: KernelPlan, arena: Arena, lowered: Lowere
             _fail(f"{layer.where}: call of {call.fn!r}, kernel function {instance.context.get('fn')!r} (or a "
                   "name used twice)")
         seen.add(call.fn)
-        expected = [pointer(t) for t in layer.inputs + (layer.name,)]
+        expected = [_pointer(graph, arena, lowered, t) for t in layer.inputs + (layer.name,)]
         if choice.scratch_floats:
             expected.append(Pointer("arena", arena.scratch[layer.name].index))
         if list(call.args) != expected:
@@ -408,18 +429,20 @@ def verify_lowered(graph: Graph, plan: KernelPlan, arena: Arena, lowered: Lowere
                     if wrong is not None else f"{len(call.args)} arguments, expected {len(expected)}")
             _fail(f"{layer.where}: call {call.fn}: {what}")
         for suffix, offset in instance.context.get("w", {}).items():
-            if blob.offsets.get((layer.name, suffix)) != offset:
+            if lowered.weights.offsets.get((layer.name, suffix)) != offset:
                 _fail(f"{layer.where}: its kernel reads weights {suffix!r} at {offset}, the blob has them at "
-                      f"{blob.offsets.get((layer.name, suffix))}")
-
+                      f"{lowered.weights.offsets.get((layer.name, suffix))}")
     slots = [call.profile_slot for call in lowered.calls]
     profiled = lowered.metadata.get("profile_layers")
-    if any(s is not None for s in slots) or profiled is not None:
-        if slots != list(range(len(slots))) or profiled != names:
-            _fail(f"profile slots {slots} for layers {profiled}; expected 0..{len(slots) - 1} for {names}")
+    if (any(s is not None for s in slots) or profiled is not None) and (
+            slots != list(range(len(slots))) or profiled != names):
+        _fail(f"profile slots {slots} for layers {profiled}; expected 0..{len(slots) - 1} for {names}")
 
-    expected_copies = [Copy(Pointer(f"y{graph.outputs.index(out)}"), pointer(src), _floats(graph.shape(out)))
-                       for out, src in arena.copies]
+
+def _check_sample_io(graph: Graph, arena: Arena, lowered: LoweredModel) -> None:
+    """The output copies, the per-sample input and output pointers and the metadata the runtime reads."""
+    expected_copies = [Copy(Pointer(f"y{graph.outputs.index(out)}"), _pointer(graph, arena, lowered, src),
+                            _floats(graph.shape(out))) for out, src in arena.copies]
     if lowered.copies != expected_copies:
         _fail(f"copies {lowered.copies}; the memory plan asks for {expected_copies}")
     expected_io = ([SampleTensor(f"x{i}", i, _floats(graph.shape(n)), True) for i, n in enumerate(graph.inputs)]
@@ -429,8 +452,8 @@ def verify_lowered(graph: Graph, plan: KernelPlan, arena: Arena, lowered: Lowere
     meta = lowered.metadata
     if meta.get("arena_floats") != arena.floats:
         _fail(f"metadata arena_floats {meta.get('arena_floats')}, the plan's arena has {arena.floats}")
-    for what, names_ in (("inputs", graph.inputs), ("outputs", graph.outputs)):
-        want = [{"name": n, "shape": list(graph.shape(n))} for n in names_]
+    for what, names in (("inputs", graph.inputs), ("outputs", graph.outputs)):
+        want = [{"name": n, "shape": list(graph.shape(n))} for n in names]
         if meta.get(what) != want:
             _fail(f"metadata {what} {meta.get(what)}, expected {want}")
 
