@@ -117,9 +117,7 @@ def out_size(size: int, kernel: int, stride: int, dilation: int, lo: int, hi: in
     An oracle written from PyTorch's docs, independent of convc's conv_output_size.
     """
     num = size + lo + hi - dilation * (kernel - 1) - 1
-    if num < 0:
-        return 0
-    out = (math.ceil(num / stride) if ceil_mode else num // stride) + 1
+    out = (math.ceil(num / stride) if ceil_mode else num // stride) + 1  # ceil_mode rounds up even below 0
     if ceil_mode and (out - 1) * stride >= size + lo:
         out -= 1
-    return out
+    return max(out, 0)

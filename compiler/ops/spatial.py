@@ -41,10 +41,10 @@ class AxisSize:
     @property
     def out(self) -> int:
         num = self.numerator
-        if num < 0:
-            return num // self.stride + 1
         if not self.ceil_mode:
             return num // self.stride + 1
+        # Rounded up even when the window is larger than the padded input (num < 0), as PyTorch and ONNX do:
+        # MaxPool2d(3, stride=2, ceil_mode=True) on 2×2 gives 1×1.
         out = -(-num // self.stride) + 1
         # PyTorch/ONNX: the last window must start inside the input or the leading padding.
         if (out - 1) * self.stride >= self.size + self.pad_lo:
@@ -74,7 +74,7 @@ class AxisSize:
         else:
             p = f" + {self.pad_lo} + {self.pad_hi}"
         inner = f"({self.size}{k}{p})/{self.stride}"
-        if self.numerator >= 0 and self.numerator % self.stride:
+        if self.numerator % self.stride and (self.numerator >= 0 or self.ceil_mode):
             inner = f"⌈{inner}⌉" if self.ceil_mode else f"⌊{inner}⌋"
         return f"{inner} + 1 = {self.out}"
 
