@@ -19,6 +19,8 @@ from the stage they check, so a bug in a stage cannot vouch for itself.
 """
 from __future__ import annotations
 
+import dataclasses
+
 import warnings
 from collections.abc import Mapping
 from typing import Any
@@ -121,7 +123,7 @@ def _check_shapes_and_weights(graph: Graph) -> None:
                 rule = tuple(int(d) for d in layer.spec.infer_shape(layer, ins))
             except ModelError as e:
                 _fail(f"{layer.where}: its op's shape rule rejects inputs {[fmt_shape(s) for s in ins]}: {e}")
-        if rule != graph.shape(layer.name):
+        if rule != graph.out_shape(layer.name):
             _fail(f"{layer.where}: shape {fmt_shape(graph.shape(layer.name))}, but {layer.op}'s rule gives "
                   f"{fmt_shape(rule)} for inputs {', '.join(fmt_shape(s) for s in ins) or 'none'}")
         for suffix, shape in layer.spec.weight_shapes(layer, ins).items():
@@ -172,7 +174,7 @@ def verify_kernel_plan(graph: Graph, plan: KernelPlan) -> None:
 def _check_choice(graph: Graph, plan: KernelPlan, layer: Layer) -> None:
     """The choice is this layer's, its kernel can compute it at the plan's level, and its record is complete."""
     choice = plan.choices[layer.name]
-    ins, out = graph.in_shapes(layer.name), graph.shape(layer.name)
+    ins, out = graph.in_shapes(layer.name), graph.out_shape(layer.name)
     if (choice.layer, choice.op, choice.sources, tuple(choice.shape)) != (layer.name, layer.op, layer.sources, out):
         _fail(f"{layer.where}: its choice describes layer {choice.layer!r} ({choice.op}: "
               f"{' + '.join(choice.sources)}) of shape {fmt_shape(choice.shape)}, not this one of shape "
@@ -218,7 +220,7 @@ def _check_layouts(graph: Graph, plan: KernelPlan) -> None:
             _fail(f"tensor {name!r}: the plan's layouts say {layout_name(plan.layouts.get(name, 0))}, its producer "
                   f"writes {layout_name(lanes)}")
         if lanes:
-            shape = graph.shape(name)
+            shape = graph.out_shape(name)  # per sample for a per-sample op in a whole-tensor model
             if lanes != plan.target.lanes:
                 _fail(f"tensor {name!r}: blocked by {lanes} lanes; the target's vectors have {plan.target.lanes}")
             if len(shape) != 3 or shape[0] % lanes:
@@ -420,6 +422,12 @@ def _check_calls(graph: Graph, plan: KernelPlan, arena: Arena, lowered: LoweredM
                   "name used twice)")
         seen.add(call.fn)
         expected = [_pointer(graph, arena, lowered, t) for t in layer.inputs + (layer.name,)]
+        if graph.repeats(layer.name) > 1:  # called once per index of the leading axis: each step one sample
+            expected = [dataclasses.replace(ptr, step=_floats(graph.shape(t)[1:]))
+                        for ptr, t in zip(expected, layer.inputs + (layer.name,))]
+            if (call.repeat, call.repeated) != (graph.repeats(layer.name), True):
+                _fail(f"{layer.where}: call {call.fn} repeats {call.repeat} times; it runs on each of the "
+                      f"{graph.repeats(layer.name)} samples of its leading axis")
         if choice.scratch_floats:
             expected.append(Pointer("arena", arena.scratch[layer.name].index))
         if list(call.args) != expected:

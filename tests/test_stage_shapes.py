@@ -189,7 +189,7 @@ def test_dense_global_pools_and_shape_keeping_ops():
                   {"name": "bn", "op": "batchnorm", "inputs": ["x"]},
                   {"name": "sm", "op": "softmax", "inputs": ["x"]},
                   {"name": "act", "op": "leaky_relu", "inputs": ["x"]},
-                  {"name": "tr", "op": "transpose", "perm": [2, 0, 1], "inputs": ["x"]},
+                  {"name": "tr", "op": "transpose", "perm": [0, 3, 1, 2], "inputs": ["x"]},
                   {"name": "pd", "op": "pad", "pads": [0, 1, 2, 3, 4, 5], "inputs": ["x"]}], (3, 5, 6))
     assert got["gap"] == got["gmp"] == (3, 1, 1)
     assert got["fc"] == (7,)
@@ -199,12 +199,12 @@ def test_dense_global_pools_and_shape_keeping_ops():
 
 
 def test_attribute_errors_name_the_attribute_and_the_numbers():
-    message = shape_error([{"name": "tr", "op": "transpose", "perm": [0, 2, 2]}])
-    assert "layer 'tr'" in message and "attribute 'perm' [0, 2, 2]" in message
+    message = shape_error([{"name": "tr", "op": "transpose", "perm": [0, 2, 2, 1]}])
+    assert "layer 'tr'" in message and "attribute 'perm' [0, 2, 2, 1]" in message
     message = shape_error([{"name": "pd", "op": "pad", "pads": [1, 1]}])
     assert "layer 'pd'" in message and "attribute 'pads' has 2 values" in message and "2·3 = 6" in message
-    message = shape_error([{"name": "sm", "op": "softmax", "axis": 3}])
-    assert "layer 'sm'" in message and "attribute 'axis' = 3" in message and "0..2" in message
+    message = shape_error([{"name": "sm", "op": "softmax", "axis": 4}])  # axes count the batch: 0..3
+    assert "layer 'sm'" in message and "attribute 'axis' = 4" in message and "0..3" in message
 
 
 # ---------------------------------------------------------------- broadcasting
@@ -241,25 +241,27 @@ def test_broadcast_error_shows_the_axis_and_sizes():
 
 
 # ---------------------------------------------------------------- concat
-@pytest.mark.parametrize("axis", [0, 1, 2, -1, -3])
+@pytest.mark.parametrize("axis", [1, 2, 3, -1, -3])
 def test_concat_sums_the_axis_and_keeps_the_others(axis):
+    """axis counts the batch as 0 (N×3×4×5); the shapes here are per sample."""
     x = (3, 4, 5)
+    index = axis - 1 if axis > 0 else axis
     other = list(x)
-    other[axis] = 2
+    other[index] = 2
     got = shapes([{"name": "k", "op": "constant", "shape": other},
                   {"name": "cat", "op": "concat", "axis": axis, "inputs": ["x", "k", "x"]}], x)
     expected = list(x)
-    expected[axis] = x[axis] + 2 + x[axis]
+    expected[index] = x[index] + 2 + x[index]
     assert got["cat"] == tuple(expected)
 
 
 def test_concat_errors_name_the_inputs_and_the_axis():
     message = shape_error([{"name": "k", "op": "constant", "shape": [2, 4, 6]},
                            {"name": "cat", "op": "concat", "inputs": ["x", "k"]}], (3, 4, 5))
-    assert "layer 'cat'" in message and "axis 0" in message
+    assert "layer 'cat'" in message and "axis 1" in message  # the default: the channels
     assert "'x' is 3×4×5" in message and "'k' is 2×4×6" in message
-    message = shape_error([{"name": "cat", "op": "concat", "axis": 3, "inputs": ["x", "x"]}], (3, 4, 5))
-    assert "attribute 'axis' = 3" in message and "rank-3" in message
+    message = shape_error([{"name": "cat", "op": "concat", "axis": 4, "inputs": ["x", "x"]}], (3, 4, 5))
+    assert "attribute 'axis' = 4" in message and "rank-4" in message
 
 
 # ---------------------------------------------------------------- views

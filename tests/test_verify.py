@@ -27,6 +27,7 @@ from compiler.verify import (InvariantError, verify_graph, verify_kernel_plan, v
                              verify_pipeline)
 from conftest import AVX2, AVX512, EXAMPLES, ROOT, TARGET_IDS, TARGETS, model_dict, out_size
 from test_emit_c import EVERY_FAST_KERNEL
+from test_whole_tensor import ACROSS as WHOLE_TENSOR
 from test_layouts import CASES as LAYOUT_CASES
 from test_layouts import channel_vector_chains
 from test_optimize import FAST_CASES
@@ -55,6 +56,7 @@ MODELS.update({f"bench-{name}": make for name, make in _bench_models().items()})
 MODELS.update({f"layouts-{name}": (layers, shape) for name, (layers, shape) in LAYOUT_CASES.items()})
 MODELS.update({f"fast-{name}": (layers, shape) for name, (layers, shape) in FAST_CASES.items()})
 MODELS["every-fast-kernel"] = EVERY_FAST_KERNEL
+MODELS["whole-tensor-across"] = WHOLE_TENSOR  # per-sample ops repeated over the leading axis
 
 
 @functools.lru_cache(maxsize=None)
@@ -174,7 +176,7 @@ def networks(draw):
         elif kind == "movement":  # plain loops that move data: the memory plan sees more shapes
             op = draw(st.sampled_from(["transpose", "pad", "softmax"]))
             if op == "transpose":
-                add({**base, "op": op, "perm": [0, 2, 1]}, (shape[0], shape[2], shape[1]))
+                add({**base, "op": op, "perm": [0, 1, 3, 2]}, (shape[0], shape[2], shape[1]))
             elif op == "pad":
                 add({**base, "op": op, "pads": [0, 1, 0, 0, 0, 2]}, (shape[0], shape[1] + 1, shape[2] + 2))
             else:
