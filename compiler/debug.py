@@ -123,8 +123,8 @@ def check_layers(model: Graph | str | os.PathLike | dict[str, Any], *, batch: in
     source = render(lower(debug, plan_memory(debug)))
     code = transform_source(source.code) if transform_source else source.code
     result = build_library(code, source.files, cc=cc, flags=compile_flags(march=march, extra=tuple(cflags)),
-                           cache_dir=cache_dir)
-    compiled = runtime.load(result.path)
+                           cache_dir=cache_dir, open_library=runtime.load)
+    compiled = result.opened
     rng = np.random.default_rng(seed)
     inputs = {n: rng.standard_normal((batch, *graph.shape(n))).astype(np.float32) for n in graph.inputs}
     got = compiled.run(inputs)
