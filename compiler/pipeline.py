@@ -43,7 +43,7 @@ def load(model: str | os.PathLike | dict[str, Any], *, allow_outside_paths: bool
         _check_regular_file(path)
         if path.suffix.lower() == ".onnx":
             from .frontends.onnx import parse_onnx  # optional dependency
-            graph, seed = parse_onnx(path, allow_outside_paths=allow_outside_paths)
+            graph, seed = parse_onnx(path, allow_outside_paths=allow_outside_paths, limits=limits)
         elif path.suffix.lower() in (".yaml", ".yml", ".json"):
             _check_file_size(path, limits.max_description_bytes)
             graph, seed = parse_file(path, allow_outside_paths=allow_outside_paths,

@@ -20,6 +20,7 @@ import numpy as np
 
 from ..errors import ConvcWarning, ModelError
 from ..ir import Graph, Layer
+from ..limits import DEFAULT_LIMITS, Limits, check_layer_attributes, check_shape
 from ..ops import REGISTRY
 from ..ops.base import attrs_to_dict, parse_attrs
 
@@ -110,8 +111,9 @@ def load_external_data(model, path: Path, allow_outside_paths: bool) -> None:
 class Builder:
     """Accumulates native layers, their per-sample shapes and weights while walking the ONNX nodes."""
 
-    def __init__(self, source: str, reserved: set[str]):
+    def __init__(self, source: str, reserved: set[str], limits: Limits = DEFAULT_LIMITS):
         self.source = source
+        self.limits = limits
         self.layers: list[Layer] = []
         self.shapes: dict[str, tuple[int, ...]] = {}
         self.weights: dict[str, np.ndarray] = {}
@@ -148,9 +150,11 @@ class Builder:
         source = self.at
         parsed = parse_attrs(REGISTRY[op].Attrs, attrs, f"{source}: layer '{name}' ({op})")
         layer = Layer(name, op, parsed, tuple(a.layer for a in inputs), source)
+        check_layer_attributes(layer, self.limits)  # before a shape rule sees them, as the pipeline does
         with warnings.catch_warnings():  # the pipeline's shape inference warns once, later
             warnings.simplefilter("ignore", ConvcWarning)
             shape = tuple(int(d) for d in layer.spec.infer_shape(layer, [a.shape for a in inputs]))
+        check_shape(layer, shape, self.limits)
         self.layers.append(layer)
         self.shapes[name] = shape
         for suffix, value in (weights or {}).items():
@@ -781,7 +785,7 @@ def _per_sample_shape(inp, source: str) -> list[int]:
 
 
 def graph_from_model(model, source: str = "<onnx>", bind: dict[str, np.ndarray] | None = None,
-                     _upgraded_from: int | None = None) -> Graph:
+                     _upgraded_from: int | None = None, limits: Limits = DEFAULT_LIMITS) -> Graph:
     """An onnx.ModelProto -> Graph without shapes (the pipeline infers and validates them).
 
     bind: values for graph inputs to treat as constants; the other inputs without initializers are run-time
@@ -798,7 +802,7 @@ def graph_from_model(model, source: str = "<onnx>", bind: dict[str, np.ndarray] 
         except Exception as e:
             raise ModelError(f"{source}: opset {opset} is older than 7 and onnx's version converter cannot "
                              f"upgrade it: {type(e).__name__}: {e}") from None
-        return graph_from_model(model, source, bind, _upgraded_from=opset)
+        return graph_from_model(model, source, bind, _upgraded_from=opset, limits=limits)
 
     values: dict[str, Value] = {}
     for init in g.initializer:
@@ -831,7 +835,7 @@ def graph_from_model(model, source: str = "<onnx>", bind: dict[str, np.ndarray] 
         raise ModelError(f"{source}: unsupported ONNX op type(s): {listing}")
 
     reserved = {i.name for i in g.input} | {o for n in g.node for o in n.output} | {o.name for o in g.output}
-    b = Builder(source, reserved)
+    b = Builder(source, reserved, limits)
     b.opset = opset
     b.upgraded_from = _upgraded_from
     b.used = {i for n in g.node for i in n.input if i} | {o.name for o in g.output}
@@ -875,11 +879,12 @@ def graph_from_model(model, source: str = "<onnx>", bind: dict[str, np.ndarray] 
     return Graph.from_layers(name, b.layers, outputs, b.weights, source)
 
 
-def parse_onnx(path: str | os.PathLike, allow_outside_paths: bool = False) -> tuple[Graph, None]:
+def parse_onnx(path: str | os.PathLike, allow_outside_paths: bool = False,
+               limits: Limits = DEFAULT_LIMITS) -> tuple[Graph, None]:
     """A .onnx file -> (Graph, None): the weights come from the file, so there is no seed."""
     path = Path(path)
     model = read_model(path, allow_outside_paths)
-    return graph_from_model(model, str(path)), None
+    return graph_from_model(model, str(path), limits=limits), None
 
 
 # ---------------------------------------------------------------- back out: the native description
