@@ -94,14 +94,20 @@ def load_external_data(model, path: Path, allow_outside_paths: bool) -> None:
         try:
             offset = int(info.get("offset", 0))
             length = int(info["length"]) if "length" in info else None
+            if file.exists() and not file.is_file():  # a FIFO or /dev/zero would be read forever
+                raise ModelError(f"{where}: external data {location!r} is not a regular file")
             with open(file, "rb") as f:
+                size = os.fstat(f.fileno()).st_size
+                # Checked before reading: a lying length would allocate it, a lying offset read nothing.
+                if offset < 0 or offset > size or (length is not None and not 0 <= length <= size - offset):
+                    raise ModelError(f"{where}: external data {location!r} has {size} bytes; the tensor claims "
+                                     f"{length if length is not None else 'the rest'} bytes at offset {offset}")
                 f.seek(offset)
                 data = f.read() if length is None else f.read(length)
         except (OSError, ValueError) as e:
+            if isinstance(e, ModelError):
+                raise
             raise ModelError(f"{where}: cannot read external data {location!r}: {e}") from None
-        if length is not None and len(data) != length:
-            raise ModelError(f"{where}: external data {location!r} is truncated: wanted {length} bytes at "
-                             f"offset {offset}, got {len(data)}")
         tensor.raw_data = data
         del tensor.external_data[:]
         tensor.data_location = onnx.TensorProto.DEFAULT
