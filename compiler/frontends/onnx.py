@@ -710,6 +710,55 @@ def _lrn(b, node, ins, attrs, name):
                   [x])]
 
 
+# ---------------------------------------------------------------- checks against the op's schema
+def check_node(b: Builder, node, opset: int) -> None:
+    """Attribute types, required attributes and inputs as the op's ONNX schema states them, so no mapping
+    meets an attribute of the wrong type or a missing input (a file may lie about any of them)."""
+    try:
+        schema = onnx.defs.get_schema(node.op_type, opset, "")
+    except onnx.defs.SchemaError:
+        raise b.fail(f"ONNX has no op {node.op_type} at opset {opset}") from None
+    seen = set()
+    for a in node.attribute:
+        if a.name in seen:
+            raise b.fail(f"attribute '{a.name}' is given twice")
+        seen.add(a.name)
+        spec = schema.attributes.get(a.name)
+        if spec is None:
+            raise b.fail(f"{node.op_type} (opset {schema.since_version}) has no attribute '{a.name}'")
+        if a.type != spec.type.value:
+            raise b.fail(f"attribute '{a.name}' is {onnx.AttributeProto.AttributeType.Name(a.type)}; "
+                         f"{node.op_type} takes {spec.type.name}")
+    missing = [name for name, spec in schema.attributes.items() if spec.required and name not in seen]
+    if missing:
+        raise b.fail(f"missing required attribute '{missing[0]}'")
+    if not schema.min_input <= len(node.input) <= schema.max_input:
+        raise b.fail(f"{len(node.input)} inputs; {node.op_type} takes {schema.min_input} to {schema.max_input}")
+    for i, (name, formal) in enumerate(zip(node.input, schema.inputs)):
+        if not name and formal.option != onnx.defs.OpSchema.FormalParameterOption.Optional:
+            raise b.fail(f"input {i} ({formal.name}) is required but not given")
+
+
+def check_unique_names(model, source: str) -> None:
+    """Every tensor has one definition: one initializer or graph input or node output."""
+    g = model.graph
+    defined: dict[str, str] = {}
+    for init in g.initializer:
+        if init.name in defined:
+            raise ModelError(f"{source}: initializer '{init.name}' is defined twice")
+        defined[init.name] = "an initializer"
+    for node in g.node:
+        for o in node.output:
+            if o and o in defined and defined[o] != "a graph input":
+                raise ModelError(f"{source}: node '{node.name or node.output[0]}' ({node.op_type}) writes "
+                                 f"'{o}', which {defined[o]} already defines")
+            if o and o in {i.name for i in g.input}:
+                raise ModelError(f"{source}: node '{node.name or node.output[0]}' ({node.op_type}) writes "
+                                 f"'{o}', which is a graph input")
+            if o:
+                defined[o] = f"node '{node.name or o}'"
+
+
 # ---------------------------------------------------------------- constant folding
 def _attr_dict(node) -> dict[str, Any]:
     out = {}
@@ -810,6 +859,7 @@ def graph_from_model(model, source: str = "<onnx>", bind: dict[str, np.ndarray] 
                              f"upgrade it: {type(e).__name__}: {e}") from None
         return graph_from_model(model, source, bind, _upgraded_from=opset, limits=limits)
 
+    check_unique_names(model, source)
     values: dict[str, Value] = {}
     for init in g.initializer:
         try:
@@ -852,6 +902,8 @@ def graph_from_model(model, source: str = "<onnx>", bind: dict[str, np.ndarray] 
 
     for node in g.node:
         b.node = node
+        if node.domain in ("", "ai.onnx"):
+            check_node(b, node, opset)
         ins = []
         for i in node.input:
             if not i:
