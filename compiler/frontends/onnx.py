@@ -821,12 +821,18 @@ def _dims(value_info) -> list:
     return [d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in t.tensor_type.shape.dim]
 
 
+def _type_name(elem: int) -> str:
+    try:
+        return onnx.TensorProto.DataType.Name(elem)
+    except ValueError:
+        return f"element type {elem} (not an ONNX type)"
+
+
 def _per_sample_shape(inp, source: str) -> list[int]:
     """A run-time input's shape without its leading batch axis; float32 and static sizes only."""
     elem = inp.type.tensor_type.elem_type
     if elem != onnx.TensorProto.FLOAT:
-        raise ModelError(f"{source}: input '{inp.name}' has element type "
-                         f"{onnx.TensorProto.DataType.Name(elem)}; convc computes in float32")
+        raise ModelError(f"{source}: input '{inp.name}' has element type {_type_name(elem)}; convc computes in float32")
     dims = _dims(inp)
     if dims is None:
         raise ModelError(f"{source}: input '{inp.name}' has no shape; convc needs its static per-sample shape")
@@ -851,6 +857,11 @@ def graph_from_model(model, source: str = "<onnx>", bind: dict[str, np.ndarray] 
     for imp in model.opset_import:
         if imp.domain in ("", "ai.onnx"):
             opset = imp.version
+    if opset < 1:
+        raise ModelError(f"{source}: the default-domain opset import is {opset}; ONNX opsets start at 1")
+    if opset > LATEST_OPSET:
+        raise ModelError(f"{source}: the model imports opset {opset}, newer than the {LATEST_OPSET} that the "
+                         "installed onnx package defines (pip install -U onnx)")
     if opset < 7:  # before numpy-style broadcasting: let onnx's version converter rewrite it
         try:
             model = onnx.version_converter.convert_version(model, 7)
@@ -862,6 +873,8 @@ def graph_from_model(model, source: str = "<onnx>", bind: dict[str, np.ndarray] 
     check_unique_names(model, source)
     values: dict[str, Value] = {}
     for init in g.initializer:
+        if any(d < 0 for d in init.dims):
+            raise ModelError(f"{source}: initializer '{init.name}' has negative dims {list(init.dims)}")
         try:
             values[init.name] = numpy_helper.to_array(init)
         except Exception as e:
@@ -924,6 +937,10 @@ def graph_from_model(model, source: str = "<onnx>", bind: dict[str, np.ndarray] 
 
     outputs = []
     for out in g.output:
+        elem = out.type.tensor_type.elem_type if out.type.HasField("tensor_type") else onnx.TensorProto.FLOAT
+        if elem not in (onnx.TensorProto.FLOAT, onnx.TensorProto.UNDEFINED):
+            raise ModelError(f"{source}: output '{out.name}' is declared {_type_name(elem)}; convc computes "
+                             "float32 outputs")
         v = values.get(out.name)
         if v is None:
             raise ModelError(f"{source}: output '{out.name}' is not produced by any node")
