@@ -942,6 +942,8 @@ def graph_from_model(model, source: str = "<onnx>", bind: dict[str, np.ndarray] 
             raise ModelError(f"{source}: output '{out.name}' is declared {_type_name(elem)}; convc computes "
                              "float32 outputs")
         v = values.get(out.name)
+        if not out.name:
+            raise ModelError(f"{source}: graph output {len(outputs)} has no name")
         if v is None:
             raise ModelError(f"{source}: output '{out.name}' is not produced by any node")
         if not isinstance(v, Act):
