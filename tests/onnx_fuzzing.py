@@ -44,7 +44,7 @@ RTOL, ATOL_FRACTION = 1e-3, 1e-4  # float32 through up to 120 layers vs float32 
 
 # Messages about the whole file, which have no node or tensor to name.
 NAMES_NOTHING = ("not a readable ONNX model", "opset", "no run-time input", "protobuf files are limited",
-                 "no graph")
+                 "no graph", "has no name")
 
 
 # ---------------------------------------------------------------- seeds
@@ -340,9 +340,9 @@ def duplicated_output(model, rng) -> str:
         nodes[j].output[0] = nodes[i].output[0]
         return f"duplicated_output: nodes {i} and {j} both write {nodes[i].output[0]!r}"
     if choice == 1:
-        out = model.graph.output.add()
-        out.CopyFrom(pick(rng, model.graph.output))
-        return f"duplicated_output: graph output {out.name!r} listed twice"
+        listed = pick(rng, model.graph.output)
+        model.graph.output.add().CopyFrom(listed)
+        return f"duplicated_output: graph output {listed.name!r} listed twice"
     node = pick(rng, nodes)
     node.output[0] = pick(rng, [i.name for i in model.graph.input])
     return f"duplicated_output: node writes the graph input {node.output[0]!r}"
