@@ -48,7 +48,7 @@ class Model:
         self._file, library = _open_checked(self._path, str(path))
         _check_sanitizer_runtime(self._path, library.needed)
         try:
-            self._lib = _ffi.dlopen(str(_path_to_open(self._path, self._file)))
+            self._lib = _dlopen(_path_to_open(self._path, self._file))
         except OSError as e:
             raise LibraryError(f"{path}: cannot load the library (corrupt, or built for another system): {e}") from None
         self._check_cpu()
@@ -270,6 +270,18 @@ def _path_to_open(path: Path, checked) -> Path:
     if same and _opened.setdefault(path, identity) == identity:
         return path
     return _private_copy(_read_all(checked))
+
+
+# A library is never unmapped (-z nodelete), and cffi keeps every handle it opens: so one handle per file
+# opened, not one per load, or a process that reloads a model would grow with every load.
+_handles: dict[Path, Any] = {}
+
+
+def _dlopen(path: Path):
+    lib = _handles.get(path)
+    if lib is None:
+        lib = _handles[path] = _ffi.dlopen(str(path))
+    return lib
 
 
 def _read_all(f) -> bytes:
