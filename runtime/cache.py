@@ -165,7 +165,7 @@ def _evict(cache: Path, key: str) -> bool:
 
 
 def _remove_stale(cache: Path, now: float, everything: bool) -> None:
-    """Logs of failed builds (all with `everything`, else only those past the cap's turn) and dead build folders."""
+    """Folders of killed builds; with `everything`, the logs of failed builds too."""
     for child in cache.glob("build-*"):
         try:
             if now - child.stat().st_mtime > STALE_BUILD_SECONDS:
