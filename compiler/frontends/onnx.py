@@ -87,6 +87,8 @@ def load_external_data(model, path: Path, allow_outside_paths: bool) -> None:
         where = f"{path}: tensor '{tensor.name}'"
         if not location:
             raise ModelError(f"{where}: external data without a location")
+        if "\0" in location:
+            raise ModelError(f"{where}: external data location {location!r} contains a NUL byte")
         file = (base / location).resolve()
         if not allow_outside_paths and not file.is_relative_to(base):
             raise ModelError(f"{where}: external data file {location!r} lies outside the model's folder {base}; "
