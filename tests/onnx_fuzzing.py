@@ -7,7 +7,10 @@ sends the file through compiler.load -> compile -> call. The allowed outcomes:
 - "ok": the compiled result matches onnxruntime where onnxruntime runs the mutated model, else the
   interpreter ("ok-ort" / "ok-interpreter");
 - ModelError or ShapeError whose message names the file and something in it (a node, tensor, input or
-  output, the opset) -- NAMES_NOTHING lists the whole-file messages allowed to name nothing more.
+  output, the opset) -- NAMES_NOTHING lists the whole-file messages allowed to name nothing more;
+- "overflow": onnxruntime does not run the model and some tensor of the float64 interpreter lies
+  outside the float32 range (weights read from garbage bytes), so a float32 result is not defined
+  to compare; counted apart, so a run shows how often it happens.
 Anything else is a failure: another exception, a BuildError or LibraryError (the generated C of an
 accepted model must build), a mismatch, a message naming nothing; a crash kills the process, and a
 case past the hang limit is stopped by faulthandler.
@@ -40,6 +43,7 @@ EXTERNAL = "resnet_small_external"  # resnet_small with its initializers in an e
 HUGE = [2**31, 2**31 - 1, 2**40, 2**62]
 BAD_DIMS = [-1, -7, 0] + HUGE + [1, 3, 1000]
 BAD_INTS = [-1, 0, 1, 2, 3, 7, 2**31, 2**62, -(2**62)]
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 RTOL, ATOL_FRACTION = 1e-3, 1e-4  # float32 through up to 120 layers vs float32 onnxruntime / float64 interpreter
 
 # Messages about the whole file, which have no node or tensor to name.
@@ -509,7 +513,12 @@ def _judge(graph, model, path, x, got, ort, done, level) -> Outcome:
             else:  # onnxruntime ran it but returned other outputs or sizes: checked against the interpreter
                 source = "interpreter-ort-differs"
     if reference is None:
-        reference = compiler.interpret(graph, {graph.inputs[0]: x}, dtype=np.float64)
+        every = compiler.interpret(graph, {graph.inputs[0]: x}, dtype=np.float64, all_layers=True)
+        beyond = [name for name, v in every.items()
+                  if v.size and not (np.all(np.isfinite(v)) and np.max(np.abs(v)) <= FLOAT32_MAX)]
+        if beyond:  # weights made of garbage bytes: float32 overflows where the float64 reference does not
+            return Outcome("overflow", f"layer {beyond[0]!r} exceeds the float32 range", done)
+        reference = {o: every[o] for o in outputs}
     for o in outputs:
         ref = reference[o]
         scale = float(np.max(np.abs(ref))) if ref.size and np.all(np.isfinite(ref)) else 1.0
