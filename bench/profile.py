@@ -20,7 +20,8 @@ def profile(name: str, batch: int = 1, threads: int | None = 2, runs: int = 20, 
     model = compiler.compile(graph, opt_level=opt_level, threads=threads, profile=True)
     optimized = optimize(graph, opt_level)
     # Which kernel each layer got (its template's name), and "/cL" where its output is channel-blocked.
-    lowered = lower(optimized, plan_memory(optimized, opt_level), opt_level)
+    target = compiler.Target.from_march("native")
+    lowered = lower(optimized, plan_memory(optimized, opt_level, target), opt_level, target=target)
     kernels = {k.layer: k.template.removeprefix("ops/").removesuffix(".c.j2")
                + (f"/c{lowered.layouts[k.layer]}" if k.layer in lowered.layouts else "")
                for k in lowered.kernels}

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import os
 import platform
 import subprocess
 import sys
@@ -49,18 +48,10 @@ class Row:
 
 
 def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-        flags = Path("/proc/cpuinfo").read_text()
-        isa = "AVX-512" if " avx512f" in flags else "AVX2" if " avx2" in flags else "no AVX2"
-    except OSError:
-        isa = "?"
+    """The host as convc's native Target sees it (ISA, lanes, caches), the C compiler and the OS."""
+    target = compiler.Target.from_march("native")
     cc = subprocess.run(["cc", "--version"], capture_output=True, text=True).stdout.splitlines()[0]
-    return f"{cpu}, {os.cpu_count()} logical CPUs, {isa}; {platform.system()} {platform.release()}; {cc}"
+    return f"{target.describe()}; {platform.system()} {platform.release()}; {cc}"
 
 
 def versions() -> str:

@@ -43,7 +43,9 @@ def _add_build_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--opt-level", type=int, default=DEFAULT_OPT_LEVEL,
                    help=f"0: plain loops; 1: + graph passes (fold batchnorm, fuse epilogues); "
                         f"2: + fast kernels (default {DEFAULT_OPT_LEVEL})")
-    p.add_argument("--march", default="native", help='-march for cc (default native; "none" to omit)')
+    p.add_argument("--march", default="native",
+                   help="the target: -march for cc, and the vector width and registers the kernels are tuned for "
+                        '(default native: this machine; e.g. x86-64-v3 for AVX2, x86-64-v4 for AVX-512; "none" to omit)')
     p.add_argument("--cflag", action="append", help="extra C compiler flag (repeatable)")
     p.add_argument("--cc", help="C compiler (default $CC, else cc)")
     p.add_argument("--cache-dir", help="compiled-library cache (default $CONVC_CACHE_DIR, else ~/.cache/convc)")
@@ -59,7 +61,8 @@ def cmd_compile(args) -> int:
     graph = compiler.load(args.model, progress=kw["progress"])
     if args.emit_c:
         from .emit import emit_c
-        emitted = emit_c(graph, args.emit_c, weights=args.weights, opt_level=args.opt_level, prefix=args.prefix)
+        emitted = emit_c(graph, args.emit_c, weights=args.weights, opt_level=args.opt_level, prefix=args.prefix,
+                         march=kw["march"])
         print(f"wrote the standalone C library of {graph.name} to {emitted.directory} (API {emitted.prefix}_run, "
               f"weights: {emitted.weights}); build the example with: make -C {emitted.directory / 'example'}")
         if not args.output:

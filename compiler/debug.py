@@ -27,6 +27,7 @@ from .lower import lower
 from .memory import plan_memory
 from .ops.base import fmt_shape
 from .passes import optimize
+from .target import Target
 
 RTOL, ATOL = 1e-4, 1e-5  # float32 kernels vs. the float64 interpreter (`convc check` uses these too)
 
@@ -106,7 +107,7 @@ def with_all_outputs(graph: Graph) -> Graph:
 
 
 def check_layers(model: Graph | str | os.PathLike | dict[str, Any], *, batch: int = 2, seed: int = 0,
-                 opt_level: int = 0, march: str | None = "native", cflags: tuple[str, ...] = (),
+                 opt_level: int = 0, march: "str | Target | None" = "native", cflags: tuple[str, ...] = (),
                  cc: str | None = None, cache_dir: str | os.PathLike | None = None,
                  transform_source: Callable[[str], str] | None = None,
                  rtol: float = RTOL, atol: float = ATOL) -> LayerReport:
@@ -122,7 +123,8 @@ def check_layers(model: Graph | str | os.PathLike | dict[str, Any], *, batch: in
     debug = with_all_outputs(graph)
     source = render(lower(debug, plan_memory(debug)))
     code = transform_source(source.code) if transform_source else source.code
-    result = build_library(code, source.files, cc=cc, flags=compile_flags(march=march, extra=tuple(cflags)),
+    target = Target.from_march(march, cc)
+    result = build_library(code, source.files, cc=cc, flags=compile_flags(march=target.march, extra=tuple(cflags)),
                            cache_dir=cache_dir, open_library=runtime.load)
     compiled = result.opened
     rng = np.random.default_rng(seed)

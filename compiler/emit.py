@@ -30,6 +30,7 @@ from .lower import c_comment, c_name, lower
 from .memory import plan_memory
 from .passes import optimize
 from .pipeline import DEFAULT_OPT_LEVEL
+from .target import Target
 
 WEIGHTS_FILE = "weights.bin"
 # "auto" writes the weights as a C array up to this many floats (1 MiB), else as weights.bin:
@@ -61,7 +62,8 @@ def _shape_macros(macro: str, shape: tuple[int, ...], what: str) -> list[tuple[s
 
 
 def emit_c(graph: Graph, directory: str | os.PathLike, *, weights: str = "auto",
-           opt_level: int = DEFAULT_OPT_LEVEL, prefix: str | None = None) -> EmittedC:
+           opt_level: int = DEFAULT_OPT_LEVEL, prefix: str | None = None,
+           march: str | Target | None = "native") -> EmittedC:
     """Write the model as a standalone C99 library into `directory` (created if needed).
 
     weights: "array" (a const array in model.c), "file" (weights.bin + PREFIX_load_weights), or
@@ -69,6 +71,8 @@ def emit_c(graph: Graph, directory: str | os.PathLike, *, weights: str = "auto",
     opt_level: as compiler.compile (a key of compiler.passes.PIPELINES); see the module docstring
     for what level 2 costs on a microcontroller.
     prefix: the C name prefix of the API (default: from the model's name).
+    march: the target the kernels are chosen and tuned for (a -march name or a compiler.Target; default the
+    machine running convc). Build model.c for a CPU with that target's ISA.
     """
     if weights not in WEIGHT_MODES:
         raise ValueError(f"weights must be one of {', '.join(WEIGHT_MODES)}, got {weights!r}")
@@ -77,8 +81,9 @@ def emit_c(graph: Graph, directory: str | os.PathLike, *, weights: str = "auto",
                          f"got {prefix!r}")
     p = prefix.lower() if prefix else c_prefix(graph.name)
     P = p.upper()
+    target = Target.from_march(march)
     optimized = optimize(graph, opt_level)
-    lowered = lower(optimized, plan_memory(optimized, opt_level), opt_level)
+    lowered = lower(optimized, plan_memory(optimized, opt_level, target), opt_level, target=target)
     env = environment()
     kernels = render_kernels(lowered, env)
     blob = lowered.weights.data()

@@ -19,19 +19,19 @@ The memory plan is unchanged: the blocked tensor has the same number of floats.
 from __future__ import annotations
 
 from .ir import Graph
-from .ops import fastconv
+from .target import Target
 
 
-def choose_layouts(graph: Graph, opt_level: int) -> dict[str, int]:
-    """Tensor name -> L for the channel-blocked tensors (absent: C×H×W)."""
+def choose_layouts(graph: Graph, opt_level: int, target: Target) -> dict[str, int]:
+    """Tensor name -> L (the target's vector lanes) for the channel-blocked tensors (absent: C×H×W)."""
     if opt_level < 2:
         return {}
-    lanes = fastconv.vector_lanes()
+    lanes = target.lanes
     io = {}
     for layer in graph.layers():
         if layer.op != "input":
             io[layer.name] = layer.spec.channel_blocked_io(layer, graph.in_shapes(layer.name),
-                                                          graph.shape(layer.name), opt_level)
+                                                          graph.shape(layer.name), opt_level, target)
 
     def readable(name: str) -> bool:
         return all(io.get(reader) is not None for reader in graph.consumers(name))

@@ -19,6 +19,7 @@ from .ir import Graph
 from .layouts import choose_layouts
 from .memory import ALIGN_FLOATS, Arena, Buffer, plan_memory
 from .ops.base import fmt_shape
+from .target import Target
 
 ABI_VERSION = 2
 INDEX_LIMIT = 2**31 - 1  # kernels index with C int
@@ -137,9 +138,13 @@ def _scratch(layer, need: int, arena: Arena) -> list[str]:
     return [f"arena + {block.index}"]
 
 
-def lower(graph: Graph, arena: Arena | None = None, opt_level: int = 0, profile: bool = False) -> LoweredModel:
-    """profile: time each layer's call (convc_profile() in the library; see runtime.Model.profile)."""
-    arena = arena or plan_memory(graph, opt_level)
+def lower(graph: Graph, arena: Arena | None = None, opt_level: int = 0, profile: bool = False,
+          target: Target | None = None) -> LoweredModel:
+    """profile: time each layer's call (convc_profile() in the library; see runtime.Model.profile).
+    target: the machine the kernels are for (needed from opt level 2)."""
+    if opt_level >= 2 and target is None:
+        raise ValueError("opt level 2 chooses kernels for a target: pass target=compiler.Target.from_march(...)")
+    arena = arena or plan_memory(graph, opt_level, target)
     blob = WeightBlob()
     kernels: list[Kernel] = []
     calls: list[str] = []
@@ -147,7 +152,7 @@ def lower(graph: Graph, arena: Arena | None = None, opt_level: int = 0, profile:
     constants = [blob.add(layer.name, suffix, array) for layer in graph.layers() if layer.spec.is_constant
                  for suffix, array in layer.spec.lower_weights(layer, graph.layer_weights(layer.name)).items()]
     profiled: list[str] = []
-    blocked = choose_layouts(graph, opt_level)
+    blocked = choose_layouts(graph, opt_level, target)
     for index, layer in enumerate(graph.layers()):
         spec = layer.spec
         if layer.op == "input" or spec.is_view or spec.is_constant:
@@ -155,7 +160,7 @@ def lower(graph: Graph, arena: Arena | None = None, opt_level: int = 0, profile:
         ins, out = graph.in_shapes(layer.name), graph.shape(layer.name)
         layouts = tuple(blocked.get(name, 0) for name in layer.inputs + (layer.name,))
         template, arrays, args = spec.lowering(layer, ins, out, graph.layer_weights(layer.name), opt_level,
-                                               layouts if any(layouts) else None)
+                                               layouts if any(layouts) else None, target)
         offsets = {suffix: blob.add(layer.name, suffix, array) for suffix, array in arrays.items()}
         fn = c_identifier(index, layer.name)
         in_names = [f"x{i}" for i in range(len(ins))]
@@ -171,7 +176,7 @@ def lower(graph: Graph, arena: Arena | None = None, opt_level: int = 0, profile:
                 for x, n in zip([f"x{i}" for i in range(len(ins))] + ["y"], layouts)))
         context = dict(args)
         check_c_ints(layer, context)
-        scratch = _scratch(layer, spec.scratch_floats(layer, ins, out, opt_level), arena)
+        scratch = _scratch(layer, spec.scratch_floats(layer, ins, out, opt_level, target), arena)
         context.update(
             fn=fn, w=offsets, inputs=in_names,
             header="/* " + "\n * ".join(c_comment(h) for h in header) + " */",

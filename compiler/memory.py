@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .ir import Graph
+from .target import Target
 
 ALIGN_FLOATS = 16  # 64-byte alignment for every buffer
 
@@ -46,8 +47,11 @@ def _aligned(n: int) -> int:
     return -(-n // ALIGN_FLOATS) * ALIGN_FLOATS
 
 
-def plan_memory(graph: Graph, opt_level: int = 0) -> Arena:
-    """opt_level: the level the graph will be lowered at, which decides the kernels' scratch needs."""
+def plan_memory(graph: Graph, opt_level: int = 0, target: Target | None = None) -> Arena:
+    """opt_level, target: what the graph will be lowered for, which decides the kernels' scratch needs
+    (target is needed from opt level 2)."""
+    if opt_level >= 2 and target is None:
+        raise ValueError("opt level 2 plans the scratch of kernels chosen for a target: pass target=")
     layers = graph.layers()
     order = {layer.name: i for i, layer in enumerate(layers)}
     roots = {layer.name: storage_root(graph, layer.name) for layer in layers}
@@ -92,7 +96,7 @@ def plan_memory(graph: Graph, opt_level: int = 0) -> Arena:
             peak = max(peak, offset + length)
             buffers[name] = Buffer("arena", offset, size[name])
         if layer.op != "input" and not layer.spec.is_constant:
-            need = layer.spec.scratch_floats(layer, graph.in_shapes(name), graph.shape(name), opt_level)
+            need = layer.spec.scratch_floats(layer, graph.in_shapes(name), graph.shape(name), opt_level, target)
             if need:  # beside the live inputs and the output, free again after this layer
                 offset = _first_fit(live, _aligned(need))
                 peak = max(peak, offset + _aligned(need))

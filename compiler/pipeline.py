@@ -19,6 +19,7 @@ from .memory import plan_memory
 from .passes import optimize
 from .progress import Progress, no_progress
 from .shapes import infer_shapes
+from .target import Target
 from .validate import init_weights, validate_structure, validate_weights
 
 DEFAULT_OPT_LEVEL = 2
@@ -79,23 +80,28 @@ def _check_file_size(path: Path, limit: int) -> None:
                          "(compiler.Limits.max_description_bytes)")
 
 
-def generate_c(graph: Graph, *, opt_level: int = DEFAULT_OPT_LEVEL, weights_mode: str = "incbin",
-               progress: Progress = no_progress, profile: bool = False) -> CSource:
-    """Graph -> the model's C source (optimize, plan memory, lower, render)."""
+def generate_c(graph: Graph, *, opt_level: int = DEFAULT_OPT_LEVEL, march: str | Target | None = "native",
+               weights_mode: str = "incbin", progress: Progress = no_progress, profile: bool = False) -> CSource:
+    """Graph -> the model's C source (optimize, plan memory, lower, render) for the target `march`
+    (a -march name or a compiler.Target; see compiler.target)."""
+    target = Target.from_march(march)
     progress("optimize")
     graph = optimize(graph, opt_level)
     progress("generate")
-    return render(lower(graph, plan_memory(graph, opt_level), opt_level, profile), weights_mode=weights_mode)
+    return render(lower(graph, plan_memory(graph, opt_level, target), opt_level, profile, target),
+                  weights_mode=weights_mode)
 
 
 def compile(model: Graph | str | os.PathLike | dict[str, Any], *, opt_level: int = DEFAULT_OPT_LEVEL,
-            march: str | None = "native", cflags: list[str] | tuple[str, ...] = (), cc: str | None = None,
+            march: str | Target | None = "native", cflags: list[str] | tuple[str, ...] = (), cc: str | None = None,
             cache_dir: str | os.PathLike | None = None, cache_max_bytes: int | str | None = None,
             sanitize: bool = False, progress: Progress = no_progress, threads: int | None = None,
             profile: bool = False, limits: Limits = DEFAULT_LIMITS) -> runtime.Model:
     """Compile a model (Graph, path or dict) to a shared library and load it.
 
-    march: -march value ("native" by default; None for the compiler's default target).
+    march: the target: a -march value ("native" by default, "x86-64-v3", "x86-64-v4", any name cc knows; None
+    or "none" for the compiler's default target) or a compiler.Target. The kernels are chosen and tuned for
+    it, and cc gets its -march.
     cflags: extra compiler flags. cc: the C compiler (default $CC, else cc).
     cache_dir: where libraries are cached (default $CONVC_CACHE_DIR, else ~/.cache/convc).
     cache_max_bytes: the cache's cap, bytes or "500M"/"2G" (default $CONVC_CACHE_MAX_BYTES, else 2 GiB);
@@ -107,8 +113,9 @@ def compile(model: Graph | str | os.PathLike | dict[str, Any], *, opt_level: int
     limits: size bounds (compiler.Limits), checked before any C is generated.
     """
     graph = load(model, progress=progress, limits=limits)
-    source = generate_c(graph, opt_level=opt_level, progress=progress, profile=profile)
-    flags = compile_flags(march=march, sanitize=sanitize, extra=tuple(cflags))
+    target = Target.from_march(march, cc)
+    source = generate_c(graph, opt_level=opt_level, march=target, progress=progress, profile=profile)
+    flags = compile_flags(march=target.march, sanitize=sanitize, extra=tuple(cflags))
     progress("cc")
     result = build_library(source.code, source.files, cc=cc, flags=flags, cache_dir=cache_dir,
                            cache_max_bytes=cache_max_bytes, open_library=lambda path: runtime.load(path, threads=threads))

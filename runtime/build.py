@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from . import __version__, cache as cache_folder
+from .cpu import cpu_identity
 from .elf import check_library, stamp
 from .errors import BuildError, LibraryError
 
@@ -67,17 +68,6 @@ def compiler_identity(cc: str) -> str:
     except (OSError, subprocess.TimeoutExpired) as e:
         raise BuildError(f"C compiler {cc!r} ({path}) does not run: {e}") from None
     return f"{os.path.realpath(path)}\n{out.stdout.splitlines()[0] if out.stdout else out.stderr[:200]}"
-
-
-@lru_cache(maxsize=None)
-def cpu_identity() -> str:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        import platform
-        return platform.processor() or platform.machine()
-    keep = [ln for ln in text.splitlines() if ln.startswith(("model name", "flags", "Features", "CPU part"))]
-    return "\n".join(sorted(set(keep)))
 
 
 def compile_flags(march: str | None = "native", sanitize: bool = False, extra: tuple[str, ...] = ()) -> list[str]:

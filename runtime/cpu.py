@@ -2,7 +2,8 @@
 
 A library built with -march=native on one machine (or with -mavx512f ...) dies with SIGILL on a CPU
 without them. The library lists what it assumes in the string `convc_required_isa` (data, read
-without running any of its code); this module compares that list with the CPU's flags.
+without running any of its code); this module compares that list with the CPU's flags. It is the
+runtime's only reader of /proc/cpuinfo (the compiler's is compiler/target.py).
 """
 from __future__ import annotations
 
@@ -71,6 +72,18 @@ def cpu_flags() -> frozenset[str] | None:
         if key.strip() in ("flags", "Features"):
             return frozenset(value.split())
     return None
+
+
+@lru_cache(maxsize=None)
+def cpu_identity() -> str:
+    """What identifies this CPU for the build cache (a -march=native library is only valid on it)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        import platform
+        return platform.processor() or platform.machine()
+    keep = [ln for ln in text.splitlines() if ln.startswith(("model name", "flags", "Features", "CPU part"))]
+    return "\n".join(sorted(set(keep)))
 
 
 def missing_features(required: str | list[str], flags: frozenset[str] | None = None) -> list[str]:

@@ -1,10 +1,15 @@
-"""Shared test helpers: one compiled-library cache per checkout, and the comparison tolerances."""
+"""Shared test helpers: one compiled-library cache per checkout, the comparison tolerances, and the targets
+kernel tests state."""
+import dataclasses
 import math
 import os
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from compiler.target import Target
+from runtime.cpu import ISA_MACROS, missing_features
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
@@ -13,6 +18,35 @@ os.environ.setdefault("CONVC_CACHE_DIR", str(ROOT / ".test-cache"))
 
 # float32 compiled kernels vs. the float64 NumPy interpreter.
 RTOL, ATOL = 1e-4, 1e-5
+
+# The two x86 targets every kernel test covers, whatever this machine is (CI may run on either kind).
+AVX2 = Target.from_march("x86-64-v3")  # 8 lanes, 16 vector registers
+AVX512 = Target.from_march("x86-64-v4")  # 16 lanes, 32 vector registers
+TARGETS = (AVX2, AVX512)
+TARGET_IDS = ("avx2", "avx512")
+
+
+def host_lacks(target: Target) -> list[str]:
+    """The instruction-set extensions of `target` that this machine does not have ([] if it runs its code)."""
+    known = {flag for _, flag in ISA_MACROS}
+    return missing_features(sorted(target.features & known))
+
+
+def runnable(target: Target) -> Target:
+    """`target`'s kernels (lanes, registers, caches: the same C) built so this machine runs them: where the
+    machine lacks the target's ISA, cc gets this machine's -march instead, and GCC's vector extensions split
+    the wide vectors. So 16-lane kernels are checked on an AVX2 machine too (their speed is not)."""
+    if not host_lacks(target):
+        return target
+    return dataclasses.replace(target, march=Target.from_march("native").march)
+
+
+def needs_isa(target: Target) -> None:
+    """Skip the rest of a test that must run `target`'s own instructions on a machine without them."""
+    missing = host_lacks(target)
+    if missing:
+        pytest.skip(f"this machine lacks {', '.join(missing)} for {target.name}; its C was generated and compiled, "
+                    "the run is skipped")
 
 
 def assert_close(got: np.ndarray, ref: np.ndarray, rtol: float = RTOL, atol: float = ATOL) -> None:
@@ -34,6 +68,8 @@ def compile_and_check(graph, batch: int = 2, seed: int = 0, finite: bool = True,
     interpreter (and, with `finite`, is finite). Returns (model, outputs, reference outputs)."""
     import compiler
 
+    if isinstance(compile_kw.get("march"), Target):
+        compile_kw["march"] = runnable(compile_kw["march"])
     model = compiler.compile(graph, **compile_kw)
     x = random_input(graph.shape(graph.inputs[0]), batch, seed)
     got = model.run({graph.inputs[0]: x})

@@ -1,8 +1,8 @@
 """Channel-blocked tensors (compiler/layouts.py): which tensors get the [C/L][H][W][L] layout, and that the
 kernels reading and writing it compute what the interpreter computes on the unoptimized graph.
 
-L is the machine's vector length (16 with AVX-512, 8 with AVX2), so the channel counts here are multiples
-of 16 (blocked on either) or are not multiples of 8 (blocked on neither).
+L is the target's vector length (16 for AVX-512, 8 for AVX2); every test states its target, and the channel
+counts here are multiples of 16 (blocked on either) or are not multiples of 8 (blocked on neither).
 """
 from __future__ import annotations
 
@@ -16,12 +16,8 @@ from hypothesis import strategies as st
 
 import compiler
 from compiler.layouts import choose_layouts
-from compiler.ops import fastconv
-from compiler.ops.fastconv import vector_lanes
 from compiler.passes import optimize
-from conftest import compile_and_check, model_dict, out_size
-
-L = vector_lanes()
+from conftest import AVX2, AVX512, TARGET_IDS, TARGETS, compile_and_check, model_dict, out_size
 
 
 def conv(name, filters, kernel=1, **kw):
@@ -47,15 +43,19 @@ def inverted_residual(size=7, stride=1, act="relu6", dw_kw=None, expand=32):
     return layers, (12, size, size)
 
 
-def blocked_of(graph, opt_level=2):
-    return set(choose_layouts(optimize(graph, opt_level), opt_level))
+def blocked_of(graph, opt_level=2, target=AVX512):
+    return set(choose_layouts(optimize(graph, opt_level), opt_level, target))
+
+
+each_target = pytest.mark.parametrize("target", TARGETS, ids=TARGET_IDS)
 
 
 # ---------------------------------------------------------------- which tensors
-def test_an_inverted_residual_block_runs_channel_blocked_inside():
+@each_target
+def test_an_inverted_residual_block_runs_channel_blocked_inside(target):
     graph = load(*inverted_residual())
     # a (read by e and, fused, as p's residual), e, d and p: producers and readers all channel-vector kernels
-    assert blocked_of(graph) == {"a_act", "e_act", "d_act", "s"}
+    assert blocked_of(graph, target=target) == {"a_act", "e_act", "d_act", "s"}
 
 
 def test_only_opt_level_2_blocks():
@@ -63,59 +63,68 @@ def test_only_opt_level_2_blocks():
     assert blocked_of(graph, 0) == blocked_of(graph, 1) == set()
 
 
-def test_model_inputs_and_outputs_stay_c_h_w():
+@each_target
+def test_model_inputs_and_outputs_stay_c_h_w(target):
     layers, shape = inverted_residual()
     graph = load(layers[:-1], shape)  # s (the fused p) is now the model's output
-    blocked = blocked_of(graph)
+    blocked = blocked_of(graph, target=target)
     assert "s" not in blocked
     # the residual is tied to the output it is added to, so a_act goes back to C×H×W with it
     assert blocked == {"e_act", "d_act"}
 
 
-def test_a_view_reader_keeps_its_input_c_h_w():
+@each_target
+def test_a_view_reader_keeps_its_input_c_h_w(target):
     layers, shape = inverted_residual()
     graph = load(layers + [{"name": "f", "op": "flatten", "inputs": ["d_act"]}, {"name": "fc", "op": "dense",
                                                                                "units": 3}], shape)
     # d is read by a flatten; the depthwise conv still reads e blocked and writes C×H×W
-    blocked = blocked_of(graph)
+    blocked = blocked_of(graph, target=target)
     assert "d_act" not in blocked and "e_act" in blocked
 
 
-def test_a_depthwise_conv_writes_c_h_w_from_a_blocked_input_only():
+@each_target
+def test_a_depthwise_conv_writes_c_h_w_from_a_blocked_input_only(target):
     # d's reader (a max-pool) takes C×H×W: d reads e blocked and transposes its output, residual r C×H×W too
     graph = load(*CASES["depthwise-to-c-h-w"])
-    assert blocked_of(graph) == {"e_act"}
-    assert "transpose the 16×16 tile" in compiler.generate_c(graph, opt_level=2).code or L != 16
+    assert blocked_of(graph, target=target) == {"e_act"}
+    lanes = target.lanes
+    assert f"transpose the {lanes}×{lanes} tile" in compiler.generate_c(graph, opt_level=2, march=target).code
     # from a C×H×W input (the model's) no blocked output, though its reader could take one
     graph = load([conv("d", 16, 3, groups=16, padding=1), conv("p", 16), conv("z", 16, 3, stride=2)],
                  (16, 7, 7))
-    assert blocked_of(graph) == {"p"}
+    assert blocked_of(graph, target=target) == {"p"}
 
 
-def test_channels_that_are_not_whole_vectors_stay_c_h_w():
-    layers, shape = inverted_residual(expand=L + 4)
-    assert {"d_act", "e_act"}.isdisjoint(blocked_of(load(layers, shape)))
+@each_target
+def test_channels_that_are_not_whole_vectors_stay_c_h_w(target):
+    layers, shape = inverted_residual(expand=target.lanes + 4)
+    assert {"d_act", "e_act"}.isdisjoint(blocked_of(load(layers, shape), target=target))
 
 
-def test_a_large_map_blocks_a_1x1_input_only_with_its_output():
+@each_target
+def test_a_large_map_blocks_a_1x1_input_only_with_its_output(target):
     """1×1 convs on ≥ 256 pixels read a blocked input only when they write a blocked output (the channel-vector
     kernel would scatter a C×H×W one)."""
     def chain(p_filters, z):
         return load([conv("e", 32), {"name": "e_act", "op": "relu"}, conv("d", 32, 3, groups=32, padding=1),
                      conv("p", p_filters), z], (12, 20, 20))
     z_any = conv("z", 16, 3, stride=2, padding=1)  # the blocked kernel: reads either layout
-    assert blocked_of(chain(16, z_any)) == {"e_act", "d", "p"}
+    assert blocked_of(chain(16, z_any), target=target) == {"e_act", "d", "p"}
     # p cannot write 20 channels blocked, so it does not read d blocked; d turns e's blocked tensor into C×H×W
-    assert blocked_of(chain(20, z_any)) == {"e_act"}
+    assert blocked_of(chain(20, z_any), target=target) == {"e_act"}
     # z, a 1×1, writes the model's output, so it reads p C×H×W; then p writes C×H×W and reads d so too
-    assert blocked_of(chain(16, conv("z", 16))) == {"e_act"}
+    assert blocked_of(chain(16, conv("z", 16)), target=target) == {"e_act"}
 
 
-def test_the_generated_c_says_which_tensors_are_blocked():
-    code = compiler.generate_c(load(*inverted_residual()), opt_level=2).code
-    assert f"layout: x0 [C/{L}][H][W][{L}], y [C/{L}][H][W][{L}]" in code  # the depthwise conv
+@each_target
+def test_the_generated_c_says_which_tensors_are_blocked(target):
+    code = compiler.generate_c(load(*inverted_residual()), opt_level=2, march=target).code
+    lanes = target.lanes
+    assert f"layout: x0 [C/{lanes}][H][W][{lanes}], y [C/{lanes}][H][W][{lanes}]" in code  # the depthwise conv
     assert "conv2d_depthwise_blocked" not in code  # templates are named only by what they generate
-    assert f"weights packed [2][3][3][{L}]" in code or L != 16
+    # d's weights, per vector of channels: [32/L][3][3][L]
+    assert f"weights packed [{32 // lanes}][3][3][{lanes}]" in code
 
 
 # ---------------------------------------------------------------- the kernels against the interpreter
@@ -157,7 +166,7 @@ CASES = {
 def test_blocked_layouts_match_the_interpreter(case, threads):
     graph = load(*CASES[case])
     assert blocked_of(graph), "the case must reach the channel-blocked kernels"
-    compile_and_check(graph, batch=3, seed=4, opt_level=2, threads=threads)
+    compile_and_check(graph, batch=3, seed=4, opt_level=2, threads=threads, march=AVX512)
 
 
 @pytest.mark.parametrize("case", ["7x7", "stride2", "dilated-no-bias", "leaky", "large-map", "depthwise-residual",
@@ -165,14 +174,17 @@ def test_blocked_layouts_match_the_interpreter(case, threads):
 def test_the_portable_path_matches_the_interpreter(case):
     """The scalar path (compilers without GNU vector extensions) reads and writes the same layouts."""
     graph = load(*CASES[case])
-    compile_and_check(graph, batch=2, seed=5, opt_level=2, threads=1, cflags=["-DCONVC_NO_VECTOR_EXTENSIONS"])
+    compile_and_check(graph, batch=2, seed=5, opt_level=2, threads=1, cflags=["-DCONVC_NO_VECTOR_EXTENSIONS"],
+                      march=AVX512)
 
 
 @pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc")
+@pytest.mark.parametrize("target", TARGETS, ids=TARGET_IDS)
 @pytest.mark.parametrize("case", ["depthwise-residual", "stride2", "global-maxpool", "large-map",
                                   "depthwise-to-c-h-w"])
-def test_blocked_kernels_are_pedantic_c99(case, tmp_path):
-    (tmp_path / "m.c").write_text(compiler.generate_c(load(*CASES[case]), opt_level=2, weights_mode="array").code)
+def test_blocked_kernels_are_pedantic_c99(case, target, tmp_path):
+    code = compiler.generate_c(load(*CASES[case]), opt_level=2, march=target, weights_mode="array").code
+    (tmp_path / "m.c").write_text(code)
     for flags in ([], ["-DCONVC_NO_VECTOR_EXTENSIONS"]):
         proc = subprocess.run(["gcc", "-std=c99", "-pedantic", "-Wall", "-Wextra", "-Werror", "-O2", *flags, "-c",
                                "m.c"], cwd=tmp_path, capture_output=True, text=True)
@@ -234,21 +246,20 @@ def channel_vector_chains(draw):
 def test_random_channel_blocked_chains_match_the_interpreter(chain, threads, batch):
     graph = load(*chain)
     assume(blocked_of(graph))
-    compile_and_check(graph, batch=batch, seed=1, opt_level=2, threads=threads)
+    compile_and_check(graph, batch=batch, seed=1, opt_level=2, threads=threads, march=AVX512)
 
 
 @pytest.mark.parametrize("case", ["depthwise-to-c-h-w", "stride2"])
 def test_without_vector_shuffles_the_tile_transposes_through_memory(case):
     """GCC before 12 has vector extensions but no __builtin_shufflevector: CONVC_HAS_SHUFFLE=0 takes that path."""
     graph = load(*CASES[case])
-    compile_and_check(graph, batch=2, seed=6, opt_level=2, threads=2, cflags=["-DCONVC_HAS_SHUFFLE=0"])
+    compile_and_check(graph, batch=2, seed=6, opt_level=2, threads=2, cflags=["-DCONVC_HAS_SHUFFLE=0"], march=AVX512)
 
 
 @pytest.mark.parametrize("case", ["7x7", "stride2", "depthwise-to-c-h-w", "large-map-stride2", "global-avgpool"])
-def test_eight_lane_blocks_as_on_avx2(case, monkeypatch):
-    """Machines without AVX-512 get 8-lane vectors, blocks and transposes: the same kernels at L = 8."""
-    monkeypatch.setattr(fastconv, "vector_lanes", lambda: 8)
+def test_eight_lane_blocks_as_on_avx2(case):
+    """AVX2 targets get 8-lane vectors, blocks and transposes: the same kernels at L = 8."""
     graph = load(*CASES[case])
-    assert blocked_of(graph) and set(choose_layouts(optimize(graph, 2), 2).values()) == {8}
-    assert "[C/8][H][W][8]" in compiler.generate_c(graph, opt_level=2).code
-    compile_and_check(graph, batch=2, seed=7, opt_level=2, threads=2)
+    assert blocked_of(graph, target=AVX2) and set(choose_layouts(optimize(graph, 2), 2, AVX2).values()) == {8}
+    assert "[C/8][H][W][8]" in compiler.generate_c(graph, opt_level=2, march=AVX2).code
+    compile_and_check(graph, batch=2, seed=7, opt_level=2, threads=2, march=AVX2)

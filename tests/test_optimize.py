@@ -18,7 +18,7 @@ import pytest
 import compiler
 import runtime
 from compiler.passes import PIPELINES, optimize
-from conftest import EXAMPLES, ROOT, compile_and_check, model_dict, random_input
+from conftest import AVX2, AVX512, EXAMPLES, ROOT, TARGET_IDS, TARGETS, compile_and_check, model_dict, random_input
 
 OPT_LEVELS = sorted(PIPELINES)
 
@@ -210,14 +210,33 @@ for _name in ["k32-wide-rows", "k40-partial-vector", "k20-kb2-partial", "k48-odd
 
 
 @pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("target", TARGETS, ids=TARGET_IDS)
 @pytest.mark.parametrize("case", sorted(FAST_CASES))
-def test_fast_kernels_match_the_interpreter(case, threads):
+def test_fast_kernels_match_the_interpreter(case, target, threads):
     layers, shape = FAST_CASES[case]
     graph = load_quietly(model_dict(layers, shape=shape))
-    check(graph, 2, batch=2, seed=3, threads=threads)
+    check(graph, 2, batch=2, seed=3, threads=threads, march=target)
 
 
-def test_opt_level_2_chooses_the_fast_kernels():
+# What each kernel's generated C says of its packed weights, per target: 16 lanes and 32 registers (AVX-512),
+# 8 lanes and 16 registers (AVX2). The row-vector and pointwise kernels pack MR filters per register block
+# (8 with 32 registers, 4 with 16), the blocked and Winograd kernels one vector of filters.
+FAST_KERNEL_MARKERS = {
+    "avx512": {"rowvec (c, C=3)": "packed [4][3][3][3][8]", "depthwise (d)": "zero-padded plane",
+               "blocked (e, C=32)": "weights packed [1][32][3][3][16]", "pointwise (f)": "packed [3][16][8]",
+               "winograd (h, C=32)": "U packed [16][2][32][16]",
+               "padded max-pool": "window column 0: output columns 1..7",
+               "blocked for a 1×1 on 8×8 pixels (i)": "weights packed [1][32][1][1][16]"},
+    "avx2": {"rowvec (c, C=3)": "packed [8][3][3][3][4]", "depthwise (d)": "zero-padded plane",
+             "blocked (e, C=32)": "weights packed [2][32][3][3][8]", "pointwise (f)": "packed [5][16][4]",
+             "winograd (h, C=32)": "U packed [16][4][32][8]",
+             "padded max-pool": "window column 0: output columns 1..7",
+             "blocked for a 1×1 on 8×8 pixels (i)": "weights packed [2][32][1][1][8]"},
+}
+
+
+@pytest.mark.parametrize("target", TARGETS, ids=TARGET_IDS)
+def test_opt_level_2_chooses_the_fast_kernels(target):
     graph = load_quietly(model_dict([conv(name="c", filters=32, kernel=3, padding=1),
                                      conv(name="d", filters=32, kernel=3, groups=32, padding=1),
                                      conv(name="e", filters=16, kernel=3, padding=2, dilation=2),
@@ -226,13 +245,9 @@ def test_opt_level_2_chooses_the_fast_kernels():
                                      conv(name="h", filters=32, kernel=3, padding=1),
                                      {"op": "maxpool2d", "kernel": 3, "stride": 2, "padding": 1},
                                      conv(name="i", filters=16, kernel=1)], shape=(3, 16, 16)))
-    fast, plain = compiler.generate_c(graph, opt_level=2).code, compiler.generate_c(graph, opt_level=1).code
-    kernels = {"rowvec (c, C=3)": "packed [4][3][3][3][8]", "depthwise (d)": "zero-padded plane",
-               "blocked (e, C=32)": "weights packed [1][32][3][3][16]", "pointwise (f)": "packed [3][16][8]",
-               "winograd (h, C=32)": "U packed [16][2][32][16]",
-               "padded max-pool": "window column 0: output columns 1..7",
-               "blocked for a 1×1 on 8×8 pixels (i)": "weights packed [1][32][1][1][16]"}
-    for what, marker in kernels.items():
+    fast = compiler.generate_c(graph, opt_level=2, march=target).code
+    plain = compiler.generate_c(graph, opt_level=1, march=target).code
+    for what, marker in FAST_KERNEL_MARKERS[TARGET_IDS[TARGETS.index(target)]].items():
         assert marker in fast, what
         assert marker not in plain, what
 
@@ -241,16 +256,17 @@ def test_generated_code_does_not_grow_with_the_row_length():
     """Equal blocks along a row are one C loop: a 20× longer row must not mean 20× the C (it once hung gcc)."""
     def code_bytes(width, **conv_kw):
         graph = load_quietly(model_dict([conv(name="c", filters=8, **conv_kw)], shape=(3, 9, width)))
-        return len(compiler.generate_c(graph, opt_level=2).code)
+        return len(compiler.generate_c(graph, opt_level=2, march=AVX512).code)
     for conv_kw in ({"kernel": 3, "padding": 1}, {"kernel": 7, "stride": 2}):
         short, long = code_bytes(500, **conv_kw), code_bytes(10_000, **conv_kw)
         # only the per-column tables of the portable path grow, by a few bytes per column
         assert long - short < 16 * (10_000 - 500), conv_kw
 
 
-def test_a_depthwise_plane_too_big_for_the_stack_keeps_the_plain_kernel():
+@pytest.mark.parametrize("target", TARGETS, ids=TARGET_IDS)
+def test_a_depthwise_plane_too_big_for_the_stack_keeps_the_plain_kernel(target):
     layers, shape = FAST_CASES["depthwise-huge-plane"]
-    code = compiler.generate_c(load_quietly(model_dict(layers, shape=shape)), opt_level=2).code
+    code = compiler.generate_c(load_quietly(model_dict(layers, shape=shape)), opt_level=2, march=target).code
     assert "zero-padded plane" not in code
 
 
@@ -364,10 +380,11 @@ def test_dropping_a_threaded_model_does_not_crash_the_process(tmp_path):
     assert out.returncode == 0 and out.stdout.strip() == "alive", (out.returncode, out.stderr[-1000:])
 
 
+@pytest.mark.parametrize("target", TARGETS, ids=TARGET_IDS)
 @pytest.mark.parametrize("case", ["residual-relu-parallel", "1x1-partial-block-parallel", "depthwise-parallel",
                                   "dense-large"])
-def test_threaded_cases_do_use_the_pool(case):
+def test_threaded_cases_do_use_the_pool(case, target):
     """test_fast_kernels_match_the_interpreter[threads=2] covers the pool only if these layers are threaded."""
     layers, shape = FAST_CASES[case]
-    code = compiler.generate_c(load_quietly(model_dict(layers, shape=shape))).code
+    code = compiler.generate_c(load_quietly(model_dict(layers, shape=shape)), march=target).code
     assert "convc_parallel(L" in code

@@ -15,7 +15,7 @@ from compiler.lower import lower
 from compiler.memory import plan_memory
 from compiler.ops import winograd
 from compiler.passes import optimize
-from conftest import compile_and_check, model_dict
+from conftest import AVX512, compile_and_check, model_dict
 
 WINOGRAD = "ops/conv2d_winograd.c.j2"
 
@@ -26,14 +26,15 @@ def load_quietly(description):
         return compiler.load(description)
 
 
-def templates(graph, opt_level=2):
+def templates(graph, opt_level=2, target=AVX512):
     """Layer name -> the template its kernel was lowered with."""
     optimized = optimize(graph, opt_level)
-    return {k.layer: k.template for k in lower(optimized, plan_memory(optimized, opt_level), opt_level).kernels}
+    arena = plan_memory(optimized, opt_level, target)
+    return {k.layer: k.template for k in lower(optimized, arena, opt_level, target=target).kernels}
 
 
 def check(graph, batch=3, threads=1, seed=0):
-    compile_and_check(graph, batch, seed, opt_level=2, threads=threads)
+    compile_and_check(graph, batch, seed, opt_level=2, threads=threads, march=AVX512)
 
 
 @pytest.fixture
@@ -141,20 +142,20 @@ def test_cost_model_takes_winograd_for_big_maps_and_keeps_direct_for_tiny_maps_w
     assert templates(big)["c"] == WINOGRAD
     assert winograd.scratch_floats(winograd.chosen(big.layer("c").attrs, (64, 56, 56),
                                                    big.layer("c").spec.kernel_args(big.layer("c"), [(64, 56, 56)],
-                                                                                   (64, 56, 56))), 64) > 0
+                                                                                   (64, 56, 56)), AVX512), 64) > 0
     tiny = load_quietly(model_dict([conv(512, bias=False)], shape=(512, 7, 7)))
     assert templates(tiny)["c"] == "ops/conv2d_blocked.c.j2"
 
 
 def test_scratch_is_planned_only_for_winograd_layers(always_winograd):
     graph = optimize(load_quietly(model_dict([conv(16, name="a"), conv(16, name="b")], shape=(16, 10, 10))), 2)
-    with_scratch = plan_memory(graph, 2)
+    with_scratch = plan_memory(graph, 2, AVX512)
     assert set(with_scratch.scratch) == {"a", "b"}
     a, b = with_scratch.buffers["a"], with_scratch.scratch["b"]
     assert b.index >= a.index + a.size or b.index + b.size <= a.index  # b's scratch beside its live input
     assert plan_memory(graph, 1).scratch == {} and plan_memory(graph, 1).floats < with_scratch.floats
     with pytest.raises(ValueError, match="no scratch"):
-        lower(graph, plan_memory(graph, 1), 2)
+        lower(graph, plan_memory(graph, 1), 2, target=AVX512)
 
 
 def test_weight_transform_reproduces_the_convolution_of_one_tile():

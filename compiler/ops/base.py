@@ -226,9 +226,10 @@ class Op:
         return {}
 
     def lowering(self, layer, in_shapes: list[Shape], out_shape: Shape, weights: dict[str, np.ndarray],
-                 opt_level: int, layouts: tuple[int, ...] | None = None
+                 opt_level: int, layouts: tuple[int, ...] | None = None, target=None
                  ) -> tuple[str, dict[str, np.ndarray], dict[str, Any]]:
-        """(template, constant arrays, template args) at `opt_level`; ops with fast kernels choose them here.
+        """(template, constant arrays, template args) at `opt_level` for `target` (compiler.Target); ops with
+        fast kernels choose them here.
 
         layouts: per input, then the output, 0 for C×H×W or L for channel-blocked [C/L][H][W][L]; None when
         all are C×H×W. Only ops whose `channel_blocked_io` allows it are given a nonzero one."""
@@ -237,13 +238,13 @@ class Op:
         return self.template, self.lower_weights(layer, weights), self.kernel_args(layer, in_shapes, out_shape)
 
     def channel_blocked_io(self, layer, in_shapes: list[Shape], out_shape: Shape,
-                           opt_level: int) -> tuple[str, ...] | None:
+                           opt_level: int, target) -> tuple[str, ...] | None:
         """Whether the kernel chosen at `opt_level` can write its output channel-blocked (compiler/layouts.py):
         None if not, else per input "any" (read in either layout), "same" (only in the output's layout),
         "if_out" (blocked only when the output is) or "for_out" (blocked whenever the output is)."""
         return None
 
-    def scratch_floats(self, layer, in_shapes: list[Shape], out_shape: Shape, opt_level: int) -> int:
+    def scratch_floats(self, layer, in_shapes: list[Shape], out_shape: Shape, opt_level: int, target) -> int:
         """Floats of arena scratch the kernel chosen at `opt_level` needs during its own call (0: none).
         A kernel with scratch takes it as a last argument `float *restrict scratch`."""
         return 0

@@ -58,7 +58,7 @@ class Dense(Op):
         return {"IN": int(np.prod(in_shapes[0])), "OUT": layer.attrs.units, "has_bias": layer.attrs.bias,
                 "residual": False, "act": [], "simd": False, "parallel": False}
 
-    def lowering(self, layer, in_shapes, out_shape, weights, opt_level, layouts=None):
+    def lowering(self, layer, in_shapes, out_shape, weights, opt_level, layouts=None, target=None):
         """opt_level ≥ 2: the same loop, vectorized over the inputs (and threaded over units when large)."""
         template, arrays, args = super().lowering(layer, in_shapes, out_shape, weights, opt_level, layouts)
         if opt_level >= 2:

@@ -11,31 +11,24 @@
 """
 from __future__ import annotations
 
-from functools import lru_cache
-from pathlib import Path
-
 import numpy as np
 
-CACHE_BYTES = 512 * 1024  # data this size stays in a core's L2 (about half of it) between passes
+from ..target import Target
+
 PARALLEL_MACS = 1 << 20  # below this (~10 µs of work) a layer runs on the caller's thread alone
 STACK_BUFFER_BYTES = 96 * 1024  # a kernel's copy of its input rows lives on the stack: bigger ones take another kernel
 
 
-@lru_cache(maxsize=None)
-def vector_lanes() -> int:
-    """Floats per vector for the blocked kernel: 16 with AVX-512 on this machine, else 8."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return 8
-    return 16 if " avx512f" in flags else 8
+def cache_bytes(target: Target) -> int:
+    """Data this size stays in a core's L2 (about half of it) between passes."""
+    return target.l2_bytes // 2
 
 
-def block_shape(lanes: int, k_blocks: int) -> tuple[int, int]:
+def block_shape(k_blocks: int, registers: int) -> tuple[int, int]:
     """(KV vectors of output channels, PB output pixels) per register block: KV·PB accumulators
     plus KV weights and one input value fit the vector registers (32 with AVX-512, 16 with AVX2)."""
     kv = 2 if k_blocks % 2 == 0 else 1
-    if lanes == 16:
+    if registers >= 32:
         return kv, (12 if kv == 2 else 16)
     return kv, (6 if kv == 2 else 12)
 
@@ -78,22 +71,23 @@ def pack_filter_blocks(weights: dict[str, np.ndarray], block: int) -> tuple[np.n
     return packed, bias, k_blocks
 
 
-def blocked_lowering(args: dict, weights: dict[str, np.ndarray], macs: int, x_lanes: int = 0, y_lanes: int = 0):
+def blocked_lowering(args: dict, weights: dict[str, np.ndarray], macs: int, target: Target, x_lanes: int = 0,
+                     y_lanes: int = 0):
     """args: the plain conv2d kernel_args (+ residual / act). x_lanes, y_lanes: the input's and the output's
     layout (0: C×H×W, L: channel-blocked [C/L][H][W][L]; a residual is laid out like the output).
     Returns (template, arrays, args)."""
     k, c, kh, kw = weights["weight"].shape
-    lanes = 8 if k <= 8 else vector_lanes()  # few filters: half-width vectors waste fewer lanes
+    lanes = min(8, target.lanes) if k <= 8 else target.lanes  # few filters: half-width vectors waste fewer lanes
     if y_lanes and (y_lanes != lanes or k % lanes):
         raise ValueError(f"a channel-blocked output needs {lanes}-lane blocks and K a multiple of them, got "
                          f"{y_lanes} lanes for K = {k}")
     packed, bias, k_blocks = pack_filter_blocks(weights, lanes)
-    kv, pb = block_shape(lanes, k_blocks)
+    kv, pb = block_shape(k_blocks, target.vector_registers)
     # Loop order: which would be re-read from beyond L2 more, the input (once per channel group)
     # or the weights (once per output row)?
     input_bytes, weight_bytes = 4 * c * args["H"] * args["W"], 4 * packed.size
-    reread_input = input_bytes * (k_blocks // kv) if input_bytes > CACHE_BYTES else 0
-    reread_weights = weight_bytes * args["OH"] if weight_bytes > CACHE_BYTES else 0
+    reread_input = input_bytes * (k_blocks // kv) if input_bytes > cache_bytes(target) else 0
+    reread_weights = weight_bytes * args["OH"] if weight_bytes > cache_bytes(target) else 0
     out = dict(args, VL=lanes, KB=k_blocks, KV=kv, PB=pb, CKK=c * kh * kw, LASTN=k - (k_blocks - 1) * lanes,
                OHW=args["OH"] * args["OW"], segments=row_segments(args["col_lo"], args["col_hi"], kw, pb),
                parallel=macs >= PARALLEL_MACS,
@@ -108,19 +102,19 @@ def blocked_lowering(args: dict, weights: dict[str, np.ndarray], macs: int, x_la
 POINTWISE_MIN_PIXELS = 256
 
 
-def pointwise_lowering(args: dict, weights: dict[str, np.ndarray], macs: int):
+def pointwise_lowering(args: dict, weights: dict[str, np.ndarray], macs: int, target: Target):
     """1×1, stride 1, no padding: Y[K][P] = W[K][C]·X[C][P] with vectors along the pixels."""
-    lanes = vector_lanes()
+    lanes = target.lanes
     k, c = weights["weight"].shape[:2]
-    mr, nr = (8, 3) if lanes == 16 else (4, 3)  # MR·NR accumulators: 24 of 32 (AVX-512), 12 of 16 (AVX2)
+    mr, nr = (8, 3) if target.vector_registers >= 32 else (4, 3)  # MR·NR accumulators: 24 of 32, 12 of 16
     packed, bias, k_blocks = pack_filter_blocks(weights, mr)  # [K/MR][C][1][1][MR]
     p = args["H"] * args["W"]
     chunks = p // (nr * lanes)
     partial = p % lanes  # pixels in the last, partly filled vector
     tail_vecs = (p - chunks * nr * lanes) // lanes + (partial > 0)
     input_bytes, weight_bytes = 4 * c * p, 4 * packed.size
-    reread_input = input_bytes * k_blocks if input_bytes > CACHE_BYTES else 0
-    reread_weights = weight_bytes * chunks if weight_bytes > CACHE_BYTES else 0
+    reread_input = input_bytes * k_blocks if input_bytes > cache_bytes(target) else 0
+    reread_weights = weight_bytes * chunks if weight_bytes > cache_bytes(target) else 0
     out = dict(args, VL=lanes, MR=mr, NR=nr, KB=k_blocks, LASTN=k - (k_blocks - 1) * mr, P=p, CHUNKS=chunks,
                TAIL_VECS=tail_vecs, PARTIAL=partial,
                pixels_outer=reread_weights < reread_input, parallel=macs >= PARALLEL_MACS,
@@ -141,23 +135,22 @@ def _phases(row_len: int, sw: int, pl: int, w: int) -> list[dict]:
     return phases
 
 
-def _rowvec_row_len(args: dict) -> int:
+def _rowvec_row_len(args: dict, lanes: int) -> int:
     """Floats per phase of one row copy of the row-vector kernel."""
-    lanes = vector_lanes()
     return -(-args["OW"] // lanes) * lanes + (args["KW"] - 1) * args["DW"] // args["SW"] + 1
 
 
-def rowvec_fits(args: dict) -> bool:
+def rowvec_fits(args: dict, target: Target) -> bool:
     """Whether the row-vector kernel's row copies (C·KH rows of SW phases) fit STACK_BUFFER_BYTES."""
-    return 4 * args["C"] * args["KH"] * args["SW"] * _rowvec_row_len(args) <= STACK_BUFFER_BYTES
+    return 4 * args["C"] * args["KH"] * args["SW"] * _rowvec_row_len(args, target.lanes) <= STACK_BUFFER_BYTES
 
 
-def rowvec_lowering(args: dict, weights: dict[str, np.ndarray], macs: int):
+def rowvec_lowering(args: dict, weights: dict[str, np.ndarray], macs: int, target: Target):
     """Few input channels: vectors along the output row from zero-padded, phase-split row copies (the copies
     must fit: rowvec_fits)."""
-    lanes = vector_lanes()
+    lanes = target.lanes
     k, c, kh, kw = weights["weight"].shape
-    mr, nr = (8, 2) if lanes == 16 else (4, 2)  # MR·NR accumulators: 16 of 32 (AVX-512), 8 of 16 (AVX2)
+    mr, nr = (8, 2) if target.vector_registers >= 32 else (4, 2)  # MR·NR accumulators: 16 of 32, 8 of 16
     packed, bias, k_blocks = pack_filter_blocks(weights, mr)
     ow = args["OW"]
     vectors = -(-ow // lanes)
@@ -171,9 +164,9 @@ def rowvec_lowering(args: dict, weights: dict[str, np.ndarray], macs: int):
             last["count"] += 1
         else:
             segments.append(seg)
-    if not rowvec_fits(args):
+    if not rowvec_fits(args, target):
         raise ValueError("the row-vector kernel's row copies do not fit STACK_BUFFER_BYTES")
-    sw, row_len = args["SW"], _rowvec_row_len(args)
+    sw, row_len = args["SW"], _rowvec_row_len(args, lanes)
     out = dict(args, VL=lanes, MR=mr, KB=k_blocks, LASTN=k - (k_blocks - 1) * mr, OHW=args["OH"] * ow,
                segments=segments, RL=row_len, phases=_phases(row_len, sw, args["PL"], args["W"]),
                parallel=macs >= PARALLEL_MACS)
@@ -190,7 +183,7 @@ DEPTHWISE_ROWS = 8  # output rows computed together: 8 independent accumulators 
 DEPTHWISE_CHANNELS = 8  # planes copied before the first is read (within STACK_BUFFER_BYTES)
 
 
-def depthwise_lowering(args: dict, weights: dict[str, np.ndarray], macs: int):
+def depthwise_lowering(args: dict, weights: dict[str, np.ndarray], macs: int, target: Target):
     """Vector path: a zero-padded, phase-split copy of each channel plane (PR rows of SW phases of RL
     columns) and DEPTHWISE_ROWS output rows at a time. Portable path: per kernel tap the rectangle of
     output pixels it reaches inside the input, with its input offset. None: the plane is too big."""
@@ -203,7 +196,7 @@ def depthwise_lowering(args: dict, weights: dict[str, np.ndarray], macs: int):
                 offset = (kh * args["DH"] - args["PT"]) * args["W"] + kw * args["DW"] - args["PL"]
                 taps.append({"kh": kh, "kw": kw, "index": kh * args["KW"] + kw, "oh_lo": oh_lo, "oh_hi": oh_hi,
                              "ow_lo": ow_lo, "ow_hi": ow_hi, "offset": offset})
-    lanes = vector_lanes()
+    lanes = target.lanes
     oh, ow, sw = args["OH"], args["OW"], args["SW"]
     full_blocks, last_cols = divmod(ow, lanes)
     row_len = (full_blocks + (last_cols > 0)) * lanes + (args["KW"] - 1) * args["DW"] // sw + 1  # per phase

@@ -19,11 +19,11 @@ class _GlobalPool(Op):
         c, h, w = in_shapes[0]
         return {"C": c, "HW": h * w, "XB": 0}
 
-    def channel_blocked_io(self, layer, in_shapes, out_shape, opt_level):
+    def channel_blocked_io(self, layer, in_shapes, out_shape, opt_level, target):
         """Reads either layout; its C×1×1 output is the same memory in both."""
         return ("any",) if opt_level >= 2 else None
 
-    def lowering(self, layer, in_shapes, out_shape, weights, opt_level, layouts=None):
+    def lowering(self, layer, in_shapes, out_shape, weights, opt_level, layouts=None, target=None):
         template, arrays, args = super().lowering(layer, in_shapes, out_shape, weights, opt_level)
         lanes = layouts[0] if layouts else 0
         return template, arrays, dict(args, XB=lanes, CB=args["C"] // lanes if lanes else 0)

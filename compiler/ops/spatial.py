@@ -241,15 +241,15 @@ class Conv2d(Op):
         return args
 
 
-    def scratch_floats(self, layer, in_shapes, out_shape, opt_level):
+    def scratch_floats(self, layer, in_shapes, out_shape, opt_level, target):
         """The Winograd kernel's transformed input (0 for the other kernels)."""
         if opt_level < 2:
             return 0
         from . import winograd
-        wino = winograd.chosen(layer.attrs, in_shapes[0], self.kernel_args(layer, in_shapes, out_shape))
+        wino = winograd.chosen(layer.attrs, in_shapes[0], self.kernel_args(layer, in_shapes, out_shape), target)
         return 0 if wino is None else winograd.scratch_floats(wino, in_shapes[0][0])
 
-    def fast_kernel(self, layer, in_shapes, args) -> str:
+    def fast_kernel(self, layer, in_shapes, args, target) -> str:
         """The kernel this conv gets at opt_level 2: "pointwise", "rowvec", "winograd", "blocked",
         "depthwise" or "plain". args: its kernel_args."""
         from . import fastconv, winograd
@@ -258,9 +258,9 @@ class Conv2d(Op):
                 and (args["OH"], args["OW"]) == (args["H"], args["W"]) \
                 and args["H"] * args["W"] >= fastconv.POINTWISE_MIN_PIXELS:
             return "pointwise"
-        if a.groups == 1 and c <= fastconv.ROWVEC_MAX_CHANNELS and fastconv.rowvec_fits(args):
+        if a.groups == 1 and c <= fastconv.ROWVEC_MAX_CHANNELS and fastconv.rowvec_fits(args, target):
             return "rowvec"
-        if winograd.chosen(a, in_shapes[0], args) is not None:
+        if winograd.chosen(a, in_shapes[0], args, target) is not None:
             return "winograd"
         if a.groups == 1:
             return "blocked"
@@ -268,7 +268,7 @@ class Conv2d(Op):
             return "depthwise"
         return "plain"
 
-    def channel_blocked_io(self, layer, in_shapes, out_shape, opt_level):
+    def channel_blocked_io(self, layer, in_shapes, out_shape, opt_level, target):
         """The blocked kernel reads its input in either layout. The depthwise kernel writes a blocked output only
         from a blocked input (which it can also turn into a C×H×W output). A 1×1 conv on a large map (pointwise
         kernel) takes the blocked kernel when its output is channel-blocked, and reads a blocked input only then.
@@ -277,18 +277,17 @@ class Conv2d(Op):
             return None
         if any(tuple(shape) != tuple(out_shape) for shape in in_shapes[1:]):
             return None  # a residual of another shape (same size) would not index like the output
-        kernel = self.fast_kernel(layer, in_shapes, self.kernel_args(layer, in_shapes, out_shape))
+        kernel = self.fast_kernel(layer, in_shapes, self.kernel_args(layer, in_shapes, out_shape), target)
         residual = ("same",) * (len(in_shapes) - 1)
         if kernel == "blocked":
             return ("any",) + residual
         if kernel == "pointwise":  # the blocked kernel instead when the output is channel-blocked
-            from .fastconv import vector_lanes
-            return ("if_out",) + residual if out_shape[0] % vector_lanes() == 0 else None
+            return ("if_out",) + residual if out_shape[0] % target.lanes == 0 else None
         if kernel == "depthwise":
             return ("for_out",) + residual
         return None
 
-    def lowering(self, layer, in_shapes, out_shape, weights, opt_level, layouts=None):
+    def lowering(self, layer, in_shapes, out_shape, weights, opt_level, layouts=None, target=None):
         """opt_level ≥ 2: the kernel `fast_kernel` names; layouts (compiler/layouts.py) go to the blocked
         and depthwise kernels."""
         template, arrays, args = super().lowering(layer, in_shapes, out_shape, weights, opt_level)
@@ -298,19 +297,20 @@ class Conv2d(Op):
         macs = self.macs(layer, in_shapes, out_shape)
         weights = {k: v for k, v in weights.items() if k in ("weight", "bias")}
         x_lanes, y_lanes = (layouts[0], layouts[-1]) if layouts else (0, 0)
-        kernel = self.fast_kernel(layer, in_shapes, args)
+        kernel = self.fast_kernel(layer, in_shapes, args, target)
         if kernel == "pointwise" and not (x_lanes or y_lanes):
-            return fastconv.pointwise_lowering(args, weights, macs)
+            return fastconv.pointwise_lowering(args, weights, macs, target)
         if kernel == "rowvec":
-            return fastconv.rowvec_lowering(args, weights, macs)
+            return fastconv.rowvec_lowering(args, weights, macs, target)
         if kernel == "winograd":
-            return winograd.winograd_lowering(args, weights, macs, winograd.chosen(layer.attrs, in_shapes[0], args))
+            return winograd.winograd_lowering(args, weights, macs,
+                                              winograd.chosen(layer.attrs, in_shapes[0], args, target))
         if kernel in ("blocked", "pointwise"):
-            return fastconv.blocked_lowering(args, weights, macs, x_lanes, y_lanes)
+            return fastconv.blocked_lowering(args, weights, macs, target, x_lanes, y_lanes)
         if kernel == "depthwise" and x_lanes:
             return fastconv.depthwise_blocked_lowering(args, weights, macs, x_lanes, y_lanes)
         if kernel == "depthwise":
-            return fastconv.depthwise_lowering(args, weights, macs) or (template, arrays, args)
+            return fastconv.depthwise_lowering(args, weights, macs, target) or (template, arrays, args)
         return template, arrays, args
 
 
@@ -382,7 +382,7 @@ class MaxPool2d(_Pool):
         win = _windows(inputs[0], self.axes(layer, inputs[0].shape[1:]), -np.inf)
         return win.max(axis=(4, 5))
 
-    def lowering(self, layer, in_shapes, out_shape, weights, opt_level, layouts=None):
+    def lowering(self, layer, in_shapes, out_shape, weights, opt_level, layouts=None, target=None):
         """opt_level ≥ 2: literal loops when every window lies inside the input, else literal column
         ranges per window column (the padding never read), channels split across threads."""
         template, arrays, args = super().lowering(layer, in_shapes, out_shape, weights, opt_level, layouts)

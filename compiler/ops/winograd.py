@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..target import Target
 from . import fastconv
 
 # Transform matrices (Lavin & Gray, "Fast Algorithms for Convolutional Neural Networks", 2015).
@@ -30,12 +31,11 @@ PAD_ROW_FLOATS = 1024  # split input rows per chunk of channels: enough that the
 MAX_ROW = 512  # input/output row length limit: the kernel keeps split input rows (≥ 1 channel) on the stack
 # Cost model, in cycles; fitted to per-layer times of ResNet-18 and CIFAR VGG on the AVX-512 machine
 # (one 16-lane FMA per cycle), each term measured by leaving the others out.
-DIRECT_MAC_CYCLES = 1 / (16 * 0.93)  # the blocked kernel runs at ~93% of the FMA peak
+DIRECT_EFFICIENCY = 0.93  # the blocked kernel runs at ~93% of the FMA peak (one vector FMA per cycle)
 DIRECT_ONE_VECTOR_SLOWDOWN = 1.5  # ... and at ~62% with an odd number of filter vectors (one per register block)
 GEMM_EFFICIENCY = 0.75  # the products' share of the peak with ≥ 8 accumulators (more loads per FMA than direct)
-TRANSFORM_CYCLES = 6.0  # per input channel, tile row and vector of 16 tiles: split row copies, Bᵀ d B, 16 stores
+TRANSFORM_CYCLES = 6.0  # per input channel, tile row and vector of tiles: split row copies, Bᵀ d B, 16 stores
 OUTPUT_CYCLES = 6.0  # per output value: Aᵀ M A share, bias, residual, activation, scattered store
-L2_BYTES = 768 * 1024  # transformed weights beyond this are re-read from L3 once per register block
 L3_BYTES_PER_CYCLE = 24.0
 MAX_WEIGHT_BYTES = 8 << 20  # beyond this the transformed weights come from memory: keep the direct kernel
 USE_COST_MODEL = True  # False: every eligible layer takes Winograd (tests reach small shapes this way)
@@ -78,11 +78,11 @@ def _row_blocks(tw: int, nt: int) -> list[int]:
     return [tw // n + (1 if i < tw % n else 0) for i in range(n)]
 
 
-def plan(args: dict, c: int, k: int) -> Plan:
-    lanes = fastconv.vector_lanes()
+def plan(args: dict, c: int, k: int, target: Target) -> Plan:
+    lanes = target.lanes
     k_blocks = -(-k // lanes)
     kv = 2 if k_blocks % 2 == 0 else 1
-    nt = 12 if kv == 2 else 24  # KV·NT accumulators: 24 of the 32 vector registers
+    nt = target.vector_registers * 3 // 4 // kv  # KV·NT accumulators: 24 of 32 vector registers, 12 of 16
     th, tw = -(-args["OH"] // 2), -(-args["OW"] // 2)
     if tw >= nt // 2 or th == 1:
         rows = 1
@@ -99,9 +99,9 @@ def plan(args: dict, c: int, k: int) -> Plan:
     return Plan(lanes, k_blocks, kv, th, tw, rows, row_width, tuple(blocks))
 
 
-def predicted_cycles(p: Plan, c: int, k: int, args: dict) -> tuple[float, float]:
+def predicted_cycles(p: Plan, c: int, k: int, args: dict, target: Target) -> tuple[float, float]:
     """(direct, winograd) cycles per sample from the cost model above."""
-    direct = k * args["OH"] * args["OW"] * c * 9 * DIRECT_MAC_CYCLES
+    direct = k * args["OH"] * args["OW"] * c * 9 / (p.lanes * DIRECT_EFFICIENCY)
     if p.kv == 1:  # the blocked kernel's register blocks have the same shape (fastconv.block_shape)
         direct *= DIRECT_ONE_VECTOR_SLOWDOWN
     gemm = 0.0
@@ -111,22 +111,24 @@ def predicted_cycles(p: Plan, c: int, k: int, args: dict) -> tuple[float, float]
     gemm *= p.items
     transform = c * p.items * p.rows_per_item * (p.row_width // p.lanes + 1) * TRANSFORM_CYCLES
     output = k * args["OH"] * args["OW"] * OUTPUT_CYCLES
-    u_bytes = weight_bytes(c, k)
-    stream = u_bytes * p.items * len(p.blocks) / L3_BYTES_PER_CYCLE if u_bytes > L2_BYTES else 0.0
+    u_bytes = weight_bytes(c, k, p.lanes)
+    # transformed weights beyond 3/4 of L2 are re-read from L3 once per register block
+    stream = u_bytes * p.items * len(p.blocks) / L3_BYTES_PER_CYCLE if u_bytes > target.l2_bytes * 3 // 4 else 0.0
     return direct, gemm + transform + output + stream
 
 
-def weight_bytes(c: int, k: int) -> int:
-    return 16 * c * -(-k // fastconv.vector_lanes()) * fastconv.vector_lanes() * 4
+def weight_bytes(c: int, k: int, lanes: int) -> int:
+    return 16 * c * -(-k // lanes) * lanes * 4
 
 
-def chosen(attrs, in_shape, args: dict) -> Plan | None:
+def chosen(attrs, in_shape, args: dict, target: Target) -> Plan | None:
     """The Winograd plan when this layer is eligible and predicted faster than the blocked kernel."""
     c = in_shape[0]
-    if not eligible(attrs, c, args) or (weight_bytes(c, attrs.filters) > MAX_WEIGHT_BYTES and USE_COST_MODEL):
+    if not eligible(attrs, c, args) or (weight_bytes(c, attrs.filters, target.lanes) > MAX_WEIGHT_BYTES
+                                        and USE_COST_MODEL):
         return None
-    p = plan(args, c, attrs.filters)
-    direct, wino = predicted_cycles(p, c, attrs.filters, args)
+    p = plan(args, c, attrs.filters, target)
+    direct, wino = predicted_cycles(p, c, attrs.filters, args, target)
     return p if wino < direct or not USE_COST_MODEL else None
 
 
