@@ -717,6 +717,11 @@ def _lrn(b, node, ins, attrs, name):
 
 
 # ---------------------------------------------------------------- checks against the op's schema
+# INT attributes that the ONNX operators define as 0 or 1.
+FLAG_ATTRIBUTES = {"ceil_mode", "count_include_pad", "transA", "transB", "keepdims", "allowzero",
+                   "select_last_index", "noop_with_empty_axes"}
+
+
 def check_node(b: Builder, node, opset: int) -> None:
     """Attribute types, required attributes and inputs as the op's ONNX schema states them, so no mapping
     meets an attribute of the wrong type or a missing input (a file may lie about any of them)."""
@@ -735,6 +740,8 @@ def check_node(b: Builder, node, opset: int) -> None:
         if a.type != spec.type.value:
             raise b.fail(f"attribute '{a.name}' is {onnx.AttributeProto.AttributeType.Name(a.type)}; "
                          f"{node.op_type} takes {spec.type.name}")
+        if a.name in FLAG_ATTRIBUTES and a.i not in (0, 1):  # runtimes differ on what 2 means
+            raise b.fail(f"attribute '{a.name}' is {a.i}; it is a flag, 0 or 1")
     missing = [name for name, spec in schema.attributes.items() if spec.required and name not in seen]
     if missing:
         raise b.fail(f"missing required attribute '{missing[0]}'")
