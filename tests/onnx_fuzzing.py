@@ -506,9 +506,9 @@ def run_case(seed: Seed, case_seed: int, folder: Path, ort: OrtWorker | None, op
         return Outcome("FAIL", f"load raised {type(e).__name__}: {e}\n{traceback.format_exc()}", done)
     try:
         model_ = compiler.compile(graph, opt_level=level, cache_dir=cache_dir)
-        x = np.random.default_rng(case_seed).standard_normal((seed.batch, *graph.shape(graph.inputs[0])))
-        x = x.astype(np.float32)
-        got = model_.run({graph.inputs[0]: x})
+        data = np.random.default_rng(case_seed)  # every run-time input (a removed initializer makes one more)
+        x = {name: data.standard_normal((seed.batch, *graph.shape(name))).astype(np.float32) for name in graph.inputs}
+        got = model_.run(x)
     except Exception as e:
         return Outcome("FAIL", f"an accepted model failed to compile or run at opt level {level}: "
                                f"{type(e).__name__}: {e}\n{traceback.format_exc()}", done)
@@ -519,7 +519,7 @@ def _judge(graph, model, path, x, got, ort, done, level) -> Outcome:
     outputs = list(graph.outputs)
     reference, source = None, "interpreter"
     if ort is not None:
-        status, value = ort.run(path, {graph.inputs[0]: x})
+        status, value = ort.run(path, x)
         if status == "ok" and all(np.all(np.isfinite(v)) for v in value):
             # convc's outputs are the declared outputs in order (a name listed twice gets a copy of its own)
             if len(value) == len(outputs) and all(np.size(v) == got[o].size for o, v in zip(outputs, value)):
@@ -528,7 +528,7 @@ def _judge(graph, model, path, x, got, ort, done, level) -> Outcome:
             else:  # onnxruntime ran it but returned other outputs or sizes: checked against the interpreter
                 source = "interpreter-ort-differs"
     if reference is None:
-        every = compiler.interpret(graph, {graph.inputs[0]: x}, dtype=np.float64, all_layers=True)
+        every = compiler.interpret(graph, x, dtype=np.float64, all_layers=True)
         beyond = [name for name, v in every.items()
                   if v.size and not (np.all(np.isfinite(v)) and np.max(np.abs(v)) <= FLOAT32_MAX)]
         if beyond:  # weights made of garbage bytes: float32 overflows where the float64 reference does not
