@@ -220,6 +220,31 @@ def cmd_convert(args) -> int:
     return 0
 
 
+def _megabytes(n: int) -> str:
+    return f"{n / 2**20:,.1f} MiB"
+
+
+def cmd_cache(args) -> int:
+    from runtime import cache
+    from runtime.build import default_cache_dir
+    folder = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
+    if args.action == "clear":
+        removed = cache.clear(folder)
+        print(f"removed {len(removed)} libraries ({_megabytes(sum(e.bytes for e in removed))}) from {folder}")
+    elif args.action == "prune":
+        removed = cache.prune(folder, args.max_size)
+        print(f"evicted {len(removed)} least recently used libraries ({_megabytes(sum(e.bytes for e in removed))}) "
+              f"from {folder}")
+    state = cache.usage(folder, args.max_size)
+    print(f"{folder}: {len(state.entries)} libraries, {_megabytes(state.total_bytes)} of "
+          f"{_megabytes(state.max_bytes)} (${cache.MAX_BYTES_VARIABLE} or --max-size sets the cap)")
+    if args.action == "info" and state.entries:
+        newest, oldest = state.entries[-1], state.entries[0]
+        print(f"  last used: newest {time.strftime('%Y-%m-%d %H:%M', time.localtime(newest.last_used))}, "
+              f"oldest {time.strftime('%Y-%m-%d %H:%M', time.localtime(oldest.last_used))}")
+    return 0
+
+
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
     print(f"warning: {message}", file=sys.stderr)
 
@@ -279,6 +304,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model")
     p.add_argument("-o", "--output", help="the picture: .svg, .html or .dot/.gv (default: MODEL's stem + .svg)")
     p.set_defaults(func=cmd_graph)
+
+    p = sub.add_parser("cache", help="show, prune or clear the compiled-library cache")
+    p.add_argument("action", choices=("info", "prune", "clear"),
+                   help="info: size and entries; prune: evict least recently used libraries down to the cap; "
+                        "clear: remove every library no process is building or opening")
+    p.add_argument("--max-size", metavar="SIZE",
+                   help="the cap, e.g. 500M or 2G (default $CONVC_CACHE_MAX_BYTES, else 2G)")
+    p.add_argument("--cache-dir", help="the cache (default $CONVC_CACHE_DIR, else ~/.cache/convc)")
+    p.set_defaults(func=cmd_cache)
     return parser
 
 

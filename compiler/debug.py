@@ -144,8 +144,8 @@ def check_layers(model: Graph | str | os.PathLike | dict[str, Any], *, batch: in
     source = render(lower(debug, plan, plan_memory(debug, plan)))
     code = transform_source(source.code) if transform_source else source.code
     result = build_library(code, source.files, cc=cc, flags=compile_flags(march=target.march, extra=tuple(cflags)),
-                           cache_dir=cache_dir)
-    compiled = runtime.load(result.path)
+                           cache_dir=cache_dir, open_library=runtime.load)
+    compiled = result.opened
     rng = np.random.default_rng(seed)
     lead = (batch,) if graph.batched else ()  # a whole-tensor model takes exactly its shapes
     inputs = {n: rng.standard_normal((*lead, *graph.shape(n))).astype(np.float32) for n in graph.inputs}

@@ -60,21 +60,30 @@ def check_attributes(graph: Graph, limits: Limits = DEFAULT_LIMITS) -> None:
         raise ModelError(f"{graph.source}: the model has {graph.nx.number_of_nodes()} layers; the limit is "
                          f"{limits.max_layers} (compiler.Limits.max_layers)")
     for layer in graph.layers():
-        if layer.op == "input" or not dataclasses.is_dataclass(layer.attrs):
-            continue
-        for f in dataclasses.fields(layer.attrs):
-            # A target shape (reshape, constant) holds tensor sizes, not window or channel counts.
-            limit, which = ((limits.max_tensor_elements, "max_tensor_elements") if f.name == "shape"
-                            else (limits.max_attribute, "max_attribute"))
-            big = [v for v in _ints(getattr(layer.attrs, f.name)) if abs(v) > limit]
-            if big:
-                raise ModelError(f"{layer.where}: attribute '{f.name}' = {big[0]} exceeds the limit "
-                                 f"{limit} (compiler.Limits.{which})")
+        check_layer_attributes(layer, limits)
+
+
+def check_layer_attributes(layer, limits: Limits = DEFAULT_LIMITS) -> None:
+    """One layer's integer attributes (front ends that infer shapes as they parse call it per layer)."""
+    if layer.op == "input" or not dataclasses.is_dataclass(layer.attrs):
+        return
+    for f in dataclasses.fields(layer.attrs):
+        # A target shape (reshape, constant) holds tensor sizes, not window or channel counts.
+        limit, which = ((limits.max_tensor_elements, "max_tensor_elements") if f.name == "shape"
+                        else (limits.max_attribute, "max_attribute"))
+        big = [v for v in _ints(getattr(layer.attrs, f.name)) if abs(v) > limit]
+        if big:
+            raise ModelError(f"{layer.where}: attribute '{f.name}' = {big[0]} exceeds the limit "
+                             f"{limit} (compiler.Limits.{which})")
 
 
 def check_tensor(graph: Graph, layer, limits: Limits = DEFAULT_LIMITS) -> None:
     """One layer's output size; run during shape inference, so no later layer sees a huge input."""
-    shape = graph.shape(layer.name)
+    check_shape(layer, graph.shape(layer.name), limits)
+
+
+def check_shape(layer, shape, limits: Limits = DEFAULT_LIMITS) -> None:
+    """check_tensor for a layer whose output `shape` is known but not yet in a graph."""
     if len(shape) == 3 and max(shape[1:]) > limits.max_spatial:
         raise ModelError(f"{layer.where}: output {list(shape)} has a side longer than "
                          f"{limits.max_spatial} (compiler.Limits.max_spatial)")

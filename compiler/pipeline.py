@@ -45,7 +45,7 @@ def load(model: str | os.PathLike | dict[str, Any], *, allow_outside_paths: bool
         _check_regular_file(path)
         if path.suffix.lower() == ".onnx":
             from .frontends.onnx import parse_onnx  # optional dependency
-            graph, seed = parse_onnx(path, allow_outside_paths=allow_outside_paths)
+            graph, seed = parse_onnx(path, allow_outside_paths=allow_outside_paths, limits=limits)
         elif path.suffix.lower() in (".yaml", ".yml", ".json"):
             _check_file_size(path, limits.max_description_bytes)
             graph, seed = parse_file(path, allow_outside_paths=allow_outside_paths,
@@ -108,8 +108,8 @@ def plan_kernels(model: Graph | str | os.PathLike | dict[str, Any], *, opt_level
 
 def compile(model: Graph | str | os.PathLike | dict[str, Any], *, opt_level: int = DEFAULT_OPT_LEVEL,
             march: str | Target | None = "native", cflags: list[str] | tuple[str, ...] = (), cc: str | None = None,
-            cache_dir: str | os.PathLike | None = None, sanitize: bool = False,
-            progress: Progress = no_progress, threads: int | None = None,
+            cache_dir: str | os.PathLike | None = None, cache_max_bytes: int | str | None = None,
+            sanitize: bool = False, progress: Progress = no_progress, threads: int | None = None,
             profile: bool = False, limits: Limits = DEFAULT_LIMITS,
             kernels: Mapping[str, str] | None = None) -> runtime.Model:
     """Compile a model (Graph, path or dict) to a shared library and load it.
@@ -119,6 +119,8 @@ def compile(model: Graph | str | os.PathLike | dict[str, Any], *, opt_level: int
     it, and cc gets its -march.
     cflags: extra compiler flags. cc: the C compiler (default $CC, else cc).
     cache_dir: where libraries are cached (default $CONVC_CACHE_DIR, else ~/.cache/convc).
+    cache_max_bytes: the cache's cap, bytes or "500M"/"2G" (default $CONVC_CACHE_MAX_BYTES, else 2 GiB);
+      a build evicts least-recently-used libraries until the cache fits.
     sanitize: build with AddressSanitizer + UBSan (the process must preload their runtimes).
     progress: called with each stage's name as it starts (compiler.progress.STAGES), then "done".
     threads: threads of the parallel kernels (default: $OMP_NUM_THREADS, else all cores).
@@ -133,8 +135,9 @@ def compile(model: Graph | str | os.PathLike | dict[str, Any], *, opt_level: int
                         profile=profile)
     flags = compile_flags(march=target.march, sanitize=sanitize, extra=tuple(cflags))
     progress("cc")
-    result = build_library(source.code, source.files, cc=cc, flags=flags, cache_dir=cache_dir)
+    result = build_library(source.code, source.files, cc=cc, flags=flags, cache_dir=cache_dir,
+                           cache_max_bytes=cache_max_bytes, open_library=lambda path: runtime.load(path, threads=threads))
     progress("done")
-    model_ = runtime.load(result.path, threads=threads)
+    model_ = result.opened
     model_.build_info = result
     return model_

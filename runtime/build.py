@@ -3,11 +3,12 @@
 The cache key covers the C source, the files it embeds (weights), convc's version, the
 flags, the compiler's identity and, with -march=native, the CPU. Builds happen in a
 private temporary folder and land with an atomic rename under a per-key file lock, so
-concurrent compiles of one model never see a half-written library.
+concurrent compiles of one model never see a half-written library. Each library carries
+a checksum stamp (runtime/elf.py); the cache is bounded and evicts least-recently-used
+entries (runtime/cache.py).
 """
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
@@ -18,10 +19,12 @@ import time
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Any, Callable
 
-from . import __version__
+from . import __version__, cache as cache_folder
 from .cpu import cpu_identity
-from .errors import BuildError
+from .elf import check_library, stamp
+from .errors import BuildError, LibraryError
 
 # -fopenmp-simd: `#pragma omp simd` only (no OpenMP runtime; the library has its own thread pool).
 # -z nodelete: a model library stays mapped after its last Model is collected, because its pool's
@@ -37,6 +40,8 @@ class BuildResult:
     cache_hit: bool
     seconds: float
     key: str
+    opened: Any = None  # what open_library returned, called while the entry could not be evicted
+    evicted: int = 0  # entries this build evicted to keep the cache under its cap
 
 
 def default_cache_dir() -> Path:
@@ -86,56 +91,77 @@ def cache_key(code: str, files: dict[str, bytes], flags: list[str], cc: str) -> 
     return h.hexdigest()[:40]
 
 
-def _digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def _cached(lib: Path, stamp: Path) -> bool:
-    """True if the cached library exists and its bytes are what was built (not truncated or tampered)."""
+def _cached(lib: Path, record: Path) -> bool:
+    """True if the library is intact (its checksum stamp matches) and its build record is readable."""
     try:
-        return json.loads(stamp.read_text())["sha256"] == _digest(lib)
-    except (OSError, ValueError, KeyError, TypeError):
+        json.loads(record.read_text())["flags"]
+        with open(lib, "rb") as f:
+            check_library(f, os.fstat(f.fileno()).st_size, str(lib))
+        return True
+    except (OSError, ValueError, KeyError, TypeError, LibraryError):
         return False
 
 
 def build_library(code: str, files: dict[str, bytes] | None = None, *, cc: str | None = None,
-                  flags: list[str] | None = None, cache_dir: str | os.PathLike | None = None) -> BuildResult:
-    """Compile `code` (with `files` written beside it) into a cached shared library."""
+                  flags: list[str] | None = None, cache_dir: str | os.PathLike | None = None,
+                  cache_max_bytes: int | str | None = None,
+                  open_library: Callable[[Path], Any] | None = None) -> BuildResult:
+    """Compile `code` (with `files` written beside it) into a cached shared library.
+
+    cache_max_bytes: the cache's cap (default $CONVC_CACHE_MAX_BYTES, else 2 GiB); after a build,
+    least-recently-used entries are evicted until the cache fits. open_library: called with the
+    library's path while no other process can evict it (its result is BuildResult.opened).
+    """
     start = time.perf_counter()
     files = files or {}
     cc = cc or default_cc()
     flags = compile_flags() if flags is None else list(flags)
+    cap = cache_folder.max_bytes(cache_max_bytes)
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     cache.mkdir(parents=True, exist_ok=True)
     key = cache_key(code, files, flags, cc)
-    lib, stamp = cache / f"{key}.so", cache / f"{key}.json"
-    if _cached(lib, stamp):
-        return BuildResult(lib, True, time.perf_counter() - start, key)
-    with open(cache / f"{key}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if _cached(lib, stamp):  # another process built it while we waited
-            return BuildResult(lib, True, time.perf_counter() - start, key)
-        with tempfile.TemporaryDirectory(prefix=f"build-{key[:12]}-", dir=cache) as tmp:
-            work = Path(tmp)
-            (work / "model.c").write_text(code)
-            for name, data in files.items():
-                (work / name).write_bytes(data)
-            cmd = [shutil.which(cc) or cc, *flags, "model.c", "-o", "model.so", "-lm"]
-            try:
-                proc = subprocess.run(cmd, cwd=work, capture_output=True, text=True, timeout=3600)
-            except OSError as e:
-                raise BuildError(f"could not run the C compiler {cc!r}: {e}") from None
-            if proc.returncode != 0 or not (work / "model.so").is_file():
-                logs = cache / "logs"
-                logs.mkdir(exist_ok=True)
-                log = logs / f"{key}.log"
-                log.write_text(f"$ {' '.join(cmd)}\n{proc.stdout}{proc.stderr}")
-                shutil.copyfile(work / "model.c", logs / f"{key}.c")
-                first = next((ln for ln in proc.stderr.splitlines() if "error" in ln), proc.stderr[:300])
-                raise BuildError(f"the C compiler failed (exit {proc.returncode}): {first}", str(log))
-            os.replace(work / "model.so", lib)
-        tmp_stamp = stamp.with_suffix(".json.tmp")
-        tmp_stamp.write_text(json.dumps({"sha256": _digest(lib), "flags": flags, "cc": cc,
-                                         "convc": __version__, "warnings": proc.stderr}))
-        os.replace(tmp_stamp, stamp)
-    return BuildResult(lib, False, time.perf_counter() - start, key)
+    lib, record, _ = cache_folder.entry_paths(cache, key)
+
+    def hit() -> BuildResult:
+        cache_folder.touch(record)
+        opened = open_library(lib) if open_library else None
+        return BuildResult(lib, True, time.perf_counter() - start, key, opened)
+
+    with cache_folder.entry_lock(cache, key, shared=True):
+        if _cached(lib, record):
+            return hit()
+    with cache_folder.entry_lock(cache, key):
+        if _cached(lib, record):  # another process built it while we waited
+            return hit()
+        warnings = _build(code, files, cc, flags, cache, key, lib)
+        tmp_record = record.with_suffix(".json.tmp")
+        tmp_record.write_text(json.dumps({"flags": flags, "cc": cc, "convc": __version__, "warnings": warnings}))
+        os.replace(tmp_record, record)
+        opened = open_library(lib) if open_library else None
+    evicted = cache_folder.prune(cache, cap, keep=frozenset({key}), wait=False)
+    return BuildResult(lib, False, time.perf_counter() - start, key, opened, len(evicted))
+
+
+def _build(code: str, files: dict[str, bytes], cc: str, flags: list[str], cache: Path, key: str, lib: Path) -> str:
+    """Run the compiler in a private folder and move the stamped library to `lib`; returns its warnings."""
+    with tempfile.TemporaryDirectory(prefix=f"build-{key[:12]}-", dir=cache) as tmp:
+        work = Path(tmp)
+        (work / "model.c").write_text(code)
+        for name, data in files.items():
+            (work / name).write_bytes(data)
+        cmd = [shutil.which(cc) or cc, *flags, "model.c", "-o", "model.so", "-lm"]
+        try:
+            proc = subprocess.run(cmd, cwd=work, capture_output=True, text=True, timeout=3600)
+        except OSError as e:
+            raise BuildError(f"could not run the C compiler {cc!r}: {e}") from None
+        if proc.returncode != 0 or not (work / "model.so").is_file():
+            logs = cache / cache_folder.LOGS
+            logs.mkdir(exist_ok=True)
+            log = logs / f"{key}.log"
+            log.write_text(f"$ {' '.join(cmd)}\n{proc.stdout}{proc.stderr}")
+            shutil.copyfile(work / "model.c", logs / f"{key}.c")
+            first = next((ln for ln in proc.stderr.splitlines() if "error" in ln), proc.stderr[:300])
+            raise BuildError(f"the C compiler failed (exit {proc.returncode}): {first}", str(log))
+        (work / "model.stamped.so").write_bytes(stamp((work / "model.so").read_bytes()))
+        os.replace(work / "model.stamped.so", lib)
+    return proc.stderr

@@ -1,7 +1,8 @@
 """A compiled model: a shared library loaded through cffi, called with NumPy arrays.
 
 The library carries its own metadata (names, shapes, dtype, versions), so this
-module never needs the compiler. Every argument is checked before a pointer reaches C.
+module never needs the compiler. A library is checked (ELF structure, checksum stamp) before
+dlopen maps it, and every argument is checked before a pointer reaches C.
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ import numpy as np
 
 from . import __version__
 from .cpu import missing_features
-from .elf import needed_libraries
+from .elf import check_library, check_library_bytes, stamp
 from .errors import LibraryError
 
 ABI_VERSION = 2
@@ -42,11 +43,12 @@ class Model:
 
     def __init__(self, path: str | os.PathLike, threads: int | None = None):
         self._path = Path(path).resolve()
-        if not self._path.is_file():
-            raise LibraryError(f"{path}: no such compiled model")
-        _check_sanitizer_runtime(self._path)
+        # Kept open: the checks read these bytes, and save() and pickling copy them even after
+        # the file at the path is replaced or evicted from the cache.
+        self._file, library = _open_checked(self._path, str(path))
+        _check_sanitizer_runtime(self._path, library.needed)
         try:
-            self._lib = _ffi.dlopen(str(_path_to_open(self._path)))
+            self._lib = _dlopen(_path_to_open(self._path, self._file))
         except OSError as e:
             raise LibraryError(f"{path}: cannot load the library (corrupt, or built for another system): {e}") from None
         self._check_cpu()
@@ -200,25 +202,28 @@ class Model:
 
     # -- files and pickling
     def save(self, path: str | os.PathLike) -> Path:
-        """Copy the library to `path`; `runtime.load(path)` reopens it without the compiler."""
+        """Copy the library (with its checksum stamp) to `path`; `runtime.load(path)` reopens it without the compiler."""
         path = Path(path)
-        # Copy then rename: overwriting a library in place would crash every process that has it loaded.
+        # Write then rename: overwriting a library in place would crash every process that has it loaded.
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        shutil.copyfile(self._path, tmp)
+        tmp.write_bytes(stamp(self._library_bytes()))
         os.replace(tmp, path)
         return path
 
+    def _library_bytes(self) -> bytes:
+        return _read_all(self._file)
+
     def __reduce__(self):
-        return (_from_bytes, (self._path.read_bytes(),))
+        return (_from_bytes, (self._library_bytes(),))
 
 
 SANITIZER_PRELOAD = ('LD_PRELOAD="$(cc -print-file-name=libasan.so) $(cc -print-file-name=libubsan.so)" '
                      'ASAN_OPTIONS=detect_leaks=0')
 
 
-def _check_sanitizer_runtime(path: Path) -> None:
+def _check_sanitizer_runtime(path: Path, needed: tuple[str, ...]) -> None:
     """A library built with sanitize=True needs ASan loaded first; without it, dlopen would exit the process."""
-    if not any(name.startswith("libasan.so") for name in needed_libraries(path)):
+    if not any(name.startswith("libasan.so") for name in needed):
         return
     import ctypes
     if not hasattr(ctypes.CDLL(None), "__asan_init"):
@@ -226,17 +231,78 @@ def _check_sanitizer_runtime(path: Path) -> None:
                            f"start Python with {SANITIZER_PRELOAD} (see docs/SECURITY.md)")
 
 
+_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+          (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+
+
+def _open_checked(path: Path, shown: str):
+    """Open the library (never blocking, even on a FIFO) and check it; returns (file, LibraryFile)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise LibraryError(f"{shown}: no such compiled model") from None
+    except OSError as e:
+        raise LibraryError(f"{shown}: cannot open the library: {e.strerror}") from None
+    try:
+        st = os.fstat(fd)
+        kind = next((name for test, name in _KINDS if test(st.st_mode)), None)
+        if kind is not None:
+            raise LibraryError(f"{shown}: not a compiled model but {kind}")
+    except BaseException:
+        os.close(fd)
+        raise
+    f = os.fdopen(fd, "rb", buffering=0)
+    try:
+        return f, check_library(f, st.st_size, shown)
+    except BaseException:
+        f.close()
+        raise
+
+
 # dlopen hands back the library already loaded under the same path, even if the file was replaced since;
 # so each path remembers the file it was first opened as, and a different file there is opened by content.
 _opened: dict[Path, tuple[int, int, int, int]] = {}
 
 
-def _path_to_open(path: Path) -> Path:
-    st = path.stat()
-    identity = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
-    if _opened.setdefault(path, identity) == identity:
+def _identity(st: os.stat_result) -> tuple[int, int, int, int]:
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
+
+
+def _path_to_open(path: Path, checked) -> Path:
+    """A path whose file is the one `checked` holds: `path` itself, or a private copy of the checked bytes."""
+    identity = _identity(os.fstat(checked.fileno()))
+    try:
+        same = _identity(path.stat()) == identity  # not replaced since it was checked
+    except OSError:
+        same = False
+    if same and _opened.setdefault(path, identity) == identity:
         return path
-    return _private_copy(path.read_bytes())
+    return _private_copy(_read_all(checked))
+
+
+# A library is never unmapped (-z nodelete), and cffi keeps every handle it opens: so one handle per file
+# opened, not one per load, or a process that reloads a model would grow with every load.
+_handles: dict[Path, Any] = {}
+
+
+def _dlopen(path: Path):
+    lib = _handles.get(path)
+    if lib is None:
+        lib = _handles[path] = _ffi.dlopen(str(path))
+    return lib
+
+
+def _read_all(f) -> bytes:
+    """The whole file behind the open `f`, whatever has happened to its path since."""
+    size = os.fstat(f.fileno()).st_size
+    parts, offset = [], 0
+    while offset < size:
+        part = os.pread(f.fileno(), min(size - offset, 1 << 30), offset)
+        if not part:
+            break
+        parts.append(part)
+        offset += len(part)
+    return b"".join(parts)
 
 
 def _private_copy(data: bytes) -> Path:
@@ -257,7 +323,8 @@ def _private_copy(data: bytes) -> Path:
 
 
 def _from_bytes(data: bytes) -> Model:
-    """Re-create a pickled model from its library bytes."""
+    """Re-create a pickled model from its library bytes, checked before anything is written or mapped."""
+    check_library_bytes(data, "the library of an unpickled model")
     return Model(_private_copy(data))
 
 

@@ -12,6 +12,7 @@ import runtime
 import runtime.model
 from compiler import BuildError, LibraryError
 from runtime.cpu import cpu_flags, missing_features
+from runtime.elf import stamp
 from conftest import model_dict, random_input
 
 
@@ -56,14 +57,20 @@ def test_library_for_another_abi(tmp_path, monkeypatch):
 def test_not_a_convc_library(tmp_path):
     libm = shutil.copyfile(next(p for p in (Path("/lib/x86_64-linux-gnu/libm.so.6"), Path("/usr/lib64/libm.so.6"),
                                             Path("/lib64/libm.so.6")) if p.exists()), tmp_path / "libm.so")
-    with pytest.raises(LibraryError, match="not a convc model"):
+    with pytest.raises(LibraryError, match="no convc checksum .* not written by convc"):
         runtime.load(libm)
+    stamped = tmp_path / "stamped-libm.so"  # intact and stamped, but not a model
+    stamped.write_bytes(stamp(libm.read_bytes()))
+    with pytest.raises(LibraryError, match="not a convc model"):
+        runtime.load(stamped)
 
 
-@pytest.mark.parametrize("content", [b"", b"\x7fELF garbage", b"#!/bin/sh\necho hi\n"])
-def test_corrupt_library(tmp_path, content):
+@pytest.mark.parametrize("content, message", [(b"", "the file is empty"),
+                                              (b"\x7fELF garbage", "fewer than the 64-byte ELF header"),
+                                              (b"#!/bin/sh\necho hi\n", "does not start with the ELF magic")])
+def test_corrupt_library(tmp_path, content, message):
     (tmp_path / "bad.so").write_bytes(content)
-    with pytest.raises(LibraryError, match="cannot load the library"):
+    with pytest.raises(LibraryError, match=message):
         runtime.load(tmp_path / "bad.so")
 
 

@@ -18,10 +18,11 @@ import numpy as np
 
 from ...errors import BatchAxisError, ModelError
 from ...ir import Graph
+from ...limits import DEFAULT_LIMITS, Limits
 from ...ops import ONNX_TYPES
 # .reading first: without the onnx package it raises the ModelError that names the extra to install.
-from .reading import (LATEST_OPSET, MAX_MODEL_BYTES, input_dims, load_external_data, node_attrs,
-                      per_sample_shape, read_model, upgrade_opset)
+from .reading import (LATEST_OPSET, MAX_MODEL_BYTES, check_node, check_outputs, check_unique_names, input_dims,
+                      load_external_data, node_attrs, per_sample_shape, read_model, upgrade_opset)
 from .builder import (Act, Builder, Value, axis_per_sample, const_input, first_act, ints, lift_1d, operand, pair,
                       per_sample_constant, spatial_2d, unlift_1d, window_padding)
 from .handlers import HANDLERS, Handler, handles
@@ -37,27 +38,32 @@ __all__ = ["graph_from_model", "parse_onnx", "read_model", "load_external_data",
            "handles", "NONDETERMINISTIC", "fold", "to_description"]
 
 
-def graph_from_model(model, source: str = "<onnx>", bind: dict[str, np.ndarray] | None = None) -> Graph:
+def graph_from_model(model, source: str = "<onnx>", bind: dict[str, np.ndarray] | None = None,
+                     limits: Limits = DEFAULT_LIMITS) -> Graph:
     """An onnx.ModelProto -> Graph without shapes (the pipeline infers and validates them).
 
     bind: values for graph inputs to treat as constants; the other inputs without initializers are run-time
     inputs, each with the batch as its first axis. The model imports batched (each sample on its own, any
     batch size at call time) unless a node acts across the batch axis or an input has no other axis: then it
     imports as a whole-tensor model for its inputs' fixed shapes (the batch size it was exported with).
+    limits: size bounds checked as each layer is built (compiler.Limits).
     """
     try:
-        return _graph_from_model(model, source, bind, batched=True)
+        return _graph_from_model(model, source, bind, True, limits)
     except BatchAxisError as batched_error:
         try:
-            return _graph_from_model(model, source, bind, batched=False)
+            return _graph_from_model(model, source, bind, False, limits)
         except ModelError as whole_error:
             raise ModelError(f"{batched_error}; so the model must compile as whole tensors of fixed shape, but: "
                              f"{whole_error}") from None
 
 
-def _graph_from_model(model, source: str, bind: dict[str, np.ndarray] | None, batched: bool) -> Graph:
+def _graph_from_model(model, source: str, bind: dict[str, np.ndarray] | None, batched: bool,
+                      limits: Limits) -> Graph:
     model, opset, upgraded_from = upgrade_opset(model, source)
     g = model.graph
+    check_unique_names(model, source)
+    check_outputs(model, source)
 
     values: dict[str, Value] = {}
     for init in g.initializer:
@@ -91,7 +97,7 @@ def _graph_from_model(model, source: str, bind: dict[str, np.ndarray] | None, ba
         raise ModelError(f"{source}: unsupported: {counts} (nodes {listing})")
 
     reserved = {i.name for i in g.input} | {o for n in g.node for o in n.output} | {o.name for o in g.output}
-    b = Builder(source, reserved, batched)
+    b = Builder(source, reserved, batched, limits)
     b.opset = opset
     b.upgraded_from = upgraded_from
     b.used = {i for n in g.node for i in n.input if i} | {o.name for o in g.output}
@@ -102,6 +108,8 @@ def _graph_from_model(model, source: str, bind: dict[str, np.ndarray] | None, ba
 
     for node in g.node:
         b.node = node
+        if node.domain in ("", "ai.onnx"):
+            check_node(b, node, opset)
         ins = []
         for i in node.input:
             if not i:
@@ -135,10 +143,11 @@ def _graph_from_model(model, source: str, bind: dict[str, np.ndarray] | None, ba
     return Graph.from_layers(name, b.layers, outputs, b.weights, source)
 
 
-def parse_onnx(path: str | os.PathLike, allow_outside_paths: bool = False) -> tuple[Graph, None]:
+def parse_onnx(path: str | os.PathLike, allow_outside_paths: bool = False,
+               limits: Limits = DEFAULT_LIMITS) -> tuple[Graph, None]:
     """A .onnx file -> (Graph, None): the weights come from the file, so there is no seed."""
     path = Path(path)
     model = read_model(path, allow_outside_paths)
-    return graph_from_model(model, str(path)), None
+    return graph_from_model(model, str(path), limits=limits), None
 
 

@@ -19,6 +19,7 @@ import numpy as np
 
 from ...errors import BatchAxisError, ConvcWarning, ModelError
 from ...ir import Layer
+from ...limits import DEFAULT_LIMITS, Limits, check_layer_attributes, check_shape
 from ...ops import REGISTRY
 from ...ops.base import parse_attrs
 from ...shapes import output_shape
@@ -38,8 +39,9 @@ Value = Act | np.ndarray
 class Builder:
     """Accumulates native layers, their per-sample shapes and weights while walking the ONNX nodes."""
 
-    def __init__(self, source: str, reserved: set[str], batched: bool = True):
+    def __init__(self, source: str, reserved: set[str], batched: bool = True, limits: Limits = DEFAULT_LIMITS):
         self.source = source
+        self.limits = limits
         self.batched = batched  # False: a whole-tensor model (see the module docstring)
         self.layers: list[Layer] = []
         self.shapes: dict[str, tuple[int, ...]] = {}
@@ -93,9 +95,11 @@ class Builder:
         source = self.at
         parsed = parse_attrs(REGISTRY[op].Attrs, attrs, f"{source}: layer '{name}' ({op})")
         layer = Layer(name, op, parsed, tuple(a.layer for a in inputs), source, batched=self.batched)
+        check_layer_attributes(layer, self.limits)  # before a shape rule sees them, as the pipeline does
         with warnings.catch_warnings():  # the pipeline's shape inference warns once, later
             warnings.simplefilter("ignore", ConvcWarning)
             shape = output_shape(layer, [a.shape for a in inputs])
+        check_shape(layer, shape, self.limits)
         self.layers.append(layer)
         self.shapes[name] = shape
         for suffix, value in (weights or {}).items():

@@ -2,6 +2,8 @@
 with onnx's reference evaluator (Shape, Size and ConstantOfShape directly)."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import onnx
 from onnx import numpy_helper
@@ -37,9 +39,16 @@ def fold(b: Builder, node, ins: list, opset_imports, batch_value: int | None) ->
     if t == "Size" and isinstance(ins[0], Act):
         return [np.array((batch_value or 1) * int(np.prod(ins[0].shape)), dtype=np.int64)]
     if t == "ConstantOfShape":  # fast path: exporters build whole weight tensors this way
-        fill = node_attrs(node).get("value")
-        fill = np.zeros(1, np.float32) if fill is None else numpy_helper.to_array(fill).reshape(-1)
-        return [np.full([int(d) for d in np.asarray(ins[0]).reshape(-1)], fill[0], dtype=fill.dtype)]
+        try:
+            fill = node_attrs(node).get("value")
+            fill = np.zeros(1, np.float32) if fill is None else numpy_helper.to_array(fill).reshape(-1)[:1]
+            shape = [int(d) for d in np.asarray(ins[0]).reshape(-1)]
+        except Exception as e:  # a value tensor or shape that lies about its data
+            raise b.fail(f"cannot read its value or shape: {type(e).__name__}: {e}") from None
+        if fill.size != 1 or any(d < 0 for d in shape) or math.prod(shape) > b.limits.max_weights:
+            raise b.fail(f"shape {shape} with {fill.size} fill value(s): needs one value and a shape of at most "
+                         f"{b.limits.max_weights} elements (compiler.Limits.max_weights)")
+        return [np.full(shape, fill[0], dtype=fill.dtype)]
     from onnx.reference import ReferenceEvaluator
     feeds = {name: v for name, v in zip(node.input, ins) if name}
     graph = onnx.helper.make_graph(

@@ -192,7 +192,11 @@ def _batchnorm(b, node, ins, attrs, name):
     if any(p.size != b.sample(x)[0] for p in (scale, bias, mean, var)):
         raise b.fail(f"scale, B, mean and var must have one value per channel ({b.sample(x)[0]}); got sizes "
                      f"{[p.size for p in (scale, bias, mean, var)]} (non-spatial batchnorm is not supported)")
-    return [b.add(name, "batchnorm", {"eps": float(attrs.get("epsilon", 1e-5))}, [x],
+    eps = float(attrs.get("epsilon", 1e-5))
+    if var.dtype.kind not in "fiu" or not np.all(var.astype(np.float64) + eps > 0):
+        # the square root of a negative variance: NaN, which kernels and the interpreter propagate differently
+        raise b.fail("input_var + epsilon must be positive for every channel (a variance cannot be negative)")
+    return [b.add(name, "batchnorm", {"eps": eps}, [x],
                   {"weight": scale, "bias": bias, "running_mean": mean, "running_var": var})]
 
 
