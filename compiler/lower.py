@@ -23,6 +23,7 @@ from .memory import ALIGN_FLOATS, Arena, Buffer, plan_memory
 from .ops.base import fmt_shape
 
 ABI_VERSION = 2
+MAX_KERNEL_ARRAYS = 4  # constant arrays one kernel reads: struct convc_task's w[] (templates/threads.c.j2)
 INDEX_LIMIT = 2**31 - 1  # kernels index with C int
 
 
@@ -223,25 +224,40 @@ def lower(graph: Graph, kernels: KernelPlan, arena: Arena | None = None, profile
     constants = [blob.add(layer.name, suffix, array) for layer in graph.layers() if layer.spec.is_constant
                  for suffix, array in layer.spec.lower_weights(layer, graph.layer_weights(layer.name)).items()]
     profiled: list[str] = []
+    shared: dict[tuple, KernelInstance] = {}  # a kernel configuration -> its one function
     for index, layer in enumerate(graph.layers()):
         if layer.name not in kernels:
             continue
         choice = kernels[layer.name]
         arrays = KERNELS[choice.kernel].arrays(layer, graph.layer_weights(layer.name), choice.params)
+        if len(arrays) > MAX_KERNEL_ARRAYS:
+            raise ValueError(f"{layer.where}: its kernel reads {len(arrays)} constant arrays; at most "
+                             f"{MAX_KERNEL_ARRAYS} fit the thread pool's task (templates/threads.c.j2)")
         offsets = {suffix: blob.add(layer.name, suffix, array) for suffix, array in arrays.items()}
-        fn = c_identifier(index, layer.primary)  # L1_conv1 for conv1 + relu_2
         context = params_context(choice.params)
         check_c_ints(layer, context)
         scratch = _scratch(layer, choice.scratch_floats, arena)
-        context.update(fn=fn, w=offsets, inputs=[f"x{i}" for i in range(len(layer.inputs))], scratch=bool(scratch),
-                       header=header_lines(graph, index, layer, choice.layouts))
-        instances.append(KernelInstance(layer.name, choice.kernel, choice.template, context, choice.uses_thread_pool))
-        args = tuple(_pointer(arena.buffers[i], constants) for i in layer.inputs + (layer.name,)) + tuple(scratch)
+        context.update(inputs=[f"x{i}" for i in range(len(layer.inputs))], scratch=bool(scratch),
+                       w={suffix: f"w_{suffix}" for suffix in arrays}, weights=[f"w_{suffix}" for suffix in arrays])
+        # Layers of one configuration (template and every value it renders) share one C function: the
+        # constant arrays are arguments, so nothing else differs.
+        key = (choice.template, repr(sorted(context.items())))
+        instance = shared.get(key)
+        if instance is None:
+            fn = c_identifier(index, layer.primary)  # L1_conv1 for conv1 + relu_2
+            context.update(fn=fn, header=header_lines(graph, index, layer, choice.layouts))
+            instance = KernelInstance(layer.name, choice.kernel, choice.template, context, choice.uses_thread_pool)
+            shared[key] = instance
+            instances.append(instance)
+        else:
+            instance.context["header"] += (c_comment(f"also layer {index} {' + '.join(c_name(n) for n in layer.sources)}"),)
+        args = tuple(_pointer(arena.buffers[i], constants) for i in layer.inputs + (layer.name,))
         repeat = graph.repeats(layer.name)
         if repeat > 1:  # each repetition moves every tensor argument by one sample of it
             sizes = [int(np.prod(graph.shape(i)[1:])) for i in layer.inputs + (layer.name,)]
-            args = tuple(dataclasses.replace(p, step=n) for p, n in zip(args, sizes)) + args[len(sizes):]
-        calls.append(Call(fn, args, len(profiled) if profile else None, repeat, repeat > 1))
+            args = tuple(dataclasses.replace(p, step=n) for p, n in zip(args, sizes))
+        args += tuple(Pointer("convc_weights", offsets[suffix]) for suffix in arrays) + tuple(scratch)
+        calls.append(Call(instance.context["fn"], args, len(profiled) if profile else None, repeat, repeat > 1))
         if profile:
             profiled.append(layer.name)
     copies = [Copy(Pointer(f"y{graph.outputs.index(out)}"), _pointer(arena.buffers[src], constants),

@@ -404,23 +404,22 @@ def _pointer(graph: Graph, arena: Arena, lowered: LoweredModel, tensor: str) -> 
 def _check_calls(graph: Graph, plan: KernelPlan, arena: Arena, lowered: LoweredModel) -> None:
     computed = [layer for layer in graph.layers() if layer.name in plan.choices]
     names = [layer.name for layer in computed]
-    instances = [k.layer for k in lowered.kernels]
-    if instances != names:
-        diff = next((i for i, (a, b) in enumerate(zip(instances, names)) if a != b), min(len(instances), len(names)))
-        _fail(f"kernel instances {instances[diff:diff + 3]}... at position {diff}; the computed layers in "
-              f"topological order are {names[diff:diff + 3]}...")
     if len(lowered.calls) != len(names):
         _fail(f"{len(lowered.calls)} calls for {len(names)} computed layers")
-    seen: set[str] = set()
-    for layer, instance, call in zip(computed, lowered.kernels, lowered.calls):
+    functions = {k.context.get("fn"): k for k in lowered.kernels}
+    if len(functions) != len(lowered.kernels):
+        _fail(f"{len(lowered.kernels)} kernel functions under {len(functions)} names")
+    firsts = [k.layer for k in lowered.kernels]
+    if firsts != [n for n in names if n in firsts]:
+        _fail(f"kernel functions {firsts} are not in the topological order of their first layers")
+    for layer, call in zip(computed, lowered.calls):
         choice = plan.choices[layer.name]
+        instance = functions.get(call.fn)
+        if instance is None:
+            _fail(f"{layer.where}: call of {call.fn!r}, which no kernel function defines")
         if (instance.kernel, instance.template) != (choice.kernel, choice.template):
             _fail(f"{layer.where}: lowered as {instance.kernel!r} ({instance.template}); the plan chose "
                   f"{choice.kernel!r} ({choice.template})")
-        if instance.context.get("fn") != call.fn or call.fn in seen:
-            _fail(f"{layer.where}: call of {call.fn!r}, kernel function {instance.context.get('fn')!r} (or a "
-                  "name used twice)")
-        seen.add(call.fn)
         expected = [_pointer(graph, arena, lowered, t) for t in layer.inputs + (layer.name,)]
         if graph.repeats(layer.name) > 1:  # called once per index of the leading axis: each step one sample
             expected = [dataclasses.replace(ptr, step=_floats(graph.shape(t)[1:]))
@@ -428,18 +427,18 @@ def _check_calls(graph: Graph, plan: KernelPlan, arena: Arena, lowered: LoweredM
             if (call.repeat, call.repeated) != (graph.repeats(layer.name), True):
                 _fail(f"{layer.where}: call {call.fn} repeats {call.repeat} times; it runs on each of the "
                       f"{graph.repeats(layer.name)} samples of its leading axis")
+        # The constant arrays the function reads are its arguments: this layer's own, from the blob.
+        suffixes = [w.removeprefix("w_") for w in instance.context.get("weights", [])]
+        expected += [Pointer("convc_weights", lowered.weights.offsets.get((layer.name, s), -1)) for s in suffixes]
         if choice.scratch_floats:
             expected.append(Pointer("arena", arena.scratch[layer.name].index))
         if list(call.args) != expected:
-            labels = [f"input {i} ({t!r})" for i, t in enumerate(layer.inputs)] + ["output", "scratch"]
+            labels = ([f"input {i} ({t!r})" for i, t in enumerate(layer.inputs)] + ["output"]
+                      + [f"weights {s!r}" for s in suffixes] + ["scratch"])
             wrong = next((i for i, (a, b) in enumerate(zip(call.args, expected)) if a != b), None)
-            what = (f"{labels[wrong]} is {call.args[wrong]}, the memory plan says {expected[wrong]}"
+            what = (f"{labels[wrong]} is {call.args[wrong]}, the memory plan and the blob say {expected[wrong]}"
                     if wrong is not None else f"{len(call.args)} arguments, expected {len(expected)}")
             _fail(f"{layer.where}: call {call.fn}: {what}")
-        for suffix, offset in instance.context.get("w", {}).items():
-            if lowered.weights.offsets.get((layer.name, suffix)) != offset:
-                _fail(f"{layer.where}: its kernel reads weights {suffix!r} at {offset}, the blob has them at "
-                      f"{lowered.weights.offsets.get((layer.name, suffix))}")
     slots = [call.profile_slot for call in lowered.calls]
     profiled = lowered.metadata.get("profile_layers")
     if (any(s is not None for s in slots) or profiled is not None) and (

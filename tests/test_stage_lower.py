@@ -59,12 +59,15 @@ def test_one_call_per_computed_layer_with_the_memory_plans_pointers(target):
                                              (("relu_2", "conv1"), ("m", "m"), ("s", "s"), ("fc", "fc"))]
     b = arena.buffers
     k_offset = lowered.weights.offsets[("k", "value")]
-    assert lowered.calls[0].args == (Pointer("x0"), Pointer("arena", b["relu_2"].index))
+    def weights(layer):  # the layer's own constant arrays, passed after its tensors
+        return tuple(Pointer("convc_weights", o) for (name, _), o in lowered.weights.offsets.items() if name == layer)
+    assert weights("relu_2") and weights("fc")
+    assert lowered.calls[0].args == (Pointer("x0"), Pointer("arena", b["relu_2"].index)) + weights("relu_2")
     assert lowered.calls[1].args == (Pointer("arena", b["relu_2"].index), Pointer("convc_weights", k_offset),
                                      Pointer("arena", b["m"].index))
     assert lowered.calls[2].args == (Pointer("arena", b["m"].index), Pointer("arena", b["relu_2"].index),
                                      Pointer("arena", b["s"].index))
-    assert lowered.calls[3].args == (Pointer("arena", b["s"].index), Pointer("y0"))  # f is s's storage
+    assert lowered.calls[3].args == (Pointer("arena", b["s"].index), Pointer("y0")) + weights("fc")  # f: s's storage
     assert lowered.copies == [Copy(Pointer("y1"), Pointer("x0"), 3 * 8 * 8)]
     assert lowered.sample_tensors == [SampleTensor("x0", 0, 192, True), SampleTensor("y0", 0, 5, False),
                                       SampleTensor("y1", 1, 192, False)]
@@ -78,6 +81,18 @@ def test_the_kernel_comment_names_the_primary_layer_and_the_merged_ones():
     _, _, _, lowered = stages(NET[:2], (3, 8, 8))
     assert lowered.kernels[0].context["fn"] == "L1_conv1"
     assert lowered.kernels[0].context["header"][0].startswith("layer 1 conv1 + relu_2 (fused_conv2d): 3x8x8 -> 16x8x8")
+
+
+@each_target
+def test_layers_of_one_configuration_share_one_function_with_their_own_weights(target):
+    same = {"op": "conv2d", "filters": 8, "kernel": 3, "padding": 1}
+    layers = [{"name": "a", **same}, {"name": "b", **same}, {"name": "c", **same, "stride": 2}]
+    _, _, _, lowered = stages(layers, (8, 10, 10), target=target)
+    assert [c.fn for c in lowered.calls] == ["L1_a", "L1_a", "L3_c"]
+    assert [k.layer for k in lowered.kernels] == ["a", "c"]
+    assert "also layer 2 b" in "\n".join(lowered.kernels[0].context["header"])
+    own = [{p.offset for p in c.args if p.base == "convc_weights"} for c in lowered.calls]
+    assert all(own) and not own[0] & own[1]  # a and b read their own arrays
 
 
 def test_constants_come_first_and_every_array_starts_on_a_64_byte_line():
@@ -128,7 +143,8 @@ def test_a_kernel_with_scratch_gets_its_block_as_the_last_argument(target):
                                          (16, 12, 12), target=target)
     assert plan["r"].kernel == "winograd"
     call = lowered.calls[0]
-    assert call.args[-1] == Pointer("arena", arena.scratch["r"].index) and len(call.args) == 3
+    assert call.args[-1] == Pointer("arena", arena.scratch["r"].index)
+    assert [p.base for p in call.args[2:-1]] == ["convc_weights"] * len(lowered.kernels[0].context["weights"])
     assert lowered.kernels[0].context["scratch"] is True and lowered.kernels[1].context["scratch"] is False
 
 

@@ -504,18 +504,19 @@ def _misaligned_weights(s: Stages) -> Stages:
 LOWERED_BREAKS = {
     "a call reading another tensor": (lambda s: _call(s, "d_act", _args(lambda a: (Pointer("arena", 0),) + a[1:])),
                                       ["'d_act'", "input 0 ('e_act')", "offset=0", "offset=2304"]),
-    "a call writing another array": (lambda s: _call(s, "fc", _args(lambda a: a[:-1] + (Pointer("y1"),))),
+    "a call writing another array": (lambda s: _call(s, "fc", _args(lambda a: a[:1] + (Pointer("y1"),) + a[2:])),
                                      ["'fc'", "output is Pointer(base='y1'"]),
     "a call without its scratch": (lambda s: _call(s, "w", _args(lambda a: a[:-1])),
-                                   ["'w'", "2 arguments, expected 3"]),
+                                   ["'w'", "4 arguments, expected 5"]),
     "a call of another function": (lambda s: _call(s, "w", lambda c: dataclasses.replace(c, fn="L9_other")),
                                    ["'w'", "L9_other"]),
-    "kernels out of order": (_swap_first_kernels, ["kernel instances", "topological order"]),
+    "kernels out of order": (_swap_first_kernels, ["kernel functions", "topological order"]),
     "a missing call": (lambda s: _lowered(s, calls=s.lowered.calls[:-1]), ["5 calls for 6 computed layers"]),
     "another kernel than the plan's": (lambda s: _kernel(s, 0, kernel="plain"), ["'a_act'", "'plain'", "'direct'"]),
-    "weights read at another offset": (lambda s: _kernel(s, 0, context={**s.lowered.kernels[0].context,
-                                                                          "w": {"weight": 16, "bias": 0}}),
-                                       ["'a_act'", "weights"]),
+    "weights read at another offset": (
+        lambda s: _call(s, "a_act", _args(lambda a: tuple(Pointer("convc_weights", 1) if p.base == "convc_weights"
+                                                          else p for p in a))),
+        ["'a_act'", "weights '", "offset=1"]),
     "misaligned weights": (_misaligned_weights, ["'w'", "not 64-byte aligned"]),
     "a missing copy": (lambda s: _lowered(s, copies=[]), ["copies []", "y2"]),
     "profile slots without profiled layers": (
