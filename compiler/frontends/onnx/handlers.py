@@ -443,6 +443,18 @@ def _lrn(b, node, ins, attrs, name):
                   [x])]
 
 
+@handles("Selu")
+def _selu(b, node, ins, attrs, name):
+    """With ONNX's default alpha and gamma (torch's constants) `selu`; other values become elu(alpha) · gamma."""
+    from ...ops.activations import SELU_ALPHA, SELU_SCALE
+    x = first_act(b, ins)
+    alpha, gamma = float(attrs.get("alpha", SELU_ALPHA)), float(attrs.get("gamma", SELU_SCALE))
+    if np.float32(alpha) == np.float32(SELU_ALPHA) and np.float32(gamma) == np.float32(SELU_SCALE):
+        return [b.add(name, "selu", {}, [x])]
+    elu = b.helper(f"{name}_elu", "elu", {"alpha": alpha}, [x])
+    return [b.add(name, "mul", {}, [elu, b.constant(np.float32(gamma), f"{name}_gamma")])]
+
+
 def one_to_one(b, node, ins, attrs, name):
     """The op's attributes from the node's (the op's `onnx_attributes`), its defaults as ONNX's."""
     op = ONNX_TYPES[node.op_type]
