@@ -104,7 +104,8 @@ class Sigmoid(_Pointwise):
     doc = "1 / (1 + exp(−x))"
 
     def reference(self, layer, inputs, weights):
-        return 1.0 / (1.0 + np.exp(-inputs[0]))
+        with np.errstate(over="ignore"):  # exp(−x) = inf for x < −709: 1/inf = 0, the limit
+            return 1.0 / (1.0 + np.exp(-inputs[0]))
 
 
 @register
@@ -223,7 +224,8 @@ class Silu(_Pointwise):
 
     def reference(self, layer, inputs, weights):
         x = inputs[0]
-        return x / (1.0 + np.exp(-x))
+        with np.errstate(over="ignore"):  # x / inf = −0 for x < −709, the limit
+            return x / (1.0 + np.exp(-x))
 
 
 @dataclass(frozen=True)
