@@ -206,3 +206,36 @@ def test_input_shape_may_have_any_rank_but_not_be_empty():
 def test_spatial_ops_still_need_chw():
     msg = error(model_dict([{"name": "c", "op": "conv2d", "filters": 2, "kernel": 1}], shape=(4, 5)), ShapeError)
     assert "layer 'c' (conv2d)" in msg and "C×H×W" in msg and "4×5" in msg
+
+
+# ---------------------------------------------------------------- hardswish, hardsigmoid, silu, gelu, mish, softplus,
+# elu, selu; exp, log, sqrt, erf, abs, neg, reciprocal
+@pytest.mark.parametrize("op,attrs,needle", [
+    ("gelu", {"approximate": "erf"}, "'approximate' must be one of 'none', 'tanh', got 'erf'"),
+    ("gelu", {"approximate": True}, "'approximate' must be one of"),
+    ("softplus", {"beta": 0}, "'beta' must not be 0"),
+    ("softplus", {"threshold": float("inf")}, "'threshold' must be a finite number"),
+    ("elu", {"alpha": "1"}, "'alpha' must be a finite number"),
+    ("hardsigmoid", {"alpha": float("nan")}, "'alpha' must be a finite number"),
+    ("hardsigmoid", {"beta": None}, "'beta' must be a finite number"),
+    ("selu", {"alpha": 1.0}, "unknown attribute(s) 'alpha'; this op takes: none"),
+    ("silu", {"inplace": True}, "unknown attribute(s) 'inplace'"),
+    ("hardswish", {"alpha": 0.2}, "unknown attribute(s) 'alpha'"),
+    ("mish", {"beta": 1.0}, "unknown attribute(s) 'beta'"),
+    ("exp", {"base": 2.0}, "unknown attribute(s) 'base'"),
+    ("log", {"base": 10.0}, "unknown attribute(s) 'base'"),
+    ("sqrt", {"eps": 0.0}, "unknown attribute(s) 'eps'"),
+    ("erf", {"approximate": "none"}, "unknown attribute(s) 'approximate'"),
+    ("abs", {"x": 1}, "unknown attribute(s) 'x'"),
+    ("neg", {"x": 1}, "unknown attribute(s) 'x'"),
+    ("reciprocal", {"eps": 1e-6}, "unknown attribute(s) 'eps'"),
+])
+def test_activation_and_unary_attributes(op, attrs, needle):
+    msg = error(model_dict([{"name": "a", "op": op, **attrs}]))
+    assert f"layer 'a' ({op})" in msg and needle in msg
+
+
+@pytest.mark.parametrize("op", ["silu", "gelu", "exp", "neg"])
+def test_unary_ops_take_one_input(op):
+    msg = error(model_dict([{"name": "r", "op": "relu"}, {"name": "b", "op": op, "inputs": ["x", "r"]}]))
+    assert f"layer 'b' ({op})" in msg and "takes 1 input(s)" in msg

@@ -345,6 +345,53 @@ OTHER_OPS = [
      lambda x, w: F.pad(x, (2, 0, 0, 1), value=7.0)),
 ]
 
+# hardswish, hardsigmoid, silu, gelu, mish, softplus, elu, selu; exp, log, sqrt, erf, abs, neg, reciprocal
+# (log, sqrt: NaN below 0 on both sides; test_positive_domain_ops_vs_torch checks their values)
+OTHER_OPS += [
+    ("hardswish", {"op": "hardswish"}, (3, 4, 5), lambda x, w: F.hardswish(x)),
+    ("hardsigmoid", {"op": "hardsigmoid"}, (3, 4, 5), lambda x, w: F.hardsigmoid(x)),
+    ("hardsigmoid-alpha-beta", {"op": "hardsigmoid", "alpha": 0.2, "beta": 0.4}, (3, 4, 5),
+     lambda x, w: torch.clamp(0.2 * x + 0.4, 0.0, 1.0)),
+    ("silu", {"op": "silu"}, (3, 4, 5), lambda x, w: F.silu(x)),
+    ("gelu", {"op": "gelu"}, (3, 4, 5), lambda x, w: F.gelu(x)),
+    ("gelu-tanh", {"op": "gelu", "approximate": "tanh"}, (3, 4, 5), lambda x, w: F.gelu(x, approximate="tanh")),
+    ("mish", {"op": "mish"}, (3, 4, 5), lambda x, w: F.mish(x)),
+    ("softplus", {"op": "softplus"}, (3, 4, 5), lambda x, w: F.softplus(x)),
+    ("softplus-beta-threshold", {"op": "softplus", "beta": 3.0, "threshold": 2.0}, (3, 4, 5),
+     lambda x, w: F.softplus(x, beta=3.0, threshold=2.0)),
+    ("softplus-negative-beta", {"op": "softplus", "beta": -0.5}, (7,), lambda x, w: F.softplus(x, beta=-0.5)),
+    ("elu", {"op": "elu"}, (3, 4, 5), lambda x, w: F.elu(x)),
+    ("elu-alpha", {"op": "elu", "alpha": 0.4}, (3, 4, 5), lambda x, w: F.elu(x, alpha=0.4)),
+    ("selu", {"op": "selu"}, (3, 4, 5), lambda x, w: F.selu(x)),
+    ("exp", {"op": "exp"}, (3, 4, 5), lambda x, w: torch.exp(x)),
+    ("log", {"op": "log"}, (3, 4, 5), lambda x, w: torch.log(x)),
+    ("sqrt", {"op": "sqrt"}, (3, 4, 5), lambda x, w: torch.sqrt(x)),
+    ("erf", {"op": "erf"}, (3, 4, 5), lambda x, w: torch.erf(x)),
+    ("abs", {"op": "abs"}, (3, 4, 5), lambda x, w: torch.abs(x)),
+    ("neg", {"op": "neg"}, (3, 4, 5), lambda x, w: torch.neg(x)),
+    ("reciprocal", {"op": "reciprocal"}, (3, 4, 5), lambda x, w: torch.reciprocal(x)),
+]
+
+
+@pytest.mark.parametrize("op,fn", [("log", torch.log), ("sqrt", torch.sqrt), ("reciprocal", torch.reciprocal)])
+def test_positive_domain_ops_vs_torch(op, fn):
+    """On positive inputs, from tiny to large, and at 0 (log: -inf, reciprocal: inf)."""
+    graph = load(model_dict([{"name": "y", "op": op}], shape=(40,)))
+    x = np.concatenate([np.zeros((1, 40)), np.exp(np.random.default_rng(6).uniform(-30, 30, (2, 40)))])
+    close(run(graph, x, "y"), fn(t(x)))
+
+
+@pytest.mark.parametrize("layer,fn", [
+    ({"op": "silu"}, F.silu), ({"op": "gelu"}, F.gelu), ({"op": "gelu", "approximate": "tanh"},
+                                                         lambda x: F.gelu(x, approximate="tanh")),
+    ({"op": "mish"}, F.mish), ({"op": "softplus"}, F.softplus), ({"op": "elu"}, F.elu), ({"op": "selu"}, F.selu),
+    ({"op": "hardswish"}, F.hardswish), ({"op": "erf"}, torch.erf)], ids=lambda v: v.get("op", "") + "-" +
+    v.get("approximate", "") if isinstance(v, dict) else "")
+def test_activations_at_large_magnitudes_vs_torch(layer, fn):
+    graph = load(model_dict([{**layer, "name": "y"}], shape=(64,)))
+    x = np.linspace(-300.0, 300.0, 128).reshape(2, 64)
+    close(run(graph, x, "y"), fn(t(x)))
+
 
 @pytest.mark.parametrize("name,layer,shape,fn", OTHER_OPS, ids=[o[0] for o in OTHER_OPS])
 def test_other_op_vs_torch(name, layer, shape, fn):

@@ -151,6 +151,26 @@ def test_pointwise(tmp_path, op, attrs):
     check(make_model([helper.make_node(op, ["x"], ["y"], **attrs)], [3, 4, 4]), tmp_path)
 
 
+# HardSwish, HardSigmoid, Gelu, Mish, Softplus, Elu, Selu, Exp, Log, Sqrt, Erf, Abs, Neg, Reciprocal
+@pytest.mark.parametrize("op,attrs,opset", [
+    ("HardSwish", {}, LATEST), ("HardSigmoid", {}, LATEST), ("HardSigmoid", {"alpha": 0.3, "beta": 0.6}, LATEST),
+    ("Gelu", {}, 20), ("Gelu", {"approximate": "tanh"}, 20), ("Gelu", {"approximate": "none"}, LATEST),
+    ("Mish", {}, LATEST), ("Softplus", {}, LATEST), ("Elu", {}, LATEST), ("Elu", {"alpha": 0.5}, LATEST),
+    ("Selu", {}, LATEST), ("Selu", {"alpha": 2.0, "gamma": 3.0}, LATEST), ("Exp", {}, LATEST), ("Erf", {}, LATEST),
+    ("Abs", {}, LATEST), ("Neg", {}, LATEST), ("Reciprocal", {}, LATEST),
+])
+def test_activations_and_unary_math(tmp_path, op, attrs, opset):
+    graph = check(make_model([helper.make_node(op, ["x"], ["y"], **attrs)], [3, 4, 4], opset=opset), tmp_path)
+    assert op != "Selu" or [layer.op for layer in graph.layers()][1:] == (["selu"] if not attrs else ["elu", "constant",
+                                                                                                      "mul"])
+
+
+@pytest.mark.parametrize("op", ["Log", "Sqrt"])
+def test_log_and_sqrt_of_positive_values(tmp_path, op):
+    nodes = [helper.make_node("Abs", ["x"], ["a"]), helper.make_node("Add", ["a", "one"], ["p"]),
+             helper.make_node(op, ["p"], ["y"])]
+    check(make_model(nodes, [3, 4, 4], {"one": np.float32(0.01)}), tmp_path)
+
 @pytest.mark.parametrize("slope_shape", [(1,), (3, 1, 1), (3, 4, 4)], ids=["shared", "per_channel", "general"])
 def test_prelu(tmp_path, slope_shape):
     node = helper.make_node("PRelu", ["x", "s"], ["y"])
@@ -310,15 +330,15 @@ def test_constant_subgraphs_are_folded(tmp_path, opset):
 
 # ---------------------------------------------------------------- errors
 def test_every_unsupported_op_is_listed_at_once(tmp_path):
-    nodes = [helper.make_node("Erf", ["x"], ["a"], name="erf_1"), helper.make_node("Relu", ["a"], ["b"]),
-             helper.make_node("Erf", ["b"], ["c"], name="erf_2"),
+    nodes = [helper.make_node("Hardmax", ["x"], ["a"], name="hm_1"), helper.make_node("Relu", ["a"], ["b"]),
+             helper.make_node("Hardmax", ["b"], ["c"], name="hm_2"),
              helper.make_node("Resize", ["c", "", "scales"], ["y"], name="up")]
     path = save(make_model(nodes, [2, 3, 3], {"scales": np.array([1, 1, 2, 2], np.float32)}), tmp_path)
     with pytest.raises(ModelError) as err:
         compiler.load(path)
     message = str(err.value)
     assert str(path) in message
-    for part in ("Erf", "'erf_1'", "'erf_2'", "Resize", "'up'"):
+    for part in ("Hardmax", "'hm_1'", "'hm_2'", "Resize", "'up'"):
         assert part in message
     assert "Relu" not in message
 
@@ -587,12 +607,12 @@ def test_a_mismatch_between_handlers_and_declarations_is_an_error():
 def test_an_op_declaring_an_onnx_type_without_a_handler_fails_the_import():
     # In a fresh interpreter: registering an op here would change the registry the other tests see.
     script = ("from compiler.ops import register\nfrom compiler.ops.base import Op\n\n"
-              "@register\nclass Gelu(Op):\n    name = 'gelu_for_test'\n    onnx_types = ('Gelu',)\n\n"
+              "@register\nclass Shrink(Op):\n    name = 'shrink_for_test'\n    onnx_types = ('ShrinkForTest',)\n\n"
               "import compiler.frontends.onnx\n")
     result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True,
                             env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert result.returncode != 0
-    assert "'Gelu' is declared by op 'gelu_for_test' but has no handler" in result.stderr
+    assert "'ShrinkForTest' is declared by op 'shrink_for_test' but has no handler" in result.stderr
 
 
 def test_two_ops_cannot_declare_one_onnx_type():
@@ -675,3 +695,21 @@ def test_every_declared_onnx_type_is_imported_by_a_test():
     missing = sorted(set(ONNX_TYPES) - here - backend)
     assert not missing, (f"ONNX op types an op declares (onnx_types) but no test imports: {missing}; add a case to "
                          "tests/test_onnx_frontend.py or a family to tests/test_onnx_backend.py")
+
+
+# ---------------------------------------------------------------- Cast, CastLike, Pow
+def test_casts_to_float32_make_no_layer(tmp_path):
+    nodes = [helper.make_node("Cast", ["x"], ["c"], to=TensorProto.FLOAT), helper.make_node("Relu", ["c"], ["r"]),
+             helper.make_node("CastLike", ["r", "like"], ["p"]), helper.make_node("Pow", ["p", "e"], ["y"])]
+    graph = check(make_model(nodes, [3, 4], {"like": np.float32(0), "e": np.float32(2.0)}), tmp_path)
+    assert [layer.op for layer in graph.layers()] == ["input", "relu", "constant", "pow"]
+
+
+@pytest.mark.parametrize("node,inits", [
+    (helper.make_node("Cast", ["x"], ["y"], to=TensorProto.INT32, name="c"), {}),
+    (helper.make_node("CastLike", ["x", "like"], ["y"], name="c"), {"like": np.int64(0)}),
+], ids=["Cast", "CastLike"])
+def test_casts_to_other_types_are_refused(tmp_path, node, inits):
+    path = save(make_model([node], [3], inits), tmp_path)
+    with pytest.raises(ModelError, match=rf"node 'c' \({node.op_type}\).*casts to int.*computes in float32"):
+        compiler.load(path)

@@ -3,6 +3,7 @@ templates/ops/_activations.c.j2 (a macro named as the op), shared by ops/unary.c
 learned slope per channel needs its own kernel."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -103,7 +104,8 @@ class Sigmoid(_Pointwise):
     doc = "1 / (1 + exp(−x))"
 
     def reference(self, layer, inputs, weights):
-        return 1.0 / (1.0 + np.exp(-inputs[0]))
+        with np.errstate(over="ignore"):  # exp(−x) = inf for x < −709: 1/inf = 0, the limit
+            return 1.0 / (1.0 + np.exp(-inputs[0]))
 
 
 @register
@@ -158,3 +160,173 @@ class PRelu(Op):
         per_channel = layer.attrs.num_parameters > 1
         return {"C": out_shape[0], "inner": int(np.prod(out_shape[1:], dtype=np.int64)),
                 "per_channel": per_channel}
+
+
+# ---------------------------------------------------------------- hardswish, hardsigmoid, silu, gelu, mish,
+# softplus, elu, selu (PyTorch's definitions; the fusable ones also run in a conv/dense epilogue: ops/fused.py)
+def _erf(x: np.ndarray) -> np.ndarray:
+    """The error function, element by element (NumPy has none; math.erf is correctly rounded in float64)."""
+    return np.vectorize(math.erf, otypes=[np.float64])(x)
+
+
+def parse_choice(*choices: str):
+    def parse(v, where: str) -> str:
+        if v not in choices:
+            raise ModelError(f"{where} must be one of {', '.join(map(repr, choices))}, got {v!r}")
+        return v
+    return parse
+
+
+def parse_nonzero_float(v, where: str) -> float:
+    x = parse_float(v, where)
+    if x == 0:
+        raise ModelError(f"{where} must not be 0")
+    return x
+
+
+@register
+class Hardswish(_Pointwise):
+    name = "hardswish"
+    onnx_types = ("HardSwish",)
+    onnx_attributes = {}
+    doc = "x · min(max(x + 3, 0), 6) / 6, as torch.nn.functional.hardswish"
+
+    def reference(self, layer, inputs, weights):
+        x = inputs[0]
+        return x * np.clip(x + 3.0, 0.0, 6.0) / 6.0
+
+
+@dataclass(frozen=True)
+class HardsigmoidAttrs:
+    alpha: float = attr(parse_float, 1.0 / 6.0, doc="slope (PyTorch: 1/6; ONNX's HardSigmoid default is 0.2)")
+    beta: float = attr(parse_float, 0.5, doc="offset")
+
+
+@register
+class Hardsigmoid(_Pointwise):
+    name = "hardsigmoid"
+    onnx_types = ("HardSigmoid",)
+    onnx_attributes = {"alpha": ("alpha", 0.2), "beta": ("beta", 0.5)}
+    Attrs = HardsigmoidAttrs
+    doc = "min(max(alpha·x + beta, 0), 1); the defaults are torch.nn.functional.hardsigmoid"
+
+    def reference(self, layer, inputs, weights):
+        a = layer.attrs
+        return np.clip(a.alpha * inputs[0] + a.beta, 0.0, 1.0)
+
+    def constants(self, attrs):
+        return {"alpha": c_float(attrs.alpha), "beta": c_float(attrs.beta)}
+
+
+@register
+class Silu(_Pointwise):
+    name = "silu"
+    doc = "x · sigmoid(x) (swish); ONNX's Sigmoid × Mul imports as two layers that opt level ≥ 1 fuses"
+
+    def reference(self, layer, inputs, weights):
+        x = inputs[0]
+        with np.errstate(over="ignore"):  # x / inf = −0 for x < −709, the limit
+            return x / (1.0 + np.exp(-x))
+
+
+@dataclass(frozen=True)
+class GeluAttrs:
+    approximate: str = attr(parse_choice("none", "tanh"), "none",
+                            doc='"none": x·Φ(x) with the erf; "tanh": the tanh approximation (torch\'s approximate)')
+
+
+GELU_TANH_C = math.sqrt(2.0 / math.pi)
+
+
+@register
+class Gelu(_Pointwise):
+    name = "gelu"
+    onnx_types = ("Gelu",)
+    onnx_attributes = {"approximate": ("approximate", "none")}
+    Attrs = GeluAttrs
+    doc = ("x · Φ(x) = x/2 · (1 + erf(x/√2)), or with approximate = \"tanh\" x/2 · (1 + tanh(√(2/π)·(x + "
+           "0.044715·x³))), as torch.nn.functional.gelu")
+
+    def reference(self, layer, inputs, weights):
+        x = inputs[0]
+        if layer.attrs.approximate == "tanh":
+            return 0.5 * x * (1.0 + np.tanh(GELU_TANH_C * (x + 0.044715 * x ** 3)))
+        return 0.5 * x * (1.0 + _erf(x / math.sqrt(2.0)))
+
+    def constants(self, attrs):
+        return {"tanh_c": c_float(GELU_TANH_C) if attrs.approximate == "tanh" else None}
+
+
+@register
+class Mish(_Pointwise):
+    name = "mish"
+    onnx_types = ("Mish",)
+    onnx_attributes = {}
+    doc = "x · tanh(softplus(x)), as torch.nn.functional.mish"
+
+    def reference(self, layer, inputs, weights):
+        x = inputs[0]
+        return x * np.tanh(np.logaddexp(0.0, x))
+
+
+@dataclass(frozen=True)
+class SoftplusAttrs:
+    beta: float = attr(parse_nonzero_float, 1.0, doc="β")
+    threshold: float = attr(parse_float, 20.0, doc="where β·x > threshold the result is x (linear)")
+
+
+@register
+class Softplus(_Pointwise):
+    name = "softplus"
+    onnx_types = ("Softplus",)
+    onnx_attributes = {}
+    Attrs = SoftplusAttrs
+    doc = "log(1 + exp(β·x)) / β, and x where β·x > threshold, as torch.nn.functional.softplus"
+
+    def reference(self, layer, inputs, weights):
+        a, x = layer.attrs, inputs[0]
+        return np.where(a.beta * x > a.threshold, x, np.logaddexp(0.0, a.beta * x) / a.beta)
+
+    def constants(self, attrs):
+        return {"beta": c_float(attrs.beta), "threshold": c_float(attrs.threshold)}
+
+
+@dataclass(frozen=True)
+class EluAttrs:
+    alpha: float = attr(parse_float, 1.0, doc="the value approached for x → −∞ is −alpha")
+
+
+@register
+class Elu(_Pointwise):
+    name = "elu"
+    onnx_types = ("Elu",)
+    onnx_attributes = {"alpha": ("alpha", 1.0)}
+    Attrs = EluAttrs
+    doc = "x if x > 0 else alpha·(exp(x) − 1), as torch.nn.functional.elu"
+
+    def reference(self, layer, inputs, weights):
+        x = inputs[0]
+        return np.where(x > 0, x, layer.attrs.alpha * np.expm1(np.minimum(x, 0.0)))
+
+    def constants(self, attrs):
+        return {"alpha": c_float(attrs.alpha)}
+
+
+# torch.nn.functional.selu's constants (Klambauer et al. 2017), as ONNX's Selu defaults.
+SELU_ALPHA = 1.6732632423543772848170429916717
+SELU_SCALE = 1.0507009873554804934193349852946
+
+
+@register
+class Selu(_Pointwise):
+    name = "selu"
+    onnx_types = ("Selu",)
+    doc = (f"scale · (x if x > 0 else alpha·(exp(x) − 1)) with alpha = {SELU_ALPHA:.10f}, scale = {SELU_SCALE:.10f}, "
+           "as torch.nn.functional.selu")
+
+    def reference(self, layer, inputs, weights):
+        x = inputs[0]
+        return SELU_SCALE * np.where(x > 0, x, SELU_ALPHA * np.expm1(np.minimum(x, 0.0)))
+
+    def constants(self, attrs):
+        return {"alpha": c_float(SELU_ALPHA), "scale": c_float(SELU_SCALE)}

@@ -1,6 +1,8 @@
 """Internal ops made by the optimization passes: a conv2d or dense with its epilogue fused in.
 
-    y = act(conv(x) + bias [+ residual])   with act: leaky slope, then clamp to [act_min, act_max]
+    y = act(conv(x) + bias [+ residual])   with act: leaky slope, then clamp to [act_min, act_max], or one of
+                                          the pointwise ops FUSABLE (sigmoid, tanh, silu, hardswish, hardsigmoid,
+                                          gelu) with its attributes
 
 They never appear in model files (the description front end rejects them); their NumPy
 `reference` defines them, so the interpreter can run an optimized graph and be compared
@@ -9,11 +11,13 @@ with the unoptimized one.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from types import SimpleNamespace
+from typing import Any
 
 import numpy as np
 
-from ..errors import ShapeError
-from . import register
+from ..errors import ModelError, ShapeError
+from . import REGISTRY, register
 from .base import attr, c_float, fmt_shape, parse_optional_float
 from .dense import Dense, DenseAttrs
 from .spatial import Conv2d, Conv2dAttrs
@@ -26,6 +30,19 @@ class Epilogue:
                                         doc="leaky slope for values < 0 (none: no leaky step)")
     act_min: float | None = attr(parse_optional_float, None, doc="clamp below (relu: 0; none: unbounded)")
     act_max: float | None = attr(parse_optional_float, None, doc="clamp above (relu6: 6; none: unbounded)")
+    activation: str | None = attr(lambda v, where: _parse_fusable(v, where), None,
+                                  doc="a pointwise op applied last (one of FUSABLE; none: no such step)")
+    activation_attrs: tuple = attr(lambda v, where: tuple(v), (), doc="that op's attributes, as (name, value) pairs")
+
+
+# The pointwise ops a conv/dense epilogue computes besides relu, relu6, clip and leaky_relu (the fields above).
+FUSABLE = ("sigmoid", "tanh", "silu", "hardswish", "hardsigmoid", "gelu")
+
+
+def _parse_fusable(v: Any, where: str) -> str | None:
+    if v is not None and v not in FUSABLE:
+        raise ModelError(f"{where} must be one of {', '.join(FUSABLE)} or none, got {v!r}")
+    return v
 
 
 @dataclass(frozen=True)
@@ -39,7 +56,14 @@ class FusedDenseAttrs(Epilogue, DenseAttrs):
 
 
 def has_activation(attrs) -> bool:
-    return attrs.negative_slope is not None or attrs.act_min is not None or attrs.act_max is not None
+    return (attrs.negative_slope is not None or attrs.act_min is not None or attrs.act_max is not None
+            or attrs.activation is not None)
+
+
+def _activation_op(attrs) -> tuple[Any, Any]:
+    """(the fused pointwise op, its parsed attributes)."""
+    spec = REGISTRY[attrs.activation]
+    return spec, spec.Attrs(**dict(attrs.activation_attrs))
 
 
 def epilogue_reference(attrs, y: np.ndarray, inputs: list[np.ndarray]) -> np.ndarray:
@@ -51,15 +75,21 @@ def epilogue_reference(attrs, y: np.ndarray, inputs: list[np.ndarray]) -> np.nda
         y = np.maximum(y, attrs.act_min)
     if attrs.act_max is not None:
         y = np.minimum(y, attrs.act_max)
+    if attrs.activation is not None:
+        spec, op_attrs = _activation_op(attrs)
+        y = spec.reference(SimpleNamespace(attrs=op_attrs), [y], {})
     return y
 
 
 @dataclass(frozen=True)
 class ActivationStep:
     """One step of a fused activation, as the kernels' templates render it (templates/ops/_epilogue.c.j2):
-    kind "leaky" (v < 0: value·v), "clamp_below" (v < value: value) or "clamp_above" (v > value: value)."""
+    kind "leaky" (v < 0: value·v), "clamp_below" (v < value: value), "clamp_above" (v > value: value),
+    "affine" (value·v + offset), or the op it computes: "sigmoid", "tanh", "silu", "hardswish", "gelu" (erf) and
+    "gelu_tanh"."""
     kind: str
-    value: str  # a float32 C literal
+    value: str = ""  # a float32 C literal
+    offset: str = ""  # a float32 C literal (affine)
 
 
 def activation_steps(attrs) -> tuple[ActivationStep, ...]:
@@ -71,6 +101,15 @@ def activation_steps(attrs) -> tuple[ActivationStep, ...]:
         steps.append(ActivationStep("clamp_below", c_float(attrs.act_min)))
     if attrs.act_max is not None:
         steps.append(ActivationStep("clamp_above", c_float(attrs.act_max)))
+    if attrs.activation is not None:
+        _, a = _activation_op(attrs)
+        if attrs.activation == "hardsigmoid":
+            steps += [ActivationStep("affine", c_float(a.alpha), c_float(a.beta)), ActivationStep("clamp_below", "0.0f"),
+                      ActivationStep("clamp_above", "1.0f")]
+        elif attrs.activation == "gelu":
+            steps.append(ActivationStep("gelu_tanh" if a.approximate == "tanh" else "gelu"))
+        else:
+            steps.append(ActivationStep(attrs.activation))
     return tuple(steps)
 
 
@@ -89,7 +128,7 @@ class FusedConv2d(Conv2d):
     arity = None
     internal = True
     doc = ("internal (made by opt passes): conv2d, + residual (optional 2nd input), then activation "
-           "(leaky slope, clamp)")
+           "(leaky slope, clamp, or one of sigmoid, tanh, silu, hardswish, hardsigmoid, gelu)")
 
     def infer_shape(self, layer, in_shapes):
         out = super().infer_shape(layer, in_shapes[:1])

@@ -151,6 +151,7 @@ class Min(_Broadcast):
 @register
 class Pow(_Broadcast):
     name = "pow"
+    onnx_types = ("Pow",)
     arity = 2
     mults_per_operand = 1
     doc = ("element-wise power x0 ^ x1 (C powf: a negative base with a non-integer exponent gives NaN), "

@@ -101,9 +101,9 @@ class Reshape(Op):
 @register
 class Identity(Op):
     name = "identity"
-    onnx_types = ("Identity",)
+    onnx_types = ("Identity", "Cast", "CastLike")  # casts to float32 only (the handler refuses others)
     is_view = True
-    doc = "the input unchanged, y = x (ONNX Identity); no kernel, no copy"
+    doc = "the input unchanged, y = x (ONNX Identity, and Cast/CastLike to float32); no kernel, no copy"
 
     def infer_shape(self, layer, in_shapes):
         return in_shapes[0]

@@ -1,5 +1,8 @@
 """fuse_epilogue: a conv2d/dense, then a residual add, then an activation -> one fused_conv2d/fused_dense.
 
+The activation is relu, relu6, clip, leaky_relu, or one of ops.fused.FUSABLE (sigmoid, tanh, silu, hardswish,
+hardsigmoid, gelu).
+
 The kernel applies them to each output value before storing it, so the tensors between
 them are never written to memory.
 """
@@ -8,7 +11,8 @@ from __future__ import annotations
 import dataclasses
 
 from ..ir import Graph, Layer
-from ..ops.fused import FusedConv2dAttrs, FusedDenseAttrs, has_activation
+from ..ops.base import attrs_to_dict
+from ..ops.fused import FUSABLE, FusedConv2dAttrs, FusedDenseAttrs, has_activation
 from .rewrite import merge_into, sole_consumer
 
 FUSED = {"conv2d": ("fused_conv2d", FusedConv2dAttrs), "dense": ("fused_dense", FusedDenseAttrs)}
@@ -28,7 +32,14 @@ def _activation(layer: Layer) -> dict | None:
     return {"relu": lambda: {"act_min": 0.0},
             "relu6": lambda: {"act_min": 0.0, "act_max": 6.0},
             "clip": lambda: {"act_min": a.min, "act_max": a.max},
-            "leaky_relu": lambda: {"negative_slope": a.negative_slope}}.get(layer.op, lambda: None)()
+            "leaky_relu": lambda: {"negative_slope": a.negative_slope}}.get(layer.op, lambda: _pointwise(layer))()
+
+
+def _pointwise(layer: Layer) -> dict | None:
+    """A FUSABLE op: the epilogue's activation and its attributes."""
+    if layer.op not in FUSABLE:
+        return None
+    return {"activation": layer.op, "activation_attrs": tuple(attrs_to_dict(layer.attrs).items())}
 
 
 def _is_residual_add(graph: Graph, add: Layer, source: str) -> bool:

@@ -56,3 +56,24 @@ def bypass(graph: Graph, name: str) -> Graph:
     for key in [k for k in g.weights if k.startswith(f"{name}.")]:
         del g.weights[key]
     return g
+
+
+def replace_with(graph: Graph, kept: Layer, removed: list[str]) -> Graph:
+    """A copy of `graph` without the layers `removed` (and their weights), where the existing layer `kept.name`
+    becomes `kept`, reading kept.inputs. Its `merged` gains the removed layers that were not constants."""
+    g = graph.copy()
+    old = graph.layer(kept.name)
+    computed = [n for n in removed if graph.layer(n).op != "constant"]
+    order = {layer.name: i for i, layer in enumerate(graph.layers())}
+    merged = sorted({s for n in computed for s in graph.layer(n).sources}, key=lambda n: order.get(n, -1))
+    kept = dataclasses.replace(kept, merged=tuple(dict.fromkeys(merged + list(old.merged))))
+    for name in removed:
+        g.nx.remove_node(name)
+        for key in [k for k in g.weights if k.startswith(f"{name}.")]:
+            del g.weights[key]
+    for src in list(g.nx.predecessors(kept.name)):
+        g.nx.remove_edge(src, kept.name)
+    g.nx.nodes[kept.name]["layer"] = kept
+    for src in kept.inputs:
+        g.nx.add_edge(src, kept.name)
+    return g

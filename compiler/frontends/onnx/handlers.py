@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 import numpy as np
+import onnx
 
 from ...ops import ONNX_TYPES, REGISTRY
 from .builder import (Act, Builder, axis_per_sample, const_input, first_act, ints, lift_1d, operand, pair,
@@ -396,7 +397,7 @@ def _elementwise(b, node, ins, name, op):
     return b.add(name, op, {}, operands)
 
 
-@handles("Add", "Sub", "Mul", "Div", "Max", "Min", "Sum")
+@handles("Add", "Sub", "Mul", "Div", "Max", "Min", "Sum", "Pow")
 def _binary(b, node, ins, attrs, name):
     """NumPy broadcasting between activations of equal rank and against constants (a `constant` layer);
     constants must be equal for every sample."""
@@ -427,6 +428,22 @@ def _concat(b, node, ins, attrs, name):
     if len(operands) == 1:
         return [operands[0]]
     return [b.add(name, "concat", {"axis": int(attrs["axis"]) if "axis" in attrs else 1}, operands)]
+
+
+@handles("Cast", "CastLike")
+def _cast(b, node, ins, attrs, name):
+    """To float32, the type convc computes in: no layer (exporters and expanded ONNX functions cast float32 to
+    float32). A cast to any other type would change the values and is refused."""
+    if node.op_type == "Cast":
+        to = int(attrs.get("to", 0))
+        target = onnx.helper.tensor_dtype_to_np_dtype(to) if to else None
+    else:
+        like = ins[1] if len(ins) > 1 else None
+        target = np.dtype(np.float32) if isinstance(like, Act) else np.asarray(like).dtype if like is not None else None
+    if target != np.float32:
+        raise b.fail(f"casts to {target}; convc computes in float32 and casts only to it")
+    x = ins[0]
+    return [x if isinstance(x, Act) else np.asarray(x, np.float32)]
 
 
 @handles("Dropout")
@@ -486,6 +503,18 @@ def _lrn(b, node, ins, attrs, name):
     return [b.add(name, "lrn", {"size": int(attrs["size"]), "alpha": float(attrs.get("alpha", 1e-4)),
                                 "beta": float(attrs.get("beta", 0.75)), "bias": float(attrs.get("bias", 1.0))},
                   [x])]
+
+
+@handles("Selu")
+def _selu(b, node, ins, attrs, name):
+    """With ONNX's default alpha and gamma (torch's constants) `selu`; other values become elu(alpha) · gamma."""
+    from ...ops.activations import SELU_ALPHA, SELU_SCALE
+    x = first_act(b, ins)
+    alpha, gamma = float(attrs.get("alpha", SELU_ALPHA)), float(attrs.get("gamma", SELU_SCALE))
+    if np.float32(alpha) == np.float32(SELU_ALPHA) and np.float32(gamma) == np.float32(SELU_SCALE):
+        return [b.add(name, "selu", {}, [x])]
+    elu = b.helper(f"{name}_elu", "elu", {"alpha": alpha}, [x])
+    return [b.add(name, "mul", {}, [elu, b.constant(np.float32(gamma), f"{name}_gamma")])]
 
 
 def one_to_one(b, node, ins, attrs, name):
