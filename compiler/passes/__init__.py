@@ -11,11 +11,12 @@ from typing import Callable
 from ..ir import Graph
 from .drop_identity import drop_identity
 from .fold_batchnorm import fold_batchnorm
+from .fold_transposed_layernorm import fold_transposed_layernorm
 from .fuse_epilogue import fuse_epilogue
 
 Pass = Callable[[Graph], Graph]
 
-GRAPH_PASSES: list[Pass] = [drop_identity, fold_batchnorm, fuse_epilogue]
+GRAPH_PASSES: list[Pass] = [drop_identity, fold_transposed_layernorm, fold_batchnorm, fuse_epilogue]
 
 # opt_level -> the passes it runs.
 PIPELINES: dict[int, list[Pass]] = {
