@@ -21,8 +21,10 @@ from .rewrite import merge_into, sole_consumer
 def fold_transposed_layernorm(graph: Graph) -> Graph:
     """Replace each transpose -> layernorm -> inverse transpose chain (each read only by the next) by one layernorm
     over the original axes, named as the last transpose."""
-    for first in graph.layers():
-        if first.op != "transpose" or first.name not in graph.nx:
+    for name in [layer.name for layer in graph.layers()]:
+        # The current layer of that name: an earlier fold may have removed it or given its name to a layernorm.
+        first = graph.layer(name) if name in graph.nx else None
+        if first is None or first.op != "transpose":
             continue
         norm_name = sole_consumer(graph, first.name)
         if norm_name is None or graph.layer(norm_name).op != "layernorm":
