@@ -239,3 +239,86 @@ def test_activation_and_unary_attributes(op, attrs, needle):
 def test_unary_ops_take_one_input(op):
     msg = error(model_dict([{"name": "r", "op": "relu"}, {"name": "b", "op": op, "inputs": ["x", "r"]}]))
     assert f"layer 'b' ({op})" in msg and "takes 1 input(s)" in msg
+# ---------------------------------------------------------------- layernorm, groupnorm, instancenorm, upsample,
+# conv_transpose2d
+def test_layernorm_last_axis_before_axis():
+    msg = error(model_dict([{"name": "n", "op": "layernorm", "axis": 3, "last_axis": 2}]), ShapeError)
+    assert "layer 'n' (layernorm)" in msg and "'last_axis' = 2" in msg and "'axis' = 3" in msg
+
+
+@pytest.mark.parametrize("attrs,needle", [({"axis": 0}, "'axis' = 0 names the batch axis"),
+                                          ({"axis": -4}, "'axis' = -4 names the batch axis"),
+                                          ({"axis": 1, "last_axis": 4}, "'last_axis' = 4 is out of range"),
+                                          ({"eps": 0}, "'eps' must be > 0")])
+def test_layernorm_axes_and_eps(attrs, needle):
+    kind = ModelError if "eps" in attrs else ShapeError
+    msg = error(model_dict([{"name": "n", "op": "layernorm", **attrs}]), kind)
+    assert "layer 'n' (layernorm)" in msg and needle in msg
+
+
+def test_layernorm_weight_has_the_normalized_shape(tmp_path):
+    np.savez(tmp_path / "w.npz", **{"n.weight": np.ones(8, np.float32), "n.bias": np.zeros(8, np.float32)})
+    (tmp_path / "m.yaml").write_text("input: {name: x, shape: [3, 4, 8]}\nweights: w.npz\n"
+                                     "layers: [{name: n, op: layernorm, axis: 1, last_axis: 1}]\n")
+    assert "'n.weight' has shape [8], expected [3]" in error(tmp_path / "m.yaml")
+
+
+@pytest.mark.parametrize("attrs,needle", [({"num_groups": 4}, "'num_groups' = 4 must divide the input channels (3"),
+                                          ({}, "missing required attribute 'num_groups'"),
+                                          ({"num_groups": 0}, "'num_groups' must be an integer >= 1")])
+def test_groupnorm_groups(attrs, needle):
+    msg = error(model_dict([{"name": "g", "op": "groupnorm", **attrs}]))
+    assert "layer 'g' (groupnorm)" in msg and needle in msg
+
+
+def test_instancenorm_needs_positions():
+    msg = error(model_dict([{"name": "i", "op": "instancenorm"}], shape=(5,)), ShapeError)
+    assert "layer 'i' (instancenorm)" in msg and "C×H×W" in msg and "got shape 5" in msg
+
+
+@pytest.mark.parametrize("attrs,needle", [
+    ({}, "give attribute 'scale_factor' or 'size'"),
+    ({"scale_factor": 0.1}, "'scale_factor' [0.1, 0.1] gives an empty output: ⌊8·0.1⌋ × ⌊8·0.1⌋ = 0×0"),
+    ({"scale_factor": -2}, "'scale_factor' must be > 0"),
+    ({"scale_factor": [1, 2, 3]}, "'scale_factor' must be a number or [sh, sw]"),
+    ({"size": [0, 4]}, "'size' must be an integer >= 1"),
+    ({"size": 4, "mode": "bicubic"}, "'mode' must be one of nearest, bilinear"),
+    ({"size": 4, "coordinate_transformation_mode": "tf_crop_and_resize"},
+     "'coordinate_transformation_mode' must be one of asymmetric, align_corners"),
+    ({"size": 4, "nearest_mode": "round"}, "'nearest_mode' must be one of floor, ceil"),
+])
+def test_upsample_attributes(attrs, needle):
+    msg = error(model_dict([{"name": "u", "op": "upsample", **attrs}]))
+    assert "layer 'u' (upsample)" in msg and needle in msg
+
+
+def test_upsample_needs_chw():
+    msg = error(model_dict([{"name": "u", "op": "upsample", "scale_factor": 2}], shape=(4, 5)), ShapeError)
+    assert "layer 'u' (upsample)" in msg and "C×H×W" in msg
+
+
+def test_conv_transpose_output_size_formula_with_its_numbers():
+    """out = (in − 1)·S − 2P + D·(F − 1) + output_padding + 1, shown with the layer's numbers."""
+    msg = error(model_dict([{"name": "t", "op": "conv_transpose2d", "filters": 2, "kernel": 3, "padding": [3, 0]}],
+                           shape=(3, 2, 5)), ShapeError)
+    assert "layer 't' (conv_transpose2d)" in msg and "'padding'" in msg
+    assert "(in − 1)·S − 2P + D·(F − 1) + output_padding + 1" in msg
+    assert "output height (in − 1)·S − 2P + D·(F − 1) + output_padding + 1 = (2 − 1)·1 − 2·3 + 1·(3 − 1) + 0 + 1 = -2 ≤ 0" in msg
+
+
+@pytest.mark.parametrize("attrs,needle", [
+    ({"filters": 4, "kernel": 3, "padding": "same"}, '"same" is not supported for conv_transpose2d'),
+    ({"filters": 4, "kernel": 3, "groups": 2}, "'groups' = 2 must divide both the input channels (3)"),
+    ({"filters": 4, "kernel": 3, "output_padding": -1}, "'output_padding' must be an integer >= 0"),
+    ({"kernel": 3}, "missing required attribute 'filters'"),
+])
+def test_conv_transpose_attributes(attrs, needle):
+    msg = error(model_dict([{"name": "t", "op": "conv_transpose2d", **attrs}]))
+    assert "layer 't' (conv_transpose2d)" in msg and needle in msg
+
+
+def test_conv_transpose_weight_is_in_torch_layout(tmp_path):
+    np.savez(tmp_path / "w.npz", **{"t.weight": np.ones((4, 3, 3, 3), np.float32), "t.bias": np.ones(4, np.float32)})
+    (tmp_path / "m.yaml").write_text("input: {name: x, shape: [3, 4, 4]}\nweights: w.npz\n"
+                                     "layers: [{name: t, op: conv_transpose2d, filters: 4, kernel: 3}]\n")
+    assert "'t.weight' has shape [4, 3, 3, 3], expected [3, 4, 3, 3]" in error(tmp_path / "m.yaml")

@@ -343,6 +343,28 @@ OTHER_OPS = [
     ("pad-flat", {"op": "pad", "pads": [3, 1]}, (5,), lambda x, w: F.pad(x, (3, 1))),
     ("pad-rank-2", {"op": "pad", "pads": [0, 2, 1, 0], "value": 7.0}, (3, 4),
      lambda x, w: F.pad(x, (2, 0, 0, 1), value=7.0)),
+    # layernorm, groupnorm, instancenorm, upsample, conv_transpose2d (more below)
+    ("layernorm-last-axis", {"op": "layernorm", "eps": 1e-3}, (3, 4, 5),
+     lambda x, w: F.layer_norm(x, (5,), t(w["y.weight"]), t(w["y.bias"]), eps=1e-3)),
+    ("layernorm-axes-1-to-end", {"op": "layernorm", "axis": 1}, (3, 4, 5),
+     lambda x, w: F.layer_norm(x, (3, 4, 5), t(w["y.weight"]), t(w["y.bias"]))),
+    ("layernorm-channels", {"op": "layernorm", "axis": 1, "last_axis": 1, "eps": 1e-6}, (6, 4, 5),
+     lambda x, w: F.layer_norm(x.permute(0, 2, 3, 1), (6,), t(w["y.weight"]), t(w["y.bias"]), 1e-6).permute(0, 3, 1, 2)),
+    ("groupnorm", {"op": "groupnorm", "num_groups": 3, "eps": 1e-4}, (6, 4, 5),
+     lambda x, w: F.group_norm(x, 3, t(w["y.weight"]), t(w["y.bias"]), eps=1e-4)),
+    ("groupnorm-flat", {"op": "groupnorm", "num_groups": 2}, (6,),
+     lambda x, w: F.group_norm(x, 2, t(w["y.weight"]), t(w["y.bias"]))),
+    ("instancenorm", {"op": "instancenorm", "eps": 1e-3}, (3, 4, 5),
+     lambda x, w: F.instance_norm(x, weight=t(w["y.weight"]), bias=t(w["y.bias"]), eps=1e-3)),
+    ("instancenorm-1d", {"op": "instancenorm"}, (3, 7),
+     lambda x, w: F.instance_norm(x, weight=t(w["y.weight"]), bias=t(w["y.bias"]))),
+    ("upsample-nearest", {"op": "upsample", "scale_factor": 2}, (2, 3, 4),
+     lambda x, w: F.interpolate(x, scale_factor=2, mode="nearest")),
+    ("upsample-bilinear", {"op": "upsample", "size": [5, 7], "mode": "bilinear"}, (2, 3, 4),
+     lambda x, w: F.interpolate(x, size=(5, 7), mode="bilinear", align_corners=False)),
+    ("conv_transpose2d", {"op": "conv_transpose2d", "filters": 4, "kernel": 3, "stride": 2, "padding": 1,
+                          "output_padding": 1}, (3, 4, 5),
+     lambda x, w: F.conv_transpose2d(x, t(w["y.weight"]), t(w["y.bias"]), 2, 1, 1)),
 ]
 
 # hardswish, hardsigmoid, silu, gelu, mish, softplus, elu, selu; exp, log, sqrt, erf, abs, neg, reciprocal
@@ -508,6 +530,121 @@ def test_channel_shuffle_vs_torch():
     x = np.random.default_rng(9).standard_normal((2, 12, 5, 2))
     close(run(graph, x, "shuffled"), torch.nn.ChannelShuffle(3)(t(x)))
 
+
+# ---------------------------------------------------------------- upsample and conv_transpose2d configurations
+def upsample_configs(n: int, seed: int) -> list[dict]:
+    """nearest, nearest-exact and bilinear (align_corners False/True), by scale factors (whole or not, up and down)
+    or by output size (1 included), vs F.interpolate."""
+    rng = np.random.default_rng(seed)
+    configs = []
+    while len(configs) < n:
+        kind = ["nearest", "nearest-exact", "bilinear", "bilinear-align-corners"][len(configs) % 4]
+        h, w = (int(v) for v in rng.integers(1, 12, size=2))
+        layer = {"name": "u", "op": "upsample"}
+        if rng.random() < 0.5:
+            sf = [float(np.round(rng.uniform(0.2, 4.0), int(rng.integers(0, 3)))) for _ in range(2)]
+            if min(h * sf[0], w * sf[1]) < 1:
+                continue
+            layer["scale_factor"] = sf
+            torch_kw = {"scale_factor": sf}
+        else:
+            size = [int(v) for v in rng.integers(1, 16, size=2)]
+            layer["size"] = size
+            torch_kw = {"size": size}
+        if kind == "nearest":
+            torch_kw["mode"] = "nearest"
+        elif kind == "nearest-exact":  # torch's nearest-exact is half_pixel rounded half up
+            torch_kw["mode"] = "nearest-exact"
+            layer.update(coordinate_transformation_mode="half_pixel", nearest_mode="round_prefer_ceil")
+        else:
+            align = kind == "bilinear-align-corners"
+            torch_kw.update(mode="bilinear", align_corners=align)
+            layer["mode"] = "bilinear"
+            if align:
+                layer["coordinate_transformation_mode"] = "align_corners"
+        configs.append({"layer": layer, "shape": (2, h, w), "torch": torch_kw})
+    return configs
+
+
+UPSAMPLE_CONFIGS = upsample_configs(160, seed=13)
+
+
+@pytest.mark.parametrize("cfg", UPSAMPLE_CONFIGS, ids=[f"{c['torch']}-{c['shape']}".replace(" ", "")
+                                                       for c in UPSAMPLE_CONFIGS])
+def test_upsample_vs_torch(cfg):
+    """The same source pixels (nearest: bit for bit) and weights as torch, including its rule of ignoring a
+    scale factor when the output is as large as the input (or twice as large, for nearest)."""
+    graph = load(model_dict([cfg["layer"]], shape=cfg["shape"]))
+    x = np.random.default_rng(3).standard_normal((2, *cfg["shape"]))
+    close(run(graph, x, "u"), F.interpolate(t(x), **cfg["torch"]))
+
+
+def test_upsample_configs_cover_the_attribute_space():
+    layers = [c["layer"] for c in UPSAMPLE_CONFIGS]
+    for mode in ("nearest", "bilinear"):
+        mine = [l for l in layers if l.get("mode", "nearest") == mode]
+        assert any(any(s % 1 for s in l.get("scale_factor", [1])) for l in mine)  # fractional scale factors
+        assert any(min(l.get("scale_factor", [1])) < 1 for l in mine)  # downsampling
+        assert any(max(l.get("scale_factor", [0])) > 1 for l in mine)  # upsampling
+        assert any(1 in l.get("size", []) for l in mine)  # an output size of 1
+    # torch's special case: a scale factor whose output is 1× or 2× the input
+    assert any(int(c["shape"][1] * c["layer"]["scale_factor"][0]) == 2 * c["shape"][1]
+               and c["layer"]["scale_factor"][0] != 2 for c in UPSAMPLE_CONFIGS if "scale_factor" in c["layer"])
+
+
+def conv_transpose_configs(n: int, seed: int) -> list[dict]:
+    rng = np.random.default_rng(seed)
+    configs = []
+    while len(configs) < n:
+        groups = int(rng.choice([1, 1, 2, 3]))
+        cin, filters = groups * int(rng.integers(1, 3)), groups * int(rng.integers(1, 3))
+        kernel, (kh, kw) = size_or_pair(rng, 1, 4)
+        stride, (sh, sw) = size_or_pair(rng, 1, 3)
+        dilation, (dh, dw) = size_or_pair(rng, 1, 2)
+        padding, (ph, pw) = size_or_pair(rng, 0, 2)
+        # torch: output_padding smaller than the stride or the dilation
+        output_padding = [int(rng.integers(0, max(sh, dh))), int(rng.integers(0, max(sw, dw)))]
+        h, w = (int(v) for v in rng.integers(1, 8, size=2))
+        if (h - 1) * sh - 2 * ph + dh * (kh - 1) + output_padding[0] + 1 < 1 or \
+                (w - 1) * sw - 2 * pw + dw * (kw - 1) + output_padding[1] + 1 < 1:
+            continue
+        layer = {"name": "c", "op": "conv_transpose2d", "filters": filters, "kernel": kernel, "stride": stride,
+                 "padding": padding, "output_padding": output_padding, "dilation": dilation, "groups": groups,
+                 "bias": bool(rng.random() < 0.7)}
+        configs.append({"layer": layer, "shape": (cin, h, w), "torch": dict(
+            stride=(sh, sw), padding=(ph, pw), output_padding=tuple(output_padding), groups=groups,
+            dilation=(dh, dw))})
+    return configs
+
+
+CONV_TRANSPOSE_CONFIGS = conv_transpose_configs(60, seed=31)
+
+
+@pytest.mark.parametrize("cfg", CONV_TRANSPOSE_CONFIGS, ids=[f"{c['shape']}-{c['torch']}".replace(" ", "")
+                                                             for c in CONV_TRANSPOSE_CONFIGS])
+def test_conv_transpose2d_vs_torch(cfg):
+    graph = load(model_dict([cfg["layer"]], shape=cfg["shape"]))
+    x = np.random.default_rng(4).standard_normal((2, *cfg["shape"]))
+    bias = t(graph.weights["c.bias"]) if cfg["layer"]["bias"] else None
+    close(run(graph, x, "c"), F.conv_transpose2d(t(x), t(graph.weights["c.weight"]), bias, **cfg["torch"]))
+
+
+def test_layernorm_of_convnext_vs_torch():
+    """ConvNeXt's LayerNorm2d (permute to N×H×W×C, layer_norm over C, permute back), written as PyTorch's code
+    reads and as one layernorm over axis 1: both equal torch, and the passes make the first the second."""
+    from compiler.passes import optimize
+    permuted = load(model_dict([
+        {"name": "to_nhwc", "op": "transpose", "perm": [0, 2, 3, 1]},
+        {"name": "ln", "op": "layernorm", "eps": 1e-6},
+        {"name": "to_nchw", "op": "transpose", "perm": [0, 3, 1, 2]}], shape=(8, 5, 6)))
+    x = np.random.default_rng(6).standard_normal((2, 8, 5, 6))
+    w, b = t(permuted.weights["ln.weight"]), t(permuted.weights["ln.bias"])
+    want = F.layer_norm(t(x).permute(0, 2, 3, 1), (8,), w, b, 1e-6).permute(0, 3, 1, 2)
+    close(run(permuted, x, "to_nchw"), want)
+    folded = optimize(permuted, 1)
+    assert [(layer.op, layer.attrs.axis, layer.attrs.last_axis) for layer in folded.layers()[1:]] == \
+        [("layernorm", 1, 1)]
+    close(run(folded, x, "to_nchw"), want)
 
 # ---------------------------------------------------------------- whole networks
 def load_into_torch(net, graph) -> None:

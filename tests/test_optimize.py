@@ -388,3 +388,37 @@ def test_threaded_cases_do_use_the_pool(case, target):
     layers, shape = FAST_CASES[case]
     code = compiler.generate_c(load_quietly(model_dict(layers, shape=shape)), march=target).code
     assert "convc_parallel(L" in code
+
+
+# ---------------------------------------------------------------- fold_transposed_layernorm
+def _perm_ln_perm(name, to, back, **ln):
+    return [{"name": f"{name}_t", "op": "transpose", "perm": to}, {"name": f"{name}_ln", "op": "layernorm", **ln},
+            {"name": name, "op": "transpose", "perm": back}]
+
+
+@pytest.mark.parametrize("layers,outputs,folded", [
+    # ConvNeXt's LayerNorm2d twice in a row: two layernorms over the channels, no transposes
+    (_perm_ln_perm("a", [0, 2, 3, 1], [0, 3, 1, 2]) + _perm_ln_perm("b", [0, 2, 3, 1], [0, 3, 1, 2], eps=1e-3),
+     None, {"a": (1, 1), "b": (1, 1)}),
+    # normalizing H and W after moving C last: axes 2..3 of the original
+    (_perm_ln_perm("a", [0, 2, 3, 1], [0, 3, 1, 2], axis=1, last_axis=2), None, {"a": (2, 3)}),
+    # the normalized axes (W, C) are not in order in the original: kept
+    (_perm_ln_perm("a", [0, 2, 3, 1], [0, 3, 1, 2], axis=2), None, {}),
+    # the second transpose is not the inverse of the first: kept
+    (_perm_ln_perm("a", [0, 2, 3, 1], [0, 2, 3, 1]), None, {}),
+    # the layernorm is a model output too: kept
+    (_perm_ln_perm("a", [0, 2, 3, 1], [0, 3, 1, 2]), ["a", "a_ln"], {}),
+])
+def test_transposed_layernorm_folds_where_it_may(layers, outputs, folded):
+    extra = {"outputs": outputs} if outputs else {}
+    graph = load_quietly(model_dict(layers, shape=(6, 4, 5), **extra))
+    opt = optimize(graph, 1)
+    norms = {layer.name: (layer.attrs.axis, layer.attrs.last_axis) for layer in opt.layers() if layer.op == "layernorm"}
+    for name, axes in folded.items():
+        assert norms[name] == axes
+    if folded:
+        assert not [layer for layer in opt.layers() if layer.op == "transpose"]
+    else:
+        assert len([layer for layer in opt.layers() if layer.op == "transpose"]) == 2
+    for level in OPT_LEVELS:
+        check(graph, level)

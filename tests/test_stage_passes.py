@@ -16,7 +16,9 @@ import compiler
 from compiler.passes import GRAPH_PASSES, PIPELINES, optimize
 from compiler.passes.drop_identity import drop_identity
 from compiler.passes.fold_batchnorm import fold_batchnorm
+from compiler.passes.fold_transposed_layernorm import fold_transposed_layernorm
 from compiler.passes.fuse_epilogue import fuse_epilogue
+from compiler.passes.recognize_activations import recognize_activations
 from compiler.verify import verify_graph
 from conftest import model_dict, random_input
 
@@ -63,7 +65,8 @@ def ops(graph) -> dict:
 
 def test_the_levels_run_the_passes_in_order():
     assert PIPELINES[0] == []
-    assert PIPELINES[1] == PIPELINES[2] == GRAPH_PASSES == [drop_identity, fold_batchnorm, fuse_epilogue]
+    assert PIPELINES[1] == PIPELINES[2] == GRAPH_PASSES == [drop_identity, recognize_activations, fold_transposed_layernorm,
+                                                         fold_batchnorm, fuse_epilogue]
     with pytest.raises(ValueError, match="opt_level must be one of"):
         optimize(load([conv("c")]), 3)
 
@@ -185,8 +188,8 @@ def test_fuse_a_dense_with_its_activation():
 
 
 @pytest.mark.parametrize("layers, outputs", [
-    # sigmoid is no epilogue of the kernels
-    ([conv("c"), {"name": "a", "op": "sigmoid"}], None),
+    # softmax is no epilogue of the kernels (it reads the whole channel axis)
+    ([conv("c"), {"name": "a", "op": "softmax"}], None),
     # a broadcast add: the epilogue adds element by element only
     ([conv("c", filters=3), {"name": "k", "op": "constant", "shape": [3, 1, 1]},
       {"name": "s", "op": "add", "inputs": ["c", "k"]}], None),
@@ -196,7 +199,7 @@ def test_fuse_a_dense_with_its_activation():
     ([conv("c"), {"name": "r", "op": "relu"}, {"name": "t", "op": "tanh", "inputs": ["c"]}], None),
     # the conv is a model output
     ([conv("c"), {"name": "r", "op": "relu"}], ["c", "r"]),
-], ids=["sigmoid", "broadcast-add", "self-add", "two-readers", "conv-is-an-output"])
+], ids=["softmax", "broadcast-add", "self-add", "two-readers", "conv-is-an-output"])
 def test_fuse_epilogue_leaves_what_it_cannot_fuse(layers, outputs):
     graph = load(layers, **({"outputs": outputs} if outputs else {}))
     after = run(fuse_epilogue, graph)

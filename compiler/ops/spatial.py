@@ -149,6 +149,14 @@ def _windows(x: np.ndarray, axes: tuple[AxisSize, AxisSize], pad_value: float) -
         strides=(n, c, hp * ah.stride, wp * aw.stride, hp * ah.dilation, wp * aw.dilation), writeable=False)
 
 
+def check_groups(layer, channels: int) -> None:
+    """The attribute 'groups' divides the input channels and the attribute 'filters' (conv2d, conv_transpose2d)."""
+    a = layer.attrs
+    if channels % a.groups or a.filters % a.groups:
+        raise ModelError(f"{layer.where}: attribute 'groups' = {a.groups} must divide both the input "
+                         f"channels ({channels}) and 'filters' ({a.filters})")
+
+
 def _tap_args(axes: tuple[AxisSize, AxisSize]) -> dict:
     (rlo, rhi), (clo, chi) = tap_ranges(axes[0]), tap_ranges(axes[1])
     ah, aw = axes
@@ -185,10 +193,8 @@ class Conv2d(Op):
 
     def infer_shape(self, layer, in_shapes) -> Shape:
         check_rank(layer, in_shapes, 3)
-        a, c = layer.attrs, in_shapes[0][0]
-        if c % a.groups or a.filters % a.groups:
-            raise ModelError(f"{layer.where}: attribute 'groups' = {a.groups} must divide both the input "
-                             f"channels ({c}) and 'filters' ({a.filters})")
+        a = layer.attrs
+        check_groups(layer, in_shapes[0][0])
         axes = self.axes(layer, in_shapes[0])
         _check_axes(layer, axes)
         return (a.filters, axes[0].out, axes[1].out)

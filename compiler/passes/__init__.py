@@ -11,12 +11,14 @@ from typing import Callable
 from ..ir import Graph
 from .drop_identity import drop_identity
 from .fold_batchnorm import fold_batchnorm
+from .fold_transposed_layernorm import fold_transposed_layernorm
 from .fuse_epilogue import fuse_epilogue
 from .recognize_activations import recognize_activations
 
 Pass = Callable[[Graph], Graph]
 
-GRAPH_PASSES: list[Pass] = [drop_identity, recognize_activations, fold_batchnorm, fuse_epilogue]
+GRAPH_PASSES: list[Pass] = [drop_identity, recognize_activations, fold_transposed_layernorm, fold_batchnorm,
+                            fuse_epilogue]
 
 # opt_level -> the passes it runs.
 PIPELINES: dict[int, list[Pass]] = {

@@ -515,6 +515,221 @@ def _selu(b, node, ins, attrs, name):
         return [b.add(name, "selu", {}, [x])]
     elu = b.helper(f"{name}_elu", "elu", {"alpha": alpha}, [x])
     return [b.add(name, "mul", {}, [elu, b.constant(np.float32(gamma), f"{name}_gamma")])]
+# ---------------------------------------------------------------- normalization, resampling, transposed convolution
+def _per_channel(b, v, channels: int, what: str) -> np.ndarray:
+    value = const_input(b, v, what).reshape(-1)
+    if value.size != channels:
+        raise b.fail(f"{what} must have one value per channel ({channels}), got {value.size}")
+    return value
+
+
+@handles("LayerNormalization")
+def _layernorm(b, node, ins, attrs, name):
+    """axis (the first normalized axis; not the batch), epsilon; Scale and the optional B broadcast to the
+    normalized shape; stash_type ignored (float32); the Mean and InvStdDev outputs as extra layers
+    (reshape, global_avgpool, sub, mul, add, pow)."""
+    x = first_act(b, ins)
+    full = len(x.shape) + 1
+    axis = int(attrs.get("axis", -1))
+    first = axis_per_sample(b, axis, full)
+    normalized = x.shape[first:]
+    eps = float(attrs.get("epsilon", 1e-5))
+    weights = {}
+    for key, v, what in (("weight", ins[1], "Scale"), ("bias", ins[2] if len(ins) > 2 else None, "B")):
+        value = const_input(b, v, what)
+        value = np.zeros(normalized, np.float32) if value is None else per_sample_constant(b, value, full, what)
+        try:
+            weights[key] = np.broadcast_to(value, normalized)
+        except ValueError:
+            raise b.fail(f"{what} has shape {list(value.shape)}, which does not broadcast to the normalized shape "
+                         f"{list(normalized)} (axes {axis}..-1)") from None
+    outs = [b.add(name, "layernorm", {"axis": axis, "eps": eps}, [x], weights)]
+    wanted = [o in b.used for o in node.output[1:3]]
+    if any(wanted):
+        # Mean and InvStdDev keep the input's rank with the normalized axes of size 1.
+        outer, count = int(np.prod(x.shape[:first])), int(np.prod(normalized))
+        stat_shape = [*x.shape[:first], *[1] * len(normalized)]
+        rows = b.helper(f"{name}_rows", "reshape", {"shape": [outer, count, 1]}, [x])
+        mean = b.helper(f"{name}_mean", "reshape", {"shape": stat_shape},
+                        [b.helper(f"{name}_mean_rows", "global_avgpool", {}, [rows])])
+        deviation = b.helper(f"{name}_deviation", "sub", {}, [x, mean])
+        squares = b.helper(f"{name}_squares", "reshape", {"shape": [outer, count, 1]},
+                           [b.helper(f"{name}_squares_full", "mul", {}, [deviation, deviation])])
+        variance = b.helper(f"{name}_variance", "global_avgpool", {}, [squares])
+        shifted = b.helper(f"{name}_variance_eps", "add", {}, [variance, b.constant(np.full(1, eps), f"{name}_eps")])
+        inv_std = b.helper(f"{name}_inv_std_rows", "pow", {}, [shifted, b.constant(np.full(1, -0.5), f"{name}_half")])
+        outs += [mean, b.helper(f"{name}_inv_std", "reshape", {"shape": stat_shape}, [inv_std])]
+    return outs
+
+
+@handles("GroupNormalization")
+def _groupnorm(b, node, ins, attrs, name):
+    """num_groups, epsilon; scale and bias per channel (opset ≥ 21) or per group (opset 18: repeated over
+    each group's channels); stash_type ignored (float32)."""
+    x = first_act(b, ins)
+    groups, channels = int(attrs["num_groups"]), x.shape[0]
+    params = []
+    for v, what in ((ins[1], "scale"), (ins[2], "bias")):
+        value = const_input(b, v, what).reshape(-1)
+        if b.opset < 21 and value.size == groups and groups > 0 and channels % groups == 0:
+            value = np.repeat(value, channels // groups)  # opset 18: one value per group
+        params.append(_per_channel(b, value, channels, what))
+    return [b.add(name, "groupnorm", {"num_groups": groups, "eps": float(attrs.get("epsilon", 1e-5))}, [x],
+                  {"weight": params[0], "bias": params[1]})]
+
+
+@handles("InstanceNormalization")
+def _instancenorm(b, node, ins, attrs, name):
+    """epsilon; scale and B per channel."""
+    x = first_act(b, ins)
+    c = x.shape[0]
+    return [b.add(name, "instancenorm", {"eps": float(attrs.get("epsilon", 1e-5))}, [x],
+                  {"weight": _per_channel(b, ins[1], c, "scale"), "bias": _per_channel(b, ins[2], c, "B")})]
+
+
+def _resize_targets(b, node, ins, attrs, x: Act) -> tuple[list[float] | None, list[int] | None]:
+    """(scales, sizes) over every axis of N×C×..., from the inputs or attributes of Resize / Upsample."""
+    full = len(x.shape) + 1
+    if node.op_type == "Upsample" or b.opset < 11:  # Upsample, Resize-10: scales (attribute before opset 9)
+        scales = attrs.get("scales") if "scales" in attrs else const_input(b, ins[1] if len(ins) > 1 else None,
+                                                                         "input scales")
+        if scales is None:
+            raise b.fail("missing the scales")
+        return [float(v) for v in np.asarray(scales).reshape(-1)], None
+    scales = const_input(b, ins[2] if len(ins) > 2 else None, "input scales")
+    sizes = const_input(b, ins[3] if len(ins) > 3 else None, "input sizes")
+    scales = None if scales is None or scales.size == 0 else [float(v) for v in scales.reshape(-1)]
+    sizes = None if sizes is None or sizes.size == 0 else [int(v) for v in sizes.reshape(-1)]
+    if (scales is None) == (sizes is None):
+        raise b.fail("give exactly one of the inputs scales and sizes")
+    axes = attrs.get("axes")
+    if axes is not None:  # opset ≥ 18: the values are for these axes only
+        given = scales if scales is not None else sizes
+        if len(given) != len(axes):
+            raise b.fail(f"{len(given)} value(s) for {len(axes)} axes {list(axes)}")
+        full_values = [1.0] * full if scales is not None else [None, *x.shape]
+        for a, v in zip(axes, given):
+            full_values[a + full if a < 0 else a] = v
+        if scales is not None:
+            scales = full_values
+        else:
+            sizes = [b.batch, *[int(v) for v in full_values[1:]]]
+    return scales, sizes
+
+
+@handles("Resize", "Upsample")
+def _resize(b, node, ins, attrs, name):
+    """Nearest and linear over the last two axes of N×C×H×W (the last of N×C×L); scales or sizes (and axes,
+    keep_aspect_ratio_policy); coordinate_transformation_mode asymmetric, align_corners, half_pixel,
+    pytorch_half_pixel, half_pixel_symmetric; every nearest_mode; Upsample and Resize-10 as asymmetric (nearest
+    rounds down when upsampling, up when downsampling, as onnxruntime). Not cubic, not tf_crop_and_resize, not
+    antialias when downsampling."""
+    x = first_act(b, ins)
+    mode = attrs.get("mode", "nearest")
+    if mode not in ("nearest", "linear", "bilinear"):
+        raise b.fail(f"mode {mode!r} is not supported; convc resizes with nearest and linear")
+    spatial = len(x.shape) - 1
+    if spatial not in (1, 2):
+        raise b.fail(f"convc resizes N×C×H×W and N×C×L inputs; this input is N×{'×'.join(map(str, x.shape))}")
+    scales, sizes = _resize_targets(b, node, ins, attrs, x)
+    given = scales if scales is not None else sizes
+    if len(given) != len(x.shape) + 1:
+        raise b.fail(f"{len(given)} scales/sizes for a rank-{len(x.shape) + 1} input")
+    if scales is not None and (scales[0] != 1.0 or scales[1] != 1.0):
+        raise b.fail(f"scales {scales} resize the batch or channel axis; convc resizes the spatial axes only")
+    if sizes is not None and sizes[1] != x.shape[0]:
+        raise b.fail(f"sizes {sizes} change the channels ({x.shape[0]}); convc resizes the spatial axes only")
+    out = {"mode": "nearest" if mode == "nearest" else "bilinear"}
+    legacy = node.op_type == "Upsample" or b.opset < 11
+    if legacy:
+        down = [s < 1 for s in scales[2:]]
+        if any(down) and not all(down):
+            raise b.fail(f"scales {scales} shrink one axis and grow the other; onnxruntime rounds the two "
+                         "differently, which convc does not model")
+        out.update(coordinate_transformation_mode="asymmetric", nearest_mode="ceil" if all(down) else "floor")
+    else:
+        coordinates = attrs.get("coordinate_transformation_mode", "half_pixel")
+        if coordinates in ("tf_crop_and_resize", "tf_half_pixel_for_nn"):
+            raise b.fail(f"coordinate_transformation_mode {coordinates!r} is not supported")
+        out.update(coordinate_transformation_mode=coordinates,
+                   nearest_mode=attrs.get("nearest_mode", "round_prefer_floor"))
+        if int(attrs.get("antialias", 0)) and mode != "nearest" and (
+                (scales is not None and min(scales[2:]) < 1) or (sizes is not None and any(
+                    o < i for o, i in zip(sizes[2:], x.shape[1:])))):
+            raise b.fail("antialias when downsampling is not supported")
+    policy = attrs.get("keep_aspect_ratio_policy", "stretch")
+    if scales is not None:
+        out["scale_factor"] = scales[2:]
+    elif policy == "stretch":
+        out["size"] = sizes[2:]
+    else:  # one scale for the resized axes, the sizes rounded from it
+        axes = [a + len(given) if a < 0 else a for a in attrs.get("axes", range(len(given)))]
+        ratios = [sizes[a] / ([None, *x.shape][a]) for a in axes if a >= 2]
+        scale = min(ratios) if policy == "not_larger" else max(ratios)
+        out["scale_factor"] = [scale if a in axes else 1.0 for a in range(2, len(given))]
+        out["size"] = [int(np.floor(scale * n + 0.5)) if a in axes else n for a, n in zip(range(2, len(given)),
+                                                                                   x.shape[1:])]
+    if spatial == 2:
+        return [b.add(name, "upsample", out, [x])]
+    # N×C×L as N×C×1×L
+    lifted = {k: ([1.0, *v] if k == "scale_factor" else [1, *v]) if isinstance(v, list) else v for k, v in out.items()}
+    x2 = b.helper(f"{name}_2d", "reshape", {"shape": [x.shape[0], 1, x.shape[1]]}, [x])
+    y = b.helper(f"{name}_resize", "upsample", lifted, [x2])
+    return [b.add(name, "reshape", {"shape": [y.shape[0], y.shape[2]]}, [y])]
+
+
+@handles("ConvTranspose")
+def _conv_transpose(b, node, ins, attrs, name):
+    """2-D, and 1-D as 2-D with height 1; strides, pads, dilations, group, output_padding, output_shape,
+    auto_pad (SAME_UPPER / SAME_LOWER / VALID / NOTSET), optional bias; weight [C, K/group, kh, kw] as PyTorch."""
+    x = first_act(b, ins)
+    w = const_input(b, ins[1], "the weight W")
+    if len(x.shape) == 2 and w.ndim == 3:
+        x2, lifted = lift_1d(b, x, attrs, name)
+        for key, lead in (("output_padding", 0), ("output_shape", 1)):
+            if key in attrs:
+                lifted[key] = [lead, *attrs[key]]
+        y = _conv_transpose(b, node, [x2, w[:, :, None, :], *ins[2:]], lifted, b.helper_name(f"{name}_conv"))[0]
+        return [unlift_1d(b, y, name)]
+    spatial_2d(b, x)
+    if w.ndim != 4:
+        raise b.fail(f"weight W has shape {list(w.shape)}; convc supports 2-D transposed convolutions (4-D weights)")
+    bias = const_input(b, ins[2] if len(ins) > 2 else None, "the bias B")
+    group = int(attrs.get("group", 1))
+    kernel = [int(k) for k in attrs.get("kernel_shape", w.shape[2:])]
+    strides, dilations = pair(b, attrs, "strides", 1), pair(b, attrs, "dilations", 1)
+    output_padding = pair(b, attrs, "output_padding", 0)
+    auto_pad = attrs.get("auto_pad", "NOTSET")
+    pads = [int(p) for p in attrs.get("pads", [0, 0, 0, 0])]
+    if len(pads) != 4:
+        raise b.fail(f"attribute 'pads' must have 4 values for a 2-D window, got {pads}")
+    output_shape = attrs.get("output_shape")
+    if output_shape is not None and len(output_shape) == 4:
+        output_shape = output_shape[2:]  # given with the batch and channel axes
+    if auto_pad in ("SAME_UPPER", "SAME_LOWER") and output_shape is None:
+        output_shape = [n * s for n, s in zip(x.shape[1:], strides)]
+    if auto_pad == "VALID":
+        pads = [0, 0, 0, 0]
+    if output_shape is not None:  # the padding that gives this size; a negative total adds rows at the end
+        pads = [0, 0, 0, 0]
+        for axis, (n, s, k, d, op, want) in enumerate(zip(x.shape[1:], strides, kernel, dilations, output_padding,
+                                                          output_shape)):
+            total = (n - 1) * s + op + (k - 1) * d + 1 - int(want)
+            if total < 0:
+                output_padding[axis] = op - total
+                continue
+            # As ONNX and onnxruntime: SAME_UPPER crops the odd row at the end, the others at the start.
+            small, big = total // 2, total - total // 2
+            pads[axis], pads[axis + 2] = (small, big) if auto_pad == "SAME_UPPER" else (big, small)
+    if any(p < 0 for p in pads):
+        raise b.fail(f"negative 'pads' {pads} are not supported")
+    weights = {"weight": w}
+    if bias is not None:
+        weights["bias"] = bias.reshape(-1)
+    return [b.add(name, "conv_transpose2d", {
+        "filters": int(w.shape[1]) * group, "kernel": kernel, "stride": strides, "padding": pads,
+        "output_padding": output_padding, "dilation": dilations, "groups": group, "bias": bias is not None},
+        [x], weights)]
 
 
 def one_to_one(b, node, ins, attrs, name):
