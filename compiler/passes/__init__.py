@@ -11,11 +11,13 @@ from typing import Callable
 from ..ir import Graph
 from .drop_identity import drop_identity
 from .fold_batchnorm import fold_batchnorm
+from .fuse_channel_shuffle import fuse_channel_shuffle
 from .fuse_epilogue import fuse_epilogue
+from .reduce_to_global_pool import reduce_to_global_pool
 
 Pass = Callable[[Graph], Graph]
 
-GRAPH_PASSES: list[Pass] = [drop_identity, fold_batchnorm, fuse_epilogue]
+GRAPH_PASSES: list[Pass] = [drop_identity, fold_batchnorm, fuse_epilogue, reduce_to_global_pool, fuse_channel_shuffle]
 
 # opt_level -> the passes it runs.
 PIPELINES: dict[int, list[Pass]] = {
