@@ -17,7 +17,7 @@ class DenseAttrs:
 @register
 class Dense(Op):
     name = "dense"
-    onnx_types = ("Gemm", "MatMul")
+    onnx_types = ("Gemm",)
     Attrs = DenseAttrs
     template = "ops/dense.c.j2"
     doc = "y = W·x + b; weight [units, in_features], bias [units]"

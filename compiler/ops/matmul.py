@@ -26,6 +26,7 @@ def _matrices(shape: Shape, left: bool) -> Shape:
 @register
 class MatMul(Op):
     name = "matmul"
+    onnx_types = ("MatMul",)
     arity = 2
     template = "ops/matmul.c.j2"
     doc = ("the matrix product of each sample's two inputs, as torch.matmul (1-D operands, broadcasting batch axes); "

@@ -86,6 +86,7 @@ class _Reduce(Op):
 @register
 class ReduceMean(_Reduce):
     name = "reduce_mean"
+    onnx_types = ("ReduceMean",)
     numpy_name = "mean"
     divide = True
     doc = "the mean over `axes`, as torch.mean(x, dim=axes, keepdim=keepdims) / ONNX ReduceMean"
@@ -94,6 +95,7 @@ class ReduceMean(_Reduce):
 @register
 class ReduceMax(_Reduce):
     name = "reduce_max"
+    onnx_types = ("ReduceMax",)
     numpy_name = "max"
     maximum = True
     init = "-INFINITY"
@@ -103,5 +105,6 @@ class ReduceMax(_Reduce):
 @register
 class ReduceSum(_Reduce):
     name = "reduce_sum"
+    onnx_types = ("ReduceSum",)
     numpy_name = "sum"
     doc = "the sum over `axes`, as torch.sum(x, dim=axes, keepdim=keepdims) / ONNX ReduceSum"

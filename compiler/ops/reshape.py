@@ -73,7 +73,7 @@ class ReshapeAttrs:
 @register
 class Reshape(Op):
     name = "reshape"
-    onnx_types = ("Reshape", "Squeeze", "Unsqueeze")
+    onnx_types = ("Reshape",)
     Attrs = ReshapeAttrs
     is_view = True
     doc = "the same values in row-major order under another per-sample shape, as numpy.reshape of each sample"
@@ -125,6 +125,7 @@ class SqueezeAttrs:
 @register
 class Squeeze(Reshape):  # a reshape whose target shape comes from the axes (formula, reference)
     name = "squeeze"
+    onnx_types = ("Squeeze",)
     Attrs = SqueezeAttrs
     doc = "remove axes of size 1, as torch.squeeze / ONNX Squeeze; no kernel, no copy"
 
@@ -152,6 +153,7 @@ class UnsqueezeAttrs:
 @register
 class Unsqueeze(Reshape):
     name = "unsqueeze"
+    onnx_types = ("Unsqueeze",)
     Attrs = UnsqueezeAttrs
     doc = "insert axes of size 1, as torch.unsqueeze / ONNX Unsqueeze; no kernel, no copy"
 

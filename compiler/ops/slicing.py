@@ -104,6 +104,7 @@ class SliceAttrs:
 @register
 class Slice(Op):
     name = "slice"
+    onnx_types = ("Slice",)
     Attrs = SliceAttrs
     template = "ops/copy.c.j2"
     doc = ("the elements starts:ends:steps of the given axes, x[..., a:b:s, ...] as Python slicing, torch.narrow and "
@@ -215,6 +216,7 @@ class SplitAttrs:
 @register
 class Split(_Piece):
     name = "split"
+    onnx_types = ("Split",)  # the handler makes `chunk` layers when the node gives no sizes
     Attrs = SplitAttrs
     doc = ("piece `index` of torch.split(x, split_size_or_sections, dim=axis) (ONNX Split with `split`); one layer "
            "per piece, each a copy of its own range")
@@ -272,6 +274,7 @@ class GatherAttrs:
 @register
 class Gather(Op):
     name = "gather"
+    onnx_types = ("Gather",)
     Attrs = GatherAttrs
     template = "ops/gather.c.j2"
     doc = ("the elements at constant `indices` along `axis`, x[..., indices, ...] as torch.index_select (a list), "

@@ -98,24 +98,6 @@ def _global_pool(b, node, ins, attrs, name):
     return [b.add(name, ONNX_TYPES[node.op_type], {}, [x])]
 
 
-@handles("ReduceMean", "ReduceMax")
-def _reduce_spatial(b, node, ins, attrs, name):
-    """Only the global-pooling case, over axes [2, 3] of N×C×H×W (`x.mean([2, 3])`); a flatten follows
-    when keepdims = 0."""
-    x = first_act(b, ins)
-    axes = ints(const_input(b, ins[1], "input axes")) if len(ins) > 1 and ins[1] is not None else attrs.get("axes")
-    full = len(x.shape) + 1
-    axes = sorted(a + full if a < 0 else a for a in axes) if axes is not None else None
-    if len(x.shape) != 3 or axes != [2, 3]:
-        raise b.fail(f"convc maps {node.op_type} only over axes [2, 3] of N×C×H×W (global pooling); got axes "
-                     f"{attrs.get('axes', axes)} on N×{'×'.join(map(str, x.shape))}")
-    op = ONNX_TYPES[node.op_type]
-    if int(attrs.get("keepdims", 1)):
-        return [b.add(name, op, {}, [x])]
-    pooled = b.helper(f"{name}_pool", op, {}, [x])
-    return [b.add(name, "flatten", {}, [pooled])]
-
-
 def _as_vector(x: Act) -> bool:
     return len(x.shape) == 1
 
@@ -147,22 +129,6 @@ def _gemm(b, node, ins, attrs, name):
         except ValueError:
             raise b.fail(f"input C of shape {list(c.shape)} does not broadcast to {units} units") from None
     return [b.add(name, "dense", {"units": int(units), "bias": "bias" in weights}, [a], weights)]
-
-
-@handles("MatMul")
-def _matmul(b, node, ins, attrs, name):
-    """A run-time N×K times a constant 2-D K×M: a dense layer without bias."""
-    a, w = ins[0], ins[1]
-    if not isinstance(a, Act) or isinstance(w, Act):
-        raise b.fail("convc supports MatMul of a run-time N×K input by a constant K×M matrix only")
-    if w.ndim != 2:
-        raise b.fail(f"the constant operand must be 2-D, got shape {list(w.shape)}")
-    if not _as_vector(a):
-        raise b.fail(f"the run-time operand must be N×K, got N×{'×'.join(map(str, a.shape))}; batched "
-                     "matrix products are not supported")
-    if w.shape[0] != a.shape[0]:
-        raise b.fail(f"the input has {a.shape[0]} features but the matrix is {w.shape[0]}×{w.shape[1]}")
-    return [b.add(name, "dense", {"units": int(w.shape[1]), "bias": False}, [a], {"weight": w.T})]
 
 
 @handles("BatchNormalization")
@@ -290,41 +256,6 @@ def _reshape(b, node, ins, attrs, name):
     return [b.add(name, "reshape", {"shape": target}, [x])]
 
 
-def _axes_of(b, node, ins, attrs) -> list[int] | None:
-    if len(ins) > 1 and ins[1] is not None:  # opset ≥ 13
-        return ints(const_input(b, ins[1], "input axes"))
-    return [int(a) for a in attrs["axes"]] if "axes" in attrs else None
-
-
-@handles("Unsqueeze", "Squeeze")
-def _squeeze(b, node, ins, attrs, name):
-    """Of activations (of constants they are folded): a reshape of the per-sample shape; axes as attribute
-    (< 13) or input; never the batch axis."""
-    x = first_act(b, ins)
-    axes = _axes_of(b, node, ins, attrs)
-    shape = list(x.shape)
-    if node.op_type == "Unsqueeze":
-        if axes is None:
-            raise b.fail("missing the axes to insert")
-        rank = len(shape) + 1 + len(axes)
-        for a in sorted(axis_per_sample(b, a, rank, "axis") for a in axes):
-            shape.insert(a, 1)
-    else:
-        full = len(shape) + 1
-        if axes is None:
-            drop = {i for i, d in enumerate(shape) if d == 1}
-        else:
-            drop = {axis_per_sample(b, a, full, "axis") for a in axes}
-            if any(shape[i] != 1 for i in drop):
-                raise b.fail(f"cannot squeeze axes {axes} of N×{'×'.join(map(str, x.shape))}: not all of size 1")
-        shape = [d for i, d in enumerate(shape) if i not in drop]
-    if not shape:
-        raise b.fail("the result would have no per-sample axes")
-    if tuple(shape) == x.shape:
-        return [x]
-    return [b.add(name, "reshape", {"shape": shape}, [x])]
-
-
 @handles("Transpose")
 def _transpose(b, node, ins, attrs, name):
     """Permutations keeping axis 0 first."""
@@ -441,6 +372,149 @@ def _lrn(b, node, ins, attrs, name):
     return [b.add(name, "lrn", {"size": int(attrs["size"]), "alpha": float(attrs.get("alpha", 1e-4)),
                                 "beta": float(attrs.get("beta", 0.75)), "bias": float(attrs.get("bias", 1.0))},
                   [x])]
+
+
+# ---------------------------------------------------------------- slicing, reductions, matmul (issue 13)
+def _optional_ints(b, ins, index, attrs, key, what) -> list[int] | None:
+    """An integer list given as input `index` (newer opsets) or as attribute `key` (older ones), or None."""
+    if len(ins) > index and ins[index] is not None:
+        return ints(const_input(b, ins[index], what))
+    return [int(a) for a in attrs[key]] if key in attrs else None
+
+
+def _is_whole_batch(b, start: int, end: int, step: int) -> bool:
+    """A slice of the batch axis that keeps all of it: 0 to the end (a huge end, or the exported batch size)."""
+    return start == 0 and step == 1 and (end >= 2**31 - 1 or end == b.batch)
+
+
+@handles("Slice")
+def _slice(b, node, ins, attrs, name):
+    """starts, ends, axes, steps as attributes (< 10) or constant inputs; negative and out-of-range indices
+    clamped as ONNX does, negative steps; a slice keeping the whole batch axis is dropped, any other of axis 0
+    is refused."""
+    x = first_act(b, ins)
+    full = len(x.shape) + 1
+    starts = _optional_ints(b, ins, 1, attrs, "starts", "input starts")
+    ends = _optional_ints(b, ins, 2, attrs, "ends", "input ends")
+    if starts is None or ends is None or len(starts) != len(ends):
+        raise b.fail(f"starts {starts} and ends {ends} must be given, one of each per sliced axis")
+    axes = _optional_ints(b, ins, 3, attrs, "axes", "input axes")
+    axes = list(range(len(starts))) if axes is None else axes
+    steps = _optional_ints(b, ins, 4, {}, "steps", "input steps") or [1] * len(starts)
+    kept = {"axes": [], "starts": [], "ends": [], "steps": []}
+    for axis, start, end, step in zip(axes, starts, ends, steps):
+        a = axis + full if axis < 0 else axis
+        if a == 0 and _is_whole_batch(b, start, end, step):
+            continue
+        if 0 < a < full and step != 0:  # else the op names the bad axis or step
+            size = x.shape[a - 1]
+            r = range(*slice(start, end, step).indices(size))
+            if r == range(size):
+                continue
+            start, end = r.start, r.stop if r.stop >= 0 else -size - 1  # ends as the op reads them, clamped
+        for key, v in zip(kept, (axis, start, end, step)):
+            kept[key].append(v)
+    if not kept["axes"]:
+        return [x]
+    return [b.add(name, "slice", kept, [x])]
+
+
+@handles("Split")
+def _split(b, node, ins, attrs, name):
+    """Each output its own layer: `split` with the sizes (the `split` input (≥ 13) or attribute), else `chunk`
+    (num_outputs (≥ 18), or equal parts); outputs nobody reads are not computed."""
+    x = first_act(b, ins)
+    axis = int(attrs.get("axis", 0))
+    sizes = _optional_ints(b, ins, 1, attrs, "split", "input split")
+    pieces = len(node.output)
+    outs = []
+    for i, out in enumerate(node.output):
+        if not out or out not in b.used:
+            outs.append(None)
+            continue
+        if sizes is not None:
+            op, spec = "split", {"split_size_or_sections": sizes}
+        else:
+            op, spec = "chunk", {"chunks": int(attrs.get("num_outputs", pieces))}
+        outs.append(b.add(out, op, {**spec, "index": i, "axis": axis}, [x]))
+    return outs
+
+
+@handles("Squeeze", "Unsqueeze")
+def _squeeze(b, node, ins, attrs, name):
+    """Of activations (of constants they are folded); axes as attribute (< 13) or input; a view, no copy."""
+    x = first_act(b, ins)
+    axes = _optional_ints(b, ins, 1, attrs, "axes", "input axes")
+    if node.op_type == "Unsqueeze":
+        if not axes:
+            raise b.fail("missing the axes to insert")
+        return [b.add(name, "unsqueeze", {"axes": axes}, [x])]
+    return [b.add(name, "squeeze", {"axes": axes} if axes else {}, [x])]
+
+
+@handles("ReduceMean", "ReduceMax", "ReduceSum")
+def _reduce(b, node, ins, attrs, name):
+    """axes as attribute, or input (ReduceSum ≥ 13, the others ≥ 18); keepdims; noop_with_empty_axes; no axes
+    reduce every axis, the batch too, which is refused."""
+    x = first_act(b, ins)
+    axes = _optional_ints(b, ins, 1, attrs, "axes", "input axes")
+    if not axes:
+        if int(attrs.get("noop_with_empty_axes", 0)):
+            return [x]
+        axes = list(range(len(x.shape) + 1))
+    return [b.add(name, ONNX_TYPES[node.op_type], {"axes": axes, "keepdims": bool(attrs.get("keepdims", 1))}, [x])]
+
+
+@handles("Gather")
+def _gather(b, node, ins, attrs, name):
+    """Of an activation with constant indices (any shape; negative ones count from the end), on any axis but the
+    batch; indices of rank ≥ 2 gather their flattening, then a view reshapes it."""
+    x = first_act(b, ins)
+    indices = np.asarray(const_input(b, ins[1], "input indices"))
+    if indices.dtype.kind not in "iu":
+        raise b.fail(f"indices must be integers, got {indices.dtype}")
+    axis = int(attrs.get("axis", 0))
+    if indices.ndim == 0:
+        return [b.add(name, "gather", {"axis": axis, "indices": int(indices)}, [x])]
+    flat = [int(i) for i in indices.reshape(-1)]
+    if indices.ndim == 1:
+        return [b.add(name, "gather", {"axis": axis, "indices": flat}, [x])]
+    taken = b.helper(f"{name}_flat", "gather", {"axis": axis, "indices": flat}, [x])
+    gather = b.layers[-1]
+    k, _ = gather.spec.positions(gather, x.shape)  # the gathered axis in the layer's shapes
+    shape = [*taken.shape[:k], *indices.shape, *taken.shape[k + 1:]]
+    return [b.add(name, "reshape", {"shape": shape}, [taken])]
+
+
+def _rank(v) -> int:
+    """The ONNX rank of an operand: a run-time tensor's includes the batch axis."""
+    return len(v.shape) + 1 if isinstance(v, Act) else np.ndim(v)
+
+
+@handles("MatMul")
+def _matmul(b, node, ins, attrs, name):
+    """Any rank with NumPy broadcasting when the batch stays the leading axis of the result; a run-time N×K
+    times a constant K×M is `dense` (its vectorized kernel); a run-time N×K on the right, or by a constant of
+    rank ≥ 3, moves the batch axis and is refused."""
+    a, w = ins[0], ins[1]
+    acts = [v for v in (a, w) if isinstance(v, Act)]
+    ra, rw = _rank(a), _rank(w)
+    if isinstance(a, Act) and ra == 2 and not isinstance(w, Act) and rw == 2:
+        if w.shape[0] != a.shape[0]:
+            raise b.fail(f"the input has {a.shape[0]} features but the matrix is {w.shape[0]}×{w.shape[1]}")
+        return [b.add(name, "dense", {"units": int(w.shape[1]), "bias": False}, [a], {"weight": w.T})]
+    # The batch axis N of a run-time operand must be a batch axis of the product (torch.matmul), so that each
+    # sample's product is the product of its own operands.
+    if isinstance(w, Act) and rw == 2:
+        raise b.fail(f"the run-time right operand is N×{w.shape[0]}: the product sums over the batch axis")
+    if isinstance(a, Act) and ra == 2 and rw > 2:
+        raise b.fail(f"the run-time left operand N×{a.shape[0]} times a rank-{rw} operand puts the batch axis "
+                     "among the rows of each matrix")
+    if len(acts) == 2 and ra != rw:
+        raise b.fail(f"run-time operands of ranks {ra} and {rw} would broadcast the batch axis against another axis")
+    full = max(_rank(v) for v in acts)
+    operands = [operand(b, v, full, f"{name}_operand{i}") for i, v in enumerate((a, w))]
+    return [b.add(name, "matmul", {}, operands)]
 
 
 def one_to_one(b, node, ins, attrs, name):
