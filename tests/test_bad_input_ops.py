@@ -322,3 +322,99 @@ def test_conv_transpose_weight_is_in_torch_layout(tmp_path):
     (tmp_path / "m.yaml").write_text("input: {name: x, shape: [3, 4, 4]}\nweights: w.npz\n"
                                      "layers: [{name: t, op: conv_transpose2d, filters: 4, kernel: 3}]\n")
     assert "'t.weight' has shape [4, 3, 3, 3], expected [3, 4, 3, 3]" in error(tmp_path / "m.yaml")
+# ---------------------------------------------------------------- slice, split, chunk, gather, channel_shuffle,
+# squeeze, unsqueeze, reductions, matmul (issue 13)
+@pytest.mark.parametrize("attrs,needle", [
+    ({"axes": [1, 2], "starts": [0], "ends": [1, 2]}, "'starts' has 1 value(s) but 'axes' [1, 2] names 2"),
+    ({"axes": [2, -2], "starts": [0, 1], "ends": [1, 2]}, "'axes' [2, -2] names axis 2 twice"),
+    ({"axes": [2], "starts": [5], "ends": [2]}, "'starts' 5, 'ends' 2, 'steps' 1 select nothing of axis 2 (size 8)"),
+    ({"axes": [3], "starts": [0], "ends": [8], "steps": [0]}, "'steps' must not contain 0"),
+    ({"axes": [0], "starts": [0], "ends": [1]}, "'axes' = 0 names the batch axis"),
+    ({"axes": [4], "starts": [0], "ends": [1]}, "'axes' = 4 is out of range for a rank-4 tensor"),
+    ({"axes": [1], "starts": 0, "ends": [1]}, "'starts' must be a non-empty list of integers"),
+    ({"starts": [0], "ends": [1]}, "missing required attribute 'axes'"),
+])
+def test_slice_attributes(attrs, needle):
+    msg = error(model_dict([{"name": "s", "op": "slice", **attrs}]), (ModelError, ShapeError))
+    assert "layer 's' (slice)" in msg and needle in msg
+
+
+@pytest.mark.parametrize("layer,needle", [
+    ({"op": "split", "split_size_or_sections": [1, 1], "index": 0}, "[1, 1] adds up to 1 + 1 = 2, but axis 1 has size 3"),
+    ({"op": "split", "split_size_or_sections": 2, "index": 2},
+     "'index' = 2, but split_size_or_sections 2 cuts axis 1 (size 3) into 2 piece(s) [2, 1]; index is 0..1"),
+    ({"op": "split", "split_size_or_sections": 0, "index": 0}, "must be an integer >= 1"),
+    ({"op": "split", "split_size_or_sections": [3, 0], "index": 1}, "piece 1 of [3, 0] is empty"),
+    ({"op": "split", "split_size_or_sections": 1}, "missing required attribute 'index'"),
+    ({"op": "chunk", "chunks": 6, "index": 5, "axis": 2},  # as torch.chunk: fewer pieces than chunks
+     "'index' = 5, but chunks 6 of ceil(8/6) = 2 cuts axis 2 (size 8) into 4 piece(s) [2, 2, 2, 2]"),
+    ({"op": "chunk", "chunks": 3, "index": 2, "axis": -1, "inputs": ["p"]},
+     "chunks 3 of ceil(4/3) = 2 cuts axis -1 (size 4) into 2 piece(s) [2, 2]"),
+    ({"op": "chunk", "chunks": 0, "index": 0}, "'chunks' must be an integer >= 1"),
+    ({"op": "chunk", "chunks": 2, "index": 0, "axis": 0}, "'axis' = 0 names the batch axis"),
+])
+def test_split_and_chunk_pieces(layer, needle):
+    pool = {"name": "p", "op": "maxpool2d", "kernel": 2}
+    msg = error(model_dict([pool, {"name": "s", "inputs": ["x"], **layer}]), (ModelError, ShapeError))
+    assert f"layer 's' ({layer['op']})" in msg and needle in msg
+
+
+@pytest.mark.parametrize("attrs,shape,needle", [
+    ({"indices": [0, 3]}, (3, 8, 8), "'indices' has 3, out of range for axis 1 of size 3 (valid: -3..2)"),
+    ({"indices": -9, "axis": 2}, (3, 8, 8), "'indices' has -9, out of range for axis 2 of size 8"),
+    ({"indices": 1}, (5,), "one index removes axis 1, the only per-sample axis of 5"),
+    ({"indices": [0], "axis": 0}, (3, 8, 8), "'axis' = 0 names the batch axis"),
+    ({"indices": [0.5]}, (3, 8, 8), "'indices' must be a non-empty list of integers"),
+])
+def test_gather_indices(attrs, shape, needle):
+    msg = error(model_dict([{"name": "g", "op": "gather", **attrs}], shape=shape), (ModelError, ShapeError))
+    assert "layer 'g' (gather)" in msg and needle in msg
+
+
+def test_channel_shuffle_groups_must_divide_the_channels():
+    msg = error(model_dict([{"name": "cs", "op": "channel_shuffle", "groups": 2}]), ShapeError)
+    assert "layer 'cs' (channel_shuffle)" in msg and "'groups' = 2 does not divide the 3 channels of 3×8×8" in msg
+    assert "3 % 2 = 1" in msg
+
+
+@pytest.mark.parametrize("layer,shape,needle", [
+    ({"op": "squeeze"}, (1, 1), "squeezing 1×1 leaves no per-sample axis"),
+    ({"op": "squeeze", "axes": [0]}, (1, 4), "'axes' = 0 names the batch axis"),
+    ({"op": "squeeze", "axes": [3]}, (1, 4), "'axes' = 3 is out of range for a rank-3 tensor"),
+    ({"op": "unsqueeze", "axes": [1, -4]}, (2, 4), "'axes' [1, -4] names an output axis twice"),
+    ({"op": "unsqueeze", "axes": [0]}, (2, 4), "'axes' = 0 names the batch axis"),
+    ({"op": "unsqueeze", "axes": [5]}, (2, 4), "'axes' = 5 is out of range for a rank-4 tensor"),
+    ({"op": "unsqueeze"}, (2, 4), "missing required attribute 'axes'"),
+])
+def test_squeeze_unsqueeze_axes(layer, shape, needle):
+    msg = error(model_dict([{"name": "q", **layer}], shape=shape), (ModelError, ShapeError))
+    assert f"layer 'q' ({layer['op']})" in msg and needle in msg
+
+
+@pytest.mark.parametrize("op", ["reduce_mean", "reduce_max", "reduce_sum"])
+@pytest.mark.parametrize("attrs,needle", [
+    ({"axes": [2, -2]}, "'axes' [2, -2] names an axis twice (the input has 4 axes)"),
+    ({"axes": [0, 1]}, "'axes' = 0 names the batch axis"),
+    ({"axes": [1, 2, 3]}, "reducing every per-sample axis of 3×8×8 without 'keepdims' leaves no per-sample axis"),
+    ({"axes": [1], "keepdims": 1}, "'keepdims' must be true or false"),
+    ({"axes": []}, "'axes' must be a non-empty list of integers"),
+    ({}, "missing required attribute 'axes'"),
+])
+def test_reduce_axes(op, attrs, needle):
+    msg = error(model_dict([{"name": "r", "op": op, **attrs}]), (ModelError, ShapeError))
+    assert f"layer 'r' ({op})" in msg and needle in msg
+
+
+@pytest.mark.parametrize("shape,k,needle", [
+    ((3, 8, 8), [4, 2], "cannot multiply input 'x' (3×8×8) by input 'k' (4×2): the first has 8 columns, the second 4 rows"),
+    ((8,), [8], "the product of two vectors (8 and 8) is one number per sample"),
+    ((3, 8, 8), [4, 8, 1], "the batch axes of input 'x' (3×8×8) and input 'k' (4×8×1) do not broadcast: 3 against 4"),
+])
+def test_matmul_shapes(shape, k, needle):
+    layers = [{"name": "k", "op": "constant", "shape": k}, {"name": "m", "op": "matmul", "inputs": ["x", "k"]}]
+    msg = error(model_dict(layers, shape=shape), ShapeError)
+    assert "layer 'm' (matmul)" in msg and needle in msg
+
+
+def test_matmul_takes_two_inputs():
+    assert "takes 2 input(s)" in error(model_dict([{"name": "m", "op": "matmul"}]))

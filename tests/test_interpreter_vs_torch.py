@@ -365,6 +365,43 @@ OTHER_OPS = [
     ("conv_transpose2d", {"op": "conv_transpose2d", "filters": 4, "kernel": 3, "stride": 2, "padding": 1,
                           "output_padding": 1}, (3, 4, 5),
      lambda x, w: F.conv_transpose2d(x, t(w["y.weight"]), t(w["y.bias"]), 2, 1, 1)),
+    # slice, split, chunk, gather, channel_shuffle, squeeze, unsqueeze, reductions, matmul (issue 13)
+    ("slice-steps-clamped", {"op": "slice", "axes": [1, 3], "starts": [1, -4], "ends": [4, 100], "steps": [2, 1]},
+     (5, 3, 6), lambda x, w: x[:, 1:4:2, :, -4:]),
+    ("slice-narrow", {"op": "slice", "axes": [2], "starts": [1], "ends": [3]}, (3, 4, 5),
+     lambda x, w: torch.narrow(x, 2, 1, 2)),
+    ("slice-negative-step", {"op": "slice", "axes": [1], "starts": [-1], "ends": [-100], "steps": [-2]}, (5, 3, 4),
+     lambda x, w: torch.flip(x, [1])[:, ::2]),
+    ("split-sections", {"op": "split", "split_size_or_sections": [1, 3, 2], "index": 1}, (6, 4, 5),
+     lambda x, w: torch.split(x, [1, 3, 2], dim=1)[1]),
+    ("split-size-last-piece", {"op": "split", "split_size_or_sections": 4, "index": -1, "axis": -1}, (3, 5, 10),
+     lambda x, w: torch.split(x, 4, dim=-1)[-1]),
+    ("chunk-channels", {"op": "chunk", "chunks": 2, "index": 0}, (8, 3, 3), lambda x, w: torch.chunk(x, 2, dim=1)[0]),
+    ("chunk-uneven", {"op": "chunk", "chunks": 3, "index": 2, "axis": 2}, (3, 7, 4),
+     lambda x, w: torch.chunk(x, 3, dim=2)[2]),
+    ("gather-index-select", {"op": "gather", "indices": [2, 3, 0, 2], "axis": 1}, (4, 3, 5),
+     lambda x, w: torch.index_select(x, 1, torch.tensor([2, 3, 0, 2]))),
+    ("gather-negative-indices", {"op": "gather", "indices": [-1, 0], "axis": -1}, (4, 3, 5),
+     lambda x, w: x[..., [-1, 0]]),
+    ("gather-select", {"op": "gather", "indices": -2, "axis": 2}, (4, 3, 5), lambda x, w: torch.select(x, 2, -2)),
+    ("channel_shuffle", {"op": "channel_shuffle", "groups": 3}, (6, 4, 5), lambda x, w: torch.nn.ChannelShuffle(3)(x)),
+    ("squeeze-axis", {"op": "squeeze", "axes": [2]}, (3, 1, 5), lambda x, w: torch.squeeze(x, 2)),
+    ("squeeze-keeps-axes-not-of-size-1", {"op": "squeeze", "axes": [1, 2]}, (3, 1, 5),
+     lambda x, w: torch.squeeze(x, (1, 2))),
+    ("squeeze-all", {"op": "squeeze"}, (1, 3, 1), lambda x, w: torch.squeeze(x)),
+    ("unsqueeze-last", {"op": "unsqueeze", "axes": [-1]}, (3, 4), lambda x, w: torch.unsqueeze(x, -1)),
+    ("unsqueeze-two", {"op": "unsqueeze", "axes": [1, 3]}, (3, 4), lambda x, w: x.unsqueeze(1).unsqueeze(3)),
+    ("reduce_mean-spatial-keepdim", {"op": "reduce_mean", "axes": [2, 3], "keepdims": True}, (3, 4, 5),
+     lambda x, w: torch.mean(x, dim=(2, 3), keepdim=True)),
+    ("reduce_mean-channels", {"op": "reduce_mean", "axes": [1]}, (3, 4, 5), lambda x, w: torch.mean(x, dim=1)),
+    ("reduce_max-spatial", {"op": "reduce_max", "axes": [-1, -2]}, (3, 4, 5), lambda x, w: torch.amax(x, dim=(-1, -2))),
+    ("reduce_max-channels-keepdim", {"op": "reduce_max", "axes": [1], "keepdims": True}, (3, 4, 5),
+     lambda x, w: torch.amax(x, dim=1, keepdim=True)),
+    ("reduce_sum-two-axes", {"op": "reduce_sum", "axes": [1, 3], "keepdims": False}, (3, 4, 5),
+     lambda x, w: torch.sum(x, dim=(1, 3))),
+    ("reduce_sum-rank-4-keepdim", {"op": "reduce_sum", "axes": [2], "keepdims": True}, (2, 3, 4, 5),
+     lambda x, w: torch.sum(x, dim=2, keepdim=True)),
+    ("matmul-self", {"op": "matmul", "inputs": ["x", "x"]}, (2, 4, 4), lambda x, w: torch.matmul(x, x)),
 ]
 
 # hardswish, hardsigmoid, silu, gelu, mish, softplus, elu, selu; exp, log, sqrt, erf, abs, neg, reciprocal
@@ -645,6 +682,46 @@ def test_layernorm_of_convnext_vs_torch():
     assert [(layer.op, layer.attrs.axis, layer.attrs.last_axis) for layer in folded.layers()[1:]] == \
         [("layernorm", 1, 1)]
     close(run(folded, x, "to_nchw"), want)
+
+MATMUL = model_dict([
+    {"name": "w", "op": "constant", "shape": [6, 4]},
+    {"name": "wb", "op": "constant", "shape": [2, 1, 4, 5]},
+    {"name": "v", "op": "constant", "shape": [6]},
+    {"name": "u", "op": "constant", "shape": [5]},
+    {"name": "right", "op": "matmul", "inputs": ["x", "w"]},
+    {"name": "left", "op": "matmul", "inputs": ["wb", "x"]},
+    {"name": "column", "op": "matmul", "inputs": ["x", "v"]},
+    {"name": "row", "op": "matmul", "inputs": ["u", "x"]},
+], shape=(3, 5, 6), name="matmul")
+
+
+def test_matmul_with_constant_operands_vs_torch():
+    """torch.matmul with the constant as the same tensor for every sample: whole-batch products, the batch axis
+    broadcasting against the constant's (absent) leading axes."""
+    graph = load(MATMUL)
+    x = np.random.default_rng(13).standard_normal((2, 3, 5, 6))
+    w = {k[:-len(".value")]: t(v) for k, v in graph.weights.items()}
+    got = compiler.interpret(graph, {"x": x}, all_layers=True, dtype=np.float64)
+    xt = t(x)
+    close(got["right"], torch.matmul(xt, w["w"]))
+    close(got["left"], torch.stack([torch.matmul(w["wb"], xt[n]) for n in range(2)]))  # 2×1 against 3: a new axis
+    close(got["column"], torch.matmul(xt, w["v"]))
+    close(got["row"], torch.matmul(w["u"], xt))
+
+
+def test_shufflenet_unit_vs_torch():
+    """ShuffleNet V2's basic unit: chunk the channels in two, convolve one half, concatenate, shuffle."""
+    graph = load(model_dict([
+        {"name": "a", "op": "chunk", "chunks": 2, "index": 0},
+        {"name": "b", "op": "chunk", "chunks": 2, "index": 1, "inputs": ["x"]},
+        {"name": "conv", "op": "conv2d", "filters": 4, "kernel": 3, "padding": 1},
+        {"name": "cat", "op": "concat", "inputs": ["a", "conv"]},
+        {"name": "out", "op": "channel_shuffle", "groups": 2}], shape=(8, 5, 5)))
+    x = np.random.default_rng(14).standard_normal((2, 8, 5, 5))
+    a, b = t(x).chunk(2, dim=1)
+    conv = F.conv2d(b, t(graph.weights["conv.weight"]), t(graph.weights["conv.bias"]), padding=1)
+    close(run(graph, x, "out"), F.channel_shuffle(torch.cat([a, conv], dim=1), 2))
+
 
 # ---------------------------------------------------------------- whole networks
 def load_into_torch(net, graph) -> None:

@@ -478,10 +478,10 @@ def test_reduce_over_the_spatial_axes_is_global_pooling(tmp_path, op, opset, kee
     check(make_model(nodes, [3, 4, 5], inits, opset=opset), tmp_path)
 
 
-def test_reduce_over_other_axes_is_an_error(tmp_path):
-    path = save(make_model([helper.make_node("ReduceMean", ["x"], ["y"], axes=[1], name="rm")], [3, 4, 5],
+def test_reduce_over_the_batch_axis_is_an_error(tmp_path):
+    path = save(make_model([helper.make_node("ReduceMean", ["x"], ["y"], axes=[0, 1], name="rm")], [3, 4, 5],
                            opset=13), tmp_path)
-    with pytest.raises(ModelError, match=r"node 'rm' \(ReduceMean\).*axes \[2, 3\]"):
+    with pytest.raises(ModelError, match=r"node 'rm' \(ReduceMean\).*'axes' = 0 names the batch axis"):
         compiler.load(path)
 
 
@@ -710,13 +710,140 @@ def test_conv_transpose_1d_without_bias(tmp_path):
     check(make_model([node], [3, 6], {"w": rand(3, 2, 4)}), tmp_path)
 
 
+# ---------------------------------------------------------------- Slice, Split, Gather, reductions, MatMul (issue 13)
+BIG = np.iinfo(np.int64).max
+
+
+@pytest.mark.parametrize("opset,starts,ends,axes,steps", [
+    (9, [1, 0], [3, -1], [1, 3], None),                        # attributes
+    (LATEST, [-1, 0], [-100, BIG], [3, -2], [-2, 3]),          # inputs; negative step, clamped ends
+    (13, [0, 1], [BIG, 3], None, None),                        # default axes: the whole batch, then 1:3
+    (13, [5, -3], [-BIG, 1], [1, 2], [-1, -1]),                # backwards to the start
+], ids=["attributes", "steps", "default_axes", "backwards"])
+def test_slice(tmp_path, opset, starts, ends, axes, steps):
+    if opset < 10:
+        nodes, inits = [helper.make_node("Slice", ["x"], ["y"], starts=starts, ends=ends, axes=axes)], {}
+    else:
+        inits = {"s": np.array(starts, np.int64), "e": np.array(ends, np.int64)}
+        names = ["x", "s", "e"]
+        for key, value in (("a", axes), ("t", steps)):
+            names.append(key if value is not None else "")
+            if value is not None:
+                inits[key] = np.array(value, np.int64)
+        nodes = [helper.make_node("Slice", names, ["y"])]
+    check(make_model(nodes, [6, 5, 7], inits, opset=opset), tmp_path)
+
+
+def test_slice_of_the_batch_axis_is_an_error(tmp_path):
+    node = helper.make_node("Slice", ["x", "s", "e"], ["y"], name="sl")
+    path = save(make_model([node], [3, 4], {"s": np.array([1], np.int64), "e": np.array([2], np.int64)}), tmp_path)
+    with pytest.raises(ModelError, match=r"node 'sl' \(Slice\).*'axes' = 0 names the batch axis"):
+        compiler.load(path)
+
+
+@pytest.mark.parametrize("opset,attrs,split,read", [
+    (11, {"axis": 1, "split": [1, 3]}, None, ("a", "b")),
+    (13, {"axis": 2}, [2, 6, 1], ("a", "c")),               # the middle output is never read
+    (18, {"axis": -1, "num_outputs": 3}, None, ("a", "b", "c")),  # 2, 2, 1 as torch.chunk
+    (13, {"axis": 1}, None, ("a", "b")),                    # equal parts
+], ids=["attribute", "input_unused_output", "num_outputs", "equal"])
+def test_split(tmp_path, opset, attrs, split, read):
+    pieces = len(split or attrs.get("split", [])) or attrs.get("num_outputs", 2)
+    node = helper.make_node("Split", ["x", "split"] if split else ["x"], ["a", "b", "c"][:pieces], **attrs)
+    inits = {"split": np.array(split, np.int64)} if split else {}
+    relu = [helper.make_node("Relu", [o], [f"{o}_out"]) for o in read]
+    graph = check(make_model([node] + relu, [4, 9, 5], inits, opset=opset, outputs=[f"{o}_out" for o in read]),
+                  tmp_path)
+    assert {graph.layer(o).op for o in read} == {"split" if split or "split" in attrs else "chunk"}
+    assert ("b" in graph.nx.nodes) == ("b" in read)  # an output nobody reads is not computed
+
+
+@pytest.mark.parametrize("op,opset,axes,keepdims", [
+    ("ReduceSum", 13, [1], 0),          # axes as an input from opset 13 for ReduceSum
+    ("ReduceMax", 13, [1, -1], 1),
+    ("ReduceMean", LATEST, [-3], 0),
+    ("ReduceSum", 11, [2], 1),
+    ("ReduceMax", LATEST, [3, 1], 0),
+])
+def test_reduce(tmp_path, op, opset, axes, keepdims):
+    if opset >= 18 or (op == "ReduceSum" and opset >= 13):
+        nodes, inits = [helper.make_node(op, ["x", "axes"], ["y"], keepdims=keepdims)], {"axes": np.array(axes)}
+    else:
+        nodes, inits = [helper.make_node(op, ["x"], ["y"], axes=axes, keepdims=keepdims)], {}
+    check(make_model(nodes, [3, 4, 5], inits, opset=opset), tmp_path)
+
+
+def test_reduce_with_empty_axes_and_noop_is_the_identity(tmp_path):
+    nodes = [helper.make_node("ReduceSum", ["x", "axes"], ["r"], noop_with_empty_axes=1),
+             helper.make_node("Relu", ["r"], ["y"])]
+    graph = check(make_model(nodes, [3, 4], {"axes": np.array([], np.int64)}, opset=13), tmp_path)
+    assert [layer.op for layer in graph.layers()] == ["input", "relu"]
+
+
+@pytest.mark.parametrize("op", ["ReduceMean", "ReduceMax"])
+def test_spatial_reduce_keeps_the_global_pool_kernel(tmp_path, op):
+    nodes = [helper.make_node(op, ["x"], ["y"], axes=[2, 3], keepdims=0)]
+    path = save(make_model(nodes, [16, 5, 6], opset=13), tmp_path)
+    plan = compiler.plan_kernels(path)
+    assert [c.kernel for c in plan.choices.values()] == ["global_pool"]
+
+
+@pytest.mark.parametrize("indices,axis", [(np.array(2), 1), (np.array([-1, 0, 3]), -1),
+                                          (np.array([[0, 2], [1, 1], [3, 0]]), 2)], ids=["scalar", "list", "2d"])
+def test_gather(tmp_path, indices, axis):
+    node = helper.make_node("Gather", ["x", "i"], ["y"], axis=axis)
+    check(make_model([node], [3, 4, 5], {"i": indices.astype(np.int64)}), tmp_path)
+
+
+@pytest.mark.parametrize("in_shape,left,right", [
+    ([5, 6], "x", rand(6, 4, seed=2)),
+    ([5, 6], rand(4, 5, seed=2), "x"),
+    ([2, 3, 4], "x", rand(2, 4, 5, seed=2)),    # a batch of constant matrices against the sample's
+    ([3, 4], "x", rand(4, seed=2)),              # a constant column vector
+    ([3, 4], rand(3, seed=2), "x"),              # a constant row vector
+    ([3, 4, 4], "x", "t"),                       # two run-time operands
+], ids=["right", "left", "batched", "column", "row", "runtime"])
+def test_matmul(tmp_path, in_shape, left, right):
+    inits = {name: v for name, v in (("l", left), ("r", right)) if not isinstance(v, str)}
+    names = [v if isinstance(v, str) else k for k, v in (("l", left), ("r", right))]
+    nodes = [helper.make_node("Tanh", ["x"], ["t"]), helper.make_node("MatMul", names, ["y"])]
+    check(make_model(nodes, in_shape, inits), tmp_path)
+
+
+def test_matmul_of_a_vector_by_a_constant_matrix_is_dense(tmp_path):
+    graph = check(make_model([helper.make_node("MatMul", ["x", "w"], ["y"])], [6], {"w": rand(6, 4)}), tmp_path)
+    assert [layer.op for layer in graph.layers()] == ["input", "dense"]
+
+
+@pytest.mark.parametrize("in_shape,inputs,w,needle", [
+    ([4], ["w", "x"], rand(3, 2), "sums over the batch axis"),
+    ([4], ["x", "w"], rand(2, 4, 5), "among the rows"),
+], ids=["batch_contracted", "batch_in_rows"])
+def test_matmul_that_moves_the_batch_axis_is_an_error(tmp_path, in_shape, inputs, w, needle):
+    path = save(make_model([helper.make_node("MatMul", inputs, ["y"], name="mm")], in_shape, {"w": w}), tmp_path)
+    with pytest.raises(ModelError, match=rf"node 'mm' \(MatMul\).*{needle}"):
+        compiler.load(path)
+
+
+def test_channel_shuffle_pattern_becomes_one_layer(tmp_path):
+    # ShuffleNet's x.view(n, g, c/g, h, w).transpose(1, 2).reshape(n, c, h, w), as torch.onnx exports it.
+    nodes = [helper.make_node("Reshape", ["x", "grouped"], ["g"]),
+             helper.make_node("Transpose", ["g"], ["t"], perm=[0, 2, 1, 3, 4]),
+             helper.make_node("Reshape", ["t", "back"], ["y"])]
+    inits = {"grouped": np.array([-1, 2, 3, 4, 5], np.int64), "back": np.array([-1, 6, 4, 5], np.int64)}
+    path = save(make_model(nodes, [6, 4, 5], inits), tmp_path)
+    check(make_model(nodes, [6, 4, 5], inits), tmp_path)
+    assert [(c.op, c.sources) for c in compiler.plan_kernels(path).choices.values()] == [
+        ("channel_shuffle", ("g", "t", "y"))]
+
+
 # ---------------------------------------------------------------- the registry declares what is imported
 def test_handlers_and_declared_onnx_types_agree():
     from compiler.frontends.onnx import HANDLERS
     from compiler.ops import ONNX_TYPES, onnx_types_of
     assert set(HANDLERS) == set(ONNX_TYPES)
-    assert ONNX_TYPES["Conv"] == "conv2d" and ONNX_TYPES["Sum"] == "add" and ONNX_TYPES["MatMul"] == "dense"
-    assert onnx_types_of("global_avgpool") == ("GlobalAveragePool", "ReduceMean")
+    assert ONNX_TYPES["Conv"] == "conv2d" and ONNX_TYPES["Sum"] == "add" and ONNX_TYPES["MatMul"] == "matmul"
+    assert onnx_types_of("global_avgpool") == ("GlobalAveragePool",)
     assert onnx_types_of("fused_conv2d") == ()  # a subclass of conv2d made by passes: it does not inherit Conv
 
 

@@ -142,6 +142,63 @@ def test_internal_ops_cannot_appear_in_a_model_file():
         compiler.load(model_dict([{"op": "fused_conv2d", "filters": 2, "kernel": 1}]))
 
 
+# ---------------------------------------------------------------- reduce_to_global_pool, fuse_channel_shuffle
+@pytest.mark.parametrize("op,pool", [("reduce_mean", "global_avgpool"), ("reduce_max", "global_maxpool")])
+@pytest.mark.parametrize("keepdims", [True, False])
+def test_spatial_reductions_become_global_pools(op, pool, keepdims):
+    graph = load_quietly(model_dict([conv(name="c", filters=16, kernel=1), {"name": "r", "op": op, "axes": [-2, 3],
+                                                                             "keepdims": keepdims}], shape=(16, 5, 6)))
+    opt = optimize(graph, 1)
+    ops = [(layer.name, layer.op) for layer in opt.layers()]
+    assert ops == [("x", "input"), ("c", "conv2d")] + ([("r", pool)] if keepdims else [("r_pool", pool),
+                                                                                        ("r", "flatten")])
+    assert opt.outputs == ["r"] and opt.shape("r") == graph.shape("r")
+    # The same kernel and layouts as a model written with the global pool.
+    written = load_quietly(model_dict([conv(name="c", filters=16, kernel=1), {"name": "r", "op": pool}],
+                                      shape=(16, 5, 6)))
+    for target in TARGETS:
+        plans = [compiler.plan_kernels(g, march=target).choices for g in (graph, written)]
+        assert [(c.kernel, c.layouts) for c in plans[0].values()] == [(c.kernel, c.layouts) for c in plans[1].values()]
+    for level in OPT_LEVELS:
+        check(graph, level)
+
+
+@pytest.mark.parametrize("layer", [{"op": "reduce_sum", "axes": [2, 3]}, {"op": "reduce_mean", "axes": [1, 2, 3],
+                                                                         "keepdims": True},
+                                   {"op": "reduce_max", "axes": [3]}], ids=["sum", "with-channels", "width-only"])
+def test_other_reductions_stay(layer):
+    graph = load_quietly(model_dict([{"name": "r", **layer}], shape=(3, 4, 5)))
+    assert [layer.op for layer in optimize(graph, 1).layers()] == ["input", layer["op"]]
+
+
+def _shuffle(groups: int, perm=(0, 2, 1, 3, 4), back=None, **extra):
+    c, h, w = 6, 4, 5
+    return [{"name": "g", "op": "reshape", "shape": [groups, c // groups, h, w], **extra},
+            {"name": "t", "op": "transpose", "perm": list(perm)},
+            {"name": "back", "op": "reshape", "shape": back or [c, h, w]}, {"name": "out", "op": "relu"}]
+
+
+@pytest.mark.parametrize("layers,outputs,fused", [
+    (_shuffle(2), None, {"back": ("channel_shuffle", ("g", "t", "back"))}),
+    (_shuffle(3), None, {"back": ("channel_shuffle", ("g", "t", "back"))}),
+    # the grouped view is read elsewhere too: it stays, the shuffle still becomes one layer
+    (_shuffle(2) + [{"name": "o2", "op": "relu", "inputs": ["g"]}], None, {"back": ("channel_shuffle", ("t", "back")),
+                                                                          "g": ("reshape", ())}),
+    # the transposed tensor is a model output: nothing changes
+    (_shuffle(2), ["out", "t"], {"t": ("transpose", ()), "back": ("reshape", ())}),
+    # another permutation, or another shape at the end: not a channel shuffle
+    (_shuffle(2, perm=(0, 1, 2, 4, 3)), None, {"t": ("transpose", ()), "back": ("reshape", ())}),
+    (_shuffle(2, back=[6, 20]), None, {"t": ("transpose", ()), "back": ("reshape", ())}),
+], ids=["g2", "g3", "view-read-twice", "transpose-is-output", "other-perm", "other-shape"])
+def test_channel_shuffle_is_recognized(layers, outputs, fused):
+    graph = load_quietly(model_dict(layers, shape=(6, 4, 5), **({"outputs": outputs} if outputs else {})))
+    opt = optimize(graph, 1)
+    for name, (op, merged) in fused.items():
+        assert (opt.layer(name).op, opt.layer(name).sources) == (op, merged or (name,))
+    for level in OPT_LEVELS:
+        check(graph, level)
+
+
 # ---------------------------------------------------------------- fast kernels
 # Shapes that reach every branch of the fast kernels: two channel vectors per block (K = 32, 40),
 # a partial last vector, interior loops of several blocks, border blocks, taps that miss whole blocks,

@@ -17,8 +17,10 @@ from compiler.passes import GRAPH_PASSES, PIPELINES, optimize
 from compiler.passes.drop_identity import drop_identity
 from compiler.passes.fold_batchnorm import fold_batchnorm
 from compiler.passes.fold_transposed_layernorm import fold_transposed_layernorm
+from compiler.passes.fuse_channel_shuffle import fuse_channel_shuffle
 from compiler.passes.fuse_epilogue import fuse_epilogue
 from compiler.passes.recognize_activations import recognize_activations
+from compiler.passes.reduce_to_global_pool import reduce_to_global_pool
 from compiler.verify import verify_graph
 from conftest import model_dict, random_input
 
@@ -65,8 +67,9 @@ def ops(graph) -> dict:
 
 def test_the_levels_run_the_passes_in_order():
     assert PIPELINES[0] == []
-    assert PIPELINES[1] == PIPELINES[2] == GRAPH_PASSES == [drop_identity, recognize_activations, fold_transposed_layernorm,
-                                                         fold_batchnorm, fuse_epilogue]
+    assert PIPELINES[1] == PIPELINES[2] == GRAPH_PASSES == [
+        drop_identity, recognize_activations, fold_transposed_layernorm, fold_batchnorm, fuse_epilogue,
+        reduce_to_global_pool, fuse_channel_shuffle]
     with pytest.raises(ValueError, match="opt_level must be one of"):
         optimize(load([conv("c")]), 3)
 

@@ -18,7 +18,7 @@ class DenseAttrs:
 class Dense(Op):
     name = "dense"
     per_sample = True
-    onnx_types = ("Gemm", "MatMul")
+    onnx_types = ("Gemm",)
     Attrs = DenseAttrs
     template = "ops/dense.c.j2"
     doc = "y = W·x + b; weight [units, in_features], bias [units]"

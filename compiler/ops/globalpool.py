@@ -24,7 +24,7 @@ class _GlobalPool(Op):
 @register
 class GlobalAvgPool(_GlobalPool):
     name = "global_avgpool"
-    onnx_types = ("GlobalAveragePool", "ReduceMean")
+    onnx_types = ("GlobalAveragePool",)
     template = "ops/global_avgpool.c.j2"
     doc = "mean over H×W per channel"
 
@@ -35,7 +35,7 @@ class GlobalAvgPool(_GlobalPool):
 @register
 class GlobalMaxPool(_GlobalPool):
     name = "global_maxpool"
-    onnx_types = ("GlobalMaxPool", "ReduceMax")
+    onnx_types = ("GlobalMaxPool",)
     template = "ops/global_maxpool.c.j2"
     doc = "max over H×W per channel"
 

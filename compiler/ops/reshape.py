@@ -1,11 +1,13 @@
-"""Ops that move no data: flatten, reshape, identity and dropout reuse their input's memory (is_view)."""
+"""Ops that move no data: flatten, reshape, squeeze, unsqueeze, identity and dropout reuse their input's memory
+(is_view)."""
 from dataclasses import dataclass
 
 import numpy as np
 
 from ..errors import ModelError, ShapeError
 from . import register
-from .base import Op, attr, fmt_shape, parse_float
+from .base import Op, attr, batch_offset, fmt_shape, parse_float, resolve_axis
+from .slicing import axes_list, optional_axes
 
 
 @register
@@ -72,7 +74,7 @@ class ReshapeAttrs:
 @register
 class Reshape(Op):
     name = "reshape"
-    onnx_types = ("Reshape", "Squeeze", "Unsqueeze")
+    onnx_types = ("Reshape",)
     Attrs = ReshapeAttrs
     is_view = True
     doc = "the same values in row-major order under another per-sample shape, as numpy.reshape of each sample"
@@ -110,3 +112,58 @@ class Identity(Op):
 
     def reference(self, layer, inputs, weights):
         return inputs[0]
+
+
+# ---------------------------------------------------------------- squeeze, unsqueeze
+@dataclass(frozen=True)
+class SqueezeAttrs:
+    axes: tuple[int, ...] | None = attr(optional_axes, None, doc="the axes to remove, as torch.squeeze's dim (0 is the "
+                                                                "batch; negative counts from the end); one whose size "
+                                                                "is not 1 stays, as in torch; none: every per-sample "
+                                                                "axis of size 1")
+
+
+@register
+class Squeeze(Reshape):  # a reshape whose target shape comes from the axes (formula, reference)
+    name = "squeeze"
+    onnx_types = ("Squeeze",)
+    Attrs = SqueezeAttrs
+    doc = "remove axes of size 1, as torch.squeeze / ONNX Squeeze; no kernel, no copy"
+
+    def removed(self, layer, shape) -> set[int]:
+        if layer.attrs.axes is None:
+            return {k for k, d in enumerate(shape) if d == 1}
+        axes = [resolve_axis(layer, "axes", a, shape) for a in layer.attrs.axes]
+        return {k for k in axes if shape[k] == 1}
+
+    def infer_shape(self, layer, in_shapes):
+        shape = in_shapes[0]
+        out = tuple(d for k, d in enumerate(shape) if k not in self.removed(layer, shape))
+        if not out:
+            raise ShapeError(f"{layer.where}: squeezing {fmt_shape(shape)} leaves no per-sample axis; keep one")
+        return out
+
+
+@dataclass(frozen=True)
+class UnsqueezeAttrs:
+    axes: tuple[int, ...] = attr(axes_list, doc="where the new size-1 axes go in the output, as torch.unsqueeze's dim "
+                                            "and ONNX Unsqueeze's axes (0 is the batch; negative counts from the "
+                                            "output's end)")
+
+
+@register
+class Unsqueeze(Reshape):
+    name = "unsqueeze"
+    onnx_types = ("Unsqueeze",)
+    Attrs = UnsqueezeAttrs
+    doc = "insert axes of size 1, as torch.unsqueeze / ONNX Unsqueeze; no kernel, no copy"
+
+    def infer_shape(self, layer, in_shapes):
+        shape = in_shapes[0]
+        rank = len(shape) + len(layer.attrs.axes)
+        inserted = [resolve_axis(layer, "axes", a, (1,) * rank) for a in layer.attrs.axes]
+        if len(set(inserted)) != len(inserted):
+            raise ShapeError(f"{layer.where}: attribute 'axes' {list(layer.attrs.axes)} names an output axis twice "
+                             f"(the output has {rank + batch_offset(layer)} axes)")
+        rest = iter(shape)
+        return tuple(1 if k in inserted else next(rest) for k in range(rank))

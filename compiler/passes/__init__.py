@@ -12,13 +12,15 @@ from ..ir import Graph
 from .drop_identity import drop_identity
 from .fold_batchnorm import fold_batchnorm
 from .fold_transposed_layernorm import fold_transposed_layernorm
+from .fuse_channel_shuffle import fuse_channel_shuffle
 from .fuse_epilogue import fuse_epilogue
 from .recognize_activations import recognize_activations
+from .reduce_to_global_pool import reduce_to_global_pool
 
 Pass = Callable[[Graph], Graph]
 
 GRAPH_PASSES: list[Pass] = [drop_identity, recognize_activations, fold_transposed_layernorm, fold_batchnorm,
-                            fuse_epilogue]
+                            fuse_epilogue, reduce_to_global_pool, fuse_channel_shuffle]
 
 # opt_level -> the passes it runs.
 PIPELINES: dict[int, list[Pass]] = {

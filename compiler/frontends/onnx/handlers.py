@@ -99,24 +99,6 @@ def _global_pool(b, node, ins, attrs, name):
     return [b.add(name, ONNX_TYPES[node.op_type], {}, [x])]
 
 
-@handles("ReduceMean", "ReduceMax")
-def _reduce_spatial(b, node, ins, attrs, name):
-    """Only the global-pooling case, over axes [2, 3] of N×C×H×W (`x.mean([2, 3])`); a flatten follows
-    when keepdims = 0."""
-    x = first_act(b, ins)
-    axes = ints(const_input(b, ins[1], "input axes")) if len(ins) > 1 and ins[1] is not None else attrs.get("axes")
-    full = len(x.shape) + 1
-    axes = sorted(a + full if a < 0 else a for a in axes) if axes is not None else None
-    if len(x.shape) != 3 or axes != [2, 3]:
-        raise b.fail(f"convc maps {node.op_type} only over axes [2, 3] of N×C×H×W (global pooling); got axes "
-                     f"{attrs.get('axes', axes)} on N×{'×'.join(map(str, x.shape))}")
-    op = ONNX_TYPES[node.op_type]
-    if int(attrs.get("keepdims", 1)):
-        return [b.add(name, op, {}, [x])]
-    pooled = b.helper(f"{name}_pool", op, {}, [x])
-    return [b.add(name, "flatten", {}, [pooled])]
-
-
 def _as_vector(b, x: Act) -> bool:
     return len(b.sample(x)) == 1
 
@@ -164,22 +146,6 @@ def _gemm(b, node, ins, attrs, name):
     if full_bias is None:
         return [y]
     return [b.add(name, "add", {}, [y, b.constant(full_bias, f"{name}_c")])]
-
-
-@handles("MatMul")
-def _matmul(b, node, ins, attrs, name):
-    """A run-time N×K times a constant 2-D K×M: a dense layer without bias."""
-    a, w = ins[0], ins[1]
-    if not isinstance(a, Act) or isinstance(w, Act):
-        raise b.fail("convc supports MatMul of a run-time N×K input by a constant K×M matrix only")
-    if w.ndim != 2:
-        raise b.fail(f"the constant operand must be 2-D, got shape {list(w.shape)}")
-    if not _as_vector(b, a):
-        raise b.fail(f"the run-time operand must be N×K, got N×{'×'.join(map(str, a.shape))}; batched "
-                     "matrix products are not supported")
-    if w.shape[0] != a.shape[0]:
-        raise b.fail(f"the input has {a.shape[0]} features but the matrix is {w.shape[0]}×{w.shape[1]}")
-    return [b.add(name, "dense", {"units": int(w.shape[1]), "bias": False}, [a], {"weight": w.T})]
 
 
 @handles("BatchNormalization")
@@ -334,41 +300,6 @@ def _reshape(b, node, ins, attrs, name):
     if len(target) == 1 and len(x.shape) == 3:
         return [b.add(name, "flatten", {}, [x])]
     return [b.add(name, "reshape", {"shape": target}, [x])]
-
-
-def _axes_of(b, node, ins, attrs) -> list[int] | None:
-    if len(ins) > 1 and ins[1] is not None:  # opset ≥ 13
-        return ints(const_input(b, ins[1], "input axes"))
-    return [int(a) for a in attrs["axes"]] if "axes" in attrs else None
-
-
-@handles("Unsqueeze", "Squeeze")
-def _squeeze(b, node, ins, attrs, name):
-    """Of activations (of constants they are folded): a reshape of the per-sample shape; axes as attribute
-    (< 13) or input; never the batch axis."""
-    x = first_act(b, ins)
-    axes = _axes_of(b, node, ins, attrs)
-    shape = list(x.shape)
-    if node.op_type == "Unsqueeze":
-        if axes is None:
-            raise b.fail("missing the axes to insert")
-        rank = len(shape) + 1 + len(axes)
-        for a in sorted(axis_per_sample(b, a, rank, "axis") for a in axes):
-            shape.insert(a, 1)
-    else:
-        full = len(shape) + 1
-        if axes is None:
-            drop = {i for i, d in enumerate(shape) if d == 1}
-        else:
-            drop = {axis_per_sample(b, a, full, "axis") for a in axes}
-            if any(shape[i] != 1 for i in drop):
-                raise b.fail(f"cannot squeeze axes {axes} of N×{'×'.join(map(str, x.shape))}: not all of size 1")
-        shape = [d for i, d in enumerate(shape) if i not in drop]
-    if not shape:
-        raise b.fail("the result would have no per-sample axes")
-    if tuple(shape) == x.shape:
-        return [x]
-    return [b.add(name, "reshape", {"shape": shape}, [x])]
 
 
 @handles("Transpose")
@@ -529,7 +460,7 @@ def _layernorm(b, node, ins, attrs, name):
     normalized shape; stash_type ignored (float32); the Mean and InvStdDev outputs as extra layers
     (reshape, global_avgpool, sub, mul, add, pow)."""
     x = first_act(b, ins)
-    full = len(x.shape) + 1
+    full = b.rank(x)
     axis = int(attrs.get("axis", -1))
     first = axis_per_sample(b, axis, full)
     normalized = x.shape[first:]
@@ -549,11 +480,12 @@ def _layernorm(b, node, ins, attrs, name):
         # Mean and InvStdDev keep the input's rank with the normalized axes of size 1.
         outer, count = int(np.prod(x.shape[:first])), int(np.prod(normalized))
         stat_shape = [*x.shape[:first], *[1] * len(normalized)]
-        rows = b.helper(f"{name}_rows", "reshape", {"shape": [outer, count, 1]}, [x])
+        lead = [] if b.batched else [1]  # global_avgpool runs per index of a whole tensor's leading axis
+        rows = b.helper(f"{name}_rows", "reshape", {"shape": [*lead, outer, count, 1]}, [x])
         mean = b.helper(f"{name}_mean", "reshape", {"shape": stat_shape},
                         [b.helper(f"{name}_mean_rows", "global_avgpool", {}, [rows])])
         deviation = b.helper(f"{name}_deviation", "sub", {}, [x, mean])
-        squares = b.helper(f"{name}_squares", "reshape", {"shape": [outer, count, 1]},
+        squares = b.helper(f"{name}_squares", "reshape", {"shape": [*lead, outer, count, 1]},
                            [b.helper(f"{name}_squares_full", "mul", {}, [deviation, deviation])])
         variance = b.helper(f"{name}_variance", "global_avgpool", {}, [squares])
         shifted = b.helper(f"{name}_variance_eps", "add", {}, [variance, b.constant(np.full(1, eps), f"{name}_eps")])
@@ -567,7 +499,7 @@ def _groupnorm(b, node, ins, attrs, name):
     """num_groups, epsilon; scale and bias per channel (opset ≥ 21) or per group (opset 18: repeated over
     each group's channels); stash_type ignored (float32)."""
     x = first_act(b, ins)
-    groups, channels = int(attrs["num_groups"]), x.shape[0]
+    groups, channels = int(attrs["num_groups"]), b.sample(x)[0]
     params = []
     for v, what in ((ins[1], "scale"), (ins[2], "bias")):
         value = const_input(b, v, what).reshape(-1)
@@ -582,14 +514,15 @@ def _groupnorm(b, node, ins, attrs, name):
 def _instancenorm(b, node, ins, attrs, name):
     """epsilon; scale and B per channel."""
     x = first_act(b, ins)
-    c = x.shape[0]
+    c = b.sample(x)[0]
     return [b.add(name, "instancenorm", {"eps": float(attrs.get("epsilon", 1e-5))}, [x],
                   {"weight": _per_channel(b, ins[1], c, "scale"), "bias": _per_channel(b, ins[2], c, "B")})]
 
 
 def _resize_targets(b, node, ins, attrs, x: Act) -> tuple[list[float] | None, list[int] | None]:
     """(scales, sizes) over every axis of N×C×..., from the inputs or attributes of Resize / Upsample."""
-    full = len(x.shape) + 1
+    sample = b.sample(x)
+    full = len(sample) + 1
     if node.op_type == "Upsample" or b.opset < 11:  # Upsample, Resize-10: scales (attribute before opset 9)
         scales = attrs.get("scales") if "scales" in attrs else const_input(b, ins[1] if len(ins) > 1 else None,
                                                                          "input scales")
@@ -607,7 +540,7 @@ def _resize_targets(b, node, ins, attrs, x: Act) -> tuple[list[float] | None, li
         given = scales if scales is not None else sizes
         if len(given) != len(axes):
             raise b.fail(f"{len(given)} value(s) for {len(axes)} axes {list(axes)}")
-        full_values = [1.0] * full if scales is not None else [None, *x.shape]
+        full_values = [1.0] * full if scales is not None else [None, *sample]
         for a, v in zip(axes, given):
             full_values[a + full if a < 0 else a] = v
         if scales is not None:
@@ -625,20 +558,21 @@ def _resize(b, node, ins, attrs, name):
     rounds down when upsampling, up when downsampling, as onnxruntime). Not cubic, not tf_crop_and_resize, not
     antialias when downsampling."""
     x = first_act(b, ins)
+    sample = b.sample(x)
     mode = attrs.get("mode", "nearest")
     if mode not in ("nearest", "linear", "bilinear"):
         raise b.fail(f"mode {mode!r} is not supported; convc resizes with nearest and linear")
-    spatial = len(x.shape) - 1
+    spatial = len(sample) - 1
     if spatial not in (1, 2):
-        raise b.fail(f"convc resizes N×C×H×W and N×C×L inputs; this input is N×{'×'.join(map(str, x.shape))}")
+        raise b.fail(f"convc resizes N×C×H×W and N×C×L inputs; this input is N×{'×'.join(map(str, sample))}")
     scales, sizes = _resize_targets(b, node, ins, attrs, x)
     given = scales if scales is not None else sizes
-    if len(given) != len(x.shape) + 1:
-        raise b.fail(f"{len(given)} scales/sizes for a rank-{len(x.shape) + 1} input")
+    if len(given) != len(sample) + 1:
+        raise b.fail(f"{len(given)} scales/sizes for a rank-{len(sample) + 1} input")
     if scales is not None and (scales[0] != 1.0 or scales[1] != 1.0):
         raise b.fail(f"scales {scales} resize the batch or channel axis; convc resizes the spatial axes only")
-    if sizes is not None and sizes[1] != x.shape[0]:
-        raise b.fail(f"sizes {sizes} change the channels ({x.shape[0]}); convc resizes the spatial axes only")
+    if sizes is not None and sizes[1] != sample[0]:
+        raise b.fail(f"sizes {sizes} change the channels ({sample[0]}); convc resizes the spatial axes only")
     out = {"mode": "nearest" if mode == "nearest" else "bilinear"}
     legacy = node.op_type == "Upsample" or b.opset < 11
     if legacy:
@@ -655,7 +589,7 @@ def _resize(b, node, ins, attrs, name):
                    nearest_mode=attrs.get("nearest_mode", "round_prefer_floor"))
         if int(attrs.get("antialias", 0)) and mode != "nearest" and (
                 (scales is not None and min(scales[2:]) < 1) or (sizes is not None and any(
-                    o < i for o, i in zip(sizes[2:], x.shape[1:])))):
+                    o < i for o, i in zip(sizes[2:], sample[1:])))):
             raise b.fail("antialias when downsampling is not supported")
     policy = attrs.get("keep_aspect_ratio_policy", "stretch")
     if scales is not None:
@@ -664,18 +598,18 @@ def _resize(b, node, ins, attrs, name):
         out["size"] = sizes[2:]
     else:  # one scale for the resized axes, the sizes rounded from it
         axes = [a + len(given) if a < 0 else a for a in attrs.get("axes", range(len(given)))]
-        ratios = [sizes[a] / ([None, *x.shape][a]) for a in axes if a >= 2]
+        ratios = [sizes[a] / ([None, *sample][a]) for a in axes if a >= 2]
         scale = min(ratios) if policy == "not_larger" else max(ratios)
         out["scale_factor"] = [scale if a in axes else 1.0 for a in range(2, len(given))]
         out["size"] = [int(np.floor(scale * n + 0.5)) if a in axes else n for a, n in zip(range(2, len(given)),
-                                                                                   x.shape[1:])]
+                                                                                   sample[1:])]
     if spatial == 2:
         return [b.add(name, "upsample", out, [x])]
     # N×C×L as N×C×1×L
     lifted = {k: ([1.0, *v] if k == "scale_factor" else [1, *v]) if isinstance(v, list) else v for k, v in out.items()}
-    x2 = b.helper(f"{name}_2d", "reshape", {"shape": [x.shape[0], 1, x.shape[1]]}, [x])
+    x2 = b.helper(f"{name}_2d", "reshape", {"shape": [*b.lead(x), sample[0], 1, sample[1]]}, [x])
     y = b.helper(f"{name}_resize", "upsample", lifted, [x2])
-    return [b.add(name, "reshape", {"shape": [y.shape[0], y.shape[2]]}, [y])]
+    return [unlift_1d(b, y, name)]
 
 
 @handles("ConvTranspose")
@@ -684,7 +618,7 @@ def _conv_transpose(b, node, ins, attrs, name):
     auto_pad (SAME_UPPER / SAME_LOWER / VALID / NOTSET), optional bias; weight [C, K/group, kh, kw] as PyTorch."""
     x = first_act(b, ins)
     w = const_input(b, ins[1], "the weight W")
-    if len(x.shape) == 2 and w.ndim == 3:
+    if len(b.sample(x)) == 2 and w.ndim == 3:
         x2, lifted = lift_1d(b, x, attrs, name)
         for key, lead in (("output_padding", 0), ("output_shape", 1)):
             if key in attrs:
@@ -707,12 +641,12 @@ def _conv_transpose(b, node, ins, attrs, name):
     if output_shape is not None and len(output_shape) == 4:
         output_shape = output_shape[2:]  # given with the batch and channel axes
     if auto_pad in ("SAME_UPPER", "SAME_LOWER") and output_shape is None:
-        output_shape = [n * s for n, s in zip(x.shape[1:], strides)]
+        output_shape = [n * s for n, s in zip(b.sample(x)[1:], strides)]
     if auto_pad == "VALID":
         pads = [0, 0, 0, 0]
     if output_shape is not None:  # the padding that gives this size; a negative total adds rows at the end
         pads = [0, 0, 0, 0]
-        for axis, (n, s, k, d, op, want) in enumerate(zip(x.shape[1:], strides, kernel, dilations, output_padding,
+        for axis, (n, s, k, d, op, want) in enumerate(zip(b.sample(x)[1:], strides, kernel, dilations, output_padding,
                                                           output_shape)):
             total = (n - 1) * s + op + (k - 1) * d + 1 - int(want)
             if total < 0:
@@ -730,6 +664,150 @@ def _conv_transpose(b, node, ins, attrs, name):
         "filters": int(w.shape[1]) * group, "kernel": kernel, "stride": strides, "padding": pads,
         "output_padding": output_padding, "dilation": dilations, "groups": group, "bias": bias is not None},
         [x], weights)]
+# ---------------------------------------------------------------- slicing, reductions, matmul (issue 13)
+def _optional_ints(b, ins, index, attrs, key, what) -> list[int] | None:
+    """An integer list given as input `index` (newer opsets) or as attribute `key` (older ones), or None."""
+    if len(ins) > index and ins[index] is not None:
+        return ints(const_input(b, ins[index], what))
+    return [int(a) for a in attrs[key]] if key in attrs else None
+
+
+def _is_whole_batch(b, start: int, end: int, step: int) -> bool:
+    """A slice of the batch axis that keeps all of it: 0 to the end (a huge end, or the exported batch size)."""
+    return start == 0 and step == 1 and (end >= 2**31 - 1 or end == b.batch)
+
+
+@handles("Slice")
+def _slice(b, node, ins, attrs, name):
+    """starts, ends, axes, steps as attributes (< 10) or constant inputs; negative and out-of-range indices
+    clamped as ONNX does, negative steps; a slice keeping the whole batch axis is dropped, any other of axis 0
+    is refused."""
+    x = first_act(b, ins)
+    full = b.rank(x)
+    dims = [None, *x.shape] if b.batched else list(x.shape)  # the ONNX axes' sizes (the batch's unknown)
+    starts = _optional_ints(b, ins, 1, attrs, "starts", "input starts")
+    ends = _optional_ints(b, ins, 2, attrs, "ends", "input ends")
+    if starts is None or ends is None or len(starts) != len(ends):
+        raise b.fail(f"starts {starts} and ends {ends} must be given, one of each per sliced axis")
+    axes = _optional_ints(b, ins, 3, attrs, "axes", "input axes")
+    axes = list(range(len(starts))) if axes is None else axes
+    steps = _optional_ints(b, ins, 4, {}, "steps", "input steps") or [1] * len(starts)
+    kept = {"axes": [], "starts": [], "ends": [], "steps": []}
+    for axis, start, end, step in zip(axes, starts, ends, steps):
+        a = axis + full if axis < 0 else axis
+        if b.batched and a == 0 and _is_whole_batch(b, start, end, step):
+            continue
+        if 0 <= a < full and dims[a] is not None and step != 0:  # else the op names the bad axis or step
+            size = dims[a]
+            r = range(*slice(start, end, step).indices(size))
+            if r == range(size):
+                continue
+            start, end = r.start, r.stop if r.stop >= 0 else -size - 1  # ends as the op reads them, clamped
+        for key, v in zip(kept, (axis, start, end, step)):
+            kept[key].append(v)
+    if not kept["axes"]:
+        return [x]
+    return [b.add(name, "slice", kept, [x])]
+
+
+@handles("Split")
+def _split(b, node, ins, attrs, name):
+    """Each output its own layer: `split` with the sizes (the `split` input (≥ 13) or attribute), else `chunk`
+    (num_outputs (≥ 18), or equal parts); outputs nobody reads are not computed."""
+    x = first_act(b, ins)
+    axis = int(attrs.get("axis", 0))
+    sizes = _optional_ints(b, ins, 1, attrs, "split", "input split")
+    pieces = len(node.output)
+    outs = []
+    for i, out in enumerate(node.output):
+        if not out or out not in b.used:
+            outs.append(None)
+            continue
+        if sizes is not None:
+            op, spec = "split", {"split_size_or_sections": sizes}
+        else:
+            op, spec = "chunk", {"chunks": int(attrs.get("num_outputs", pieces))}
+        outs.append(b.add(out, op, {**spec, "index": i, "axis": axis}, [x]))
+    return outs
+
+
+@handles("Squeeze", "Unsqueeze")
+def _squeeze(b, node, ins, attrs, name):
+    """Of activations (of constants they are folded); axes as attribute (< 13) or input; a view, no copy."""
+    x = first_act(b, ins)
+    axes = _optional_ints(b, ins, 1, attrs, "axes", "input axes")
+    if node.op_type == "Unsqueeze":
+        if not axes:
+            raise b.fail("missing the axes to insert")
+        return [b.add(name, "unsqueeze", {"axes": axes}, [x])]
+    return [b.add(name, "squeeze", {"axes": axes} if axes else {}, [x])]
+
+
+@handles("ReduceMean", "ReduceMax", "ReduceSum")
+def _reduce(b, node, ins, attrs, name):
+    """axes as attribute, or input (ReduceSum ≥ 13, the others ≥ 18); keepdims; noop_with_empty_axes; no axes
+    reduce every axis, the batch too, which is refused."""
+    x = first_act(b, ins)
+    axes = _optional_ints(b, ins, 1, attrs, "axes", "input axes")
+    if not axes:
+        if int(attrs.get("noop_with_empty_axes", 0)):
+            return [x]
+        axes = list(range(b.rank(x)))
+    return [b.add(name, ONNX_TYPES[node.op_type], {"axes": axes, "keepdims": bool(attrs.get("keepdims", 1))}, [x])]
+
+
+@handles("Gather")
+def _gather(b, node, ins, attrs, name):
+    """Of an activation with constant indices (any shape; negative ones count from the end), on any axis but the
+    batch; indices of rank ≥ 2 gather their flattening, then a view reshapes it."""
+    x = first_act(b, ins)
+    indices = np.asarray(const_input(b, ins[1], "input indices"))
+    if indices.dtype.kind not in "iu":
+        raise b.fail(f"indices must be integers, got {indices.dtype}")
+    axis = int(attrs.get("axis", 0))
+    if indices.ndim == 0:
+        return [b.add(name, "gather", {"axis": axis, "indices": int(indices)}, [x])]
+    flat = [int(i) for i in indices.reshape(-1)]
+    if indices.ndim == 1:
+        return [b.add(name, "gather", {"axis": axis, "indices": flat}, [x])]
+    taken = b.helper(f"{name}_flat", "gather", {"axis": axis, "indices": flat}, [x])
+    gather = b.layers[-1]
+    k, _ = gather.spec.positions(gather, x.shape)  # the gathered axis in the layer's shapes
+    shape = [*taken.shape[:k], *indices.shape, *taken.shape[k + 1:]]
+    return [b.add(name, "reshape", {"shape": shape}, [taken])]
+
+
+def _rank(b, v) -> int:
+    """The ONNX rank of an operand: a run-time tensor's includes the batch axis."""
+    return b.rank(v) if isinstance(v, Act) else np.ndim(v)
+
+
+@handles("MatMul")
+def _matmul(b, node, ins, attrs, name):
+    """Any rank with NumPy broadcasting; a run-time N×K times a constant K×M is `dense` (its vectorized kernel).
+    A product that moves the batch axis (a run-time N×K on the right, or on the left of a rank ≥ 3 operand)
+    imports the model as a whole tensor."""
+    a, w = ins[0], ins[1]
+    acts = [v for v in (a, w) if isinstance(v, Act)]
+    ra, rw = _rank(b, a), _rank(b, w)
+    if isinstance(a, Act) and ra == 2 and not isinstance(w, Act) and rw == 2:
+        k = b.sample(a)[0]
+        if w.shape[0] != k:
+            raise b.fail(f"the input has {k} features but the matrix is {w.shape[0]}×{w.shape[1]}")
+        return [b.add(name, "dense", {"units": int(w.shape[1]), "bias": False}, [a], {"weight": w.T})]
+    # When batched, the batch axis N of a run-time operand must be a batch axis of the product (torch.matmul),
+    # so that each sample's product is the product of its own operands.
+    if b.batched and isinstance(w, Act) and rw == 2:
+        raise b.fail_batch(f"the run-time right operand is N×{w.shape[0]}: the product sums over the batch axis")
+    if b.batched and isinstance(a, Act) and ra == 2 and rw > 2:
+        raise b.fail_batch(f"the run-time left operand N×{a.shape[0]} times a rank-{rw} operand puts the batch "
+                           "axis among the rows of each matrix")
+    if b.batched and len(acts) == 2 and ra != rw:
+        raise b.fail_batch(f"run-time operands of ranks {ra} and {rw} would broadcast the batch axis against "
+                           "another axis")
+    full = max(_rank(b, v) for v in acts)
+    operands = [operand(b, v, full, f"{name}_operand{i}") for i, v in enumerate((a, w))]
+    return [b.add(name, "matmul", {}, operands)]
 
 
 def one_to_one(b, node, ins, attrs, name):
