@@ -21,7 +21,7 @@ from .export import onnx_model, torch_module
 from .memory import peak_rss
 from .models import MODELS
 from .peak import fma_peak_gflops
-from .timing import Timing, interleaved
+from runtime.timing import Timing, interleaved
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "benchmarks.md"

@@ -1,4 +1,4 @@
-"""The `convc` command line: compile, summary, run, check, graph."""
+"""The `convc` command line: compile, summary, run, convert, check, bench, graph, cache."""
 from __future__ import annotations
 
 import argparse
@@ -220,6 +220,56 @@ def cmd_convert(args) -> int:
     return 0
 
 
+def _ort_session(path: str, threads: int):
+    """onnxruntime on the same ONNX file with `threads` threads (None when it is not installed)."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return None
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+
+
+def cmd_bench(args) -> int:
+    """Latency of the compiled model on random inputs, interleaved with onnxruntime's on the same ONNX file."""
+    import compiler
+    from runtime.timing import interleaved
+    graph = compiler.load(args.model)
+    target = compiler.Target.from_march(None if args.march == "none" else args.march)
+    threads = args.threads or compiler.Target.from_march("native").threads or 1  # it runs here
+    args.threads = threads
+    start = time.perf_counter()
+    model = compiler.compile(graph, **_compile_kwargs(args))
+    seconds = time.perf_counter() - start
+    lead = (args.batch,) if graph.batched else ()  # a whole-tensor model takes exactly its shapes
+    rng = np.random.default_rng(args.seed)
+    feeds = {name: rng.standard_normal((*lead, *graph.shape(name))).astype(np.float32) for name in graph.inputs}
+    calls = {"convc": lambda: model.run(feeds)}
+    print(f"host: {compiler.Target.from_march('native').describe()}")
+    print(f"model {graph.name}: compiled for {target.name} ({target.lanes} lanes) at opt level {args.opt_level} in "
+          f"{seconds:.2f} s ({'cache hit' if model.build_info.cache_hit else 'built'}); "
+          f"{'batch ' + str(args.batch) if graph.batched else 'whole-tensor inputs ' + str(list(lead))}, "
+          f"{threads} thread(s)")
+    session = _ort_session(args.model, threads) if Path(args.model).suffix.lower() == ".onnx" else None
+    if session is not None:
+        ours, theirs = model.run(feeds), session.run(None, feeds)
+        for name, ref in zip(graph.outputs, theirs):
+            err = float(np.abs(ours[name].astype(np.float64) - ref).max() / max(float(np.abs(ref).max()), 1e-30))
+            print(f"  output {name}: max |convc − onnxruntime| / max |onnxruntime| = {err:.2g}")
+        calls["onnxruntime"] = lambda: session.run(None, feeds)
+    elif Path(args.model).suffix.lower() == ".onnx":
+        print("  onnxruntime is not installed: timing convc alone (pip install onnxruntime to compare)")
+    times = interleaved(calls, warmup=3, budget_s=args.budget)
+    for engine, t in times.items():
+        print(f"  {engine:12s} median {t.median * 1e3:9.3f} ms (min {t.low * 1e3:.3f}, max {t.high * 1e3:.3f}; "
+              f"{t.runs} runs)")
+    if "onnxruntime" in times:
+        print(f"  convc/onnxruntime = {times['convc'].median / times['onnxruntime'].median:.2f} (< 1: convc is faster)")
+    return 0
+
+
 def _megabytes(n: int) -> str:
     return f"{n / 2**20:,.1f} MiB"
 
@@ -299,6 +349,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="compare every layer's tensor (debug build) and name the first that diverges")
     _add_build_options(p)
     p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("bench", help="time the compiled model (and onnxruntime on the same ONNX file) on this machine")
+    p.add_argument("model")
+    p.add_argument("--batch", type=_positive_int, default=1, help="samples per call (default 1)")
+    p.add_argument("--budget", type=float, default=3.0, help="seconds of timed rounds (default 3)")
+    p.add_argument("--seed", type=int, default=0)
+    _add_build_options(p)
+    p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("graph", help="draw the network (.svg, .html, or .dot)")
     p.add_argument("model")

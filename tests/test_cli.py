@@ -132,3 +132,23 @@ def test_threads_option_reaches_the_model(tmp_path, capsys, monkeypatch):
         main(["run", str(so), "--random", "1", "--threads", "0"])
     assert exc.value.code == 2
     assert "expected an integer >= 1" in capsys.readouterr().err
+
+
+def test_bench_times_convc_and_onnxruntime_on_the_same_onnx_file(tmp_path, capsys):
+    import onnx
+    from bench.export import onnx_model
+    path = tmp_path / "lenet5.onnx"
+    onnx.save(onnx_model(compiler.load(EXAMPLES / "lenet5.yaml")), str(path))
+    assert main(["bench", str(path), "--batch", "3", "--threads", "1", "--budget", "0.2", "--march", "x86-64-v3",
+                 "--cache-dir", str(tmp_path / "cache")]) == 0
+    out = capsys.readouterr().out
+    assert "host: native" in out and "compiled for x86-64-v3 (8 lanes)" in out and "batch 3, 1 thread(s)" in out
+    error = float(out.split("max |convc − onnxruntime| / max |onnxruntime| = ")[1].split()[0])
+    assert error <= 1e-5
+    assert "convc        median" in out and "onnxruntime  median" in out and "convc/onnxruntime = " in out
+
+
+def test_bench_of_a_description_times_convc_alone(capsys):
+    assert main(["bench", str(EXAMPLES / "lenet5.yaml"), "--budget", "0.1", "--threads", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "batch 1, 2 thread(s)" in out and "convc        median" in out and "onnxruntime" not in out
