@@ -152,3 +152,14 @@ def test_bench_of_a_description_times_convc_alone(capsys):
     assert main(["bench", str(EXAMPLES / "lenet5.yaml"), "--budget", "0.1", "--threads", "2"]) == 0
     out = capsys.readouterr().out
     assert "batch 1, 2 thread(s)" in out and "convc        median" in out and "onnxruntime" not in out
+
+
+def test_bench_keeps_one_section_per_host_and_build():
+    from bench.run import merge_sections
+    doc = "# Benchmarks\n\nintro\n\n## AVX512 host (x), convc built for AVX512 (native)\n\nold 512\n"
+    avx2 = "## AVX512 host (x), convc built for AVX2 (x86-64-v3)\n\nnew 256\n"
+    both = merge_sections(doc, avx2)
+    assert both.startswith("# Benchmarks\n\nintro\n") and "old 512" in both and "new 256" in both
+    again = merge_sections(both, "## AVX512 host (x), convc built for AVX2 (x86-64-v3)\n\nnewer 256\n")
+    assert "new 256" not in again and "newer 256" in again and "old 512" in again
+    assert merge_sections("", avx2).startswith("# Benchmarks") and "new 256" in merge_sections("", avx2)
