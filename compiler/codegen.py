@@ -1,7 +1,8 @@
-"""Rendering: a LoweredModel -> one C source file (plus the weights blob it embeds)."""
+"""Rendering: a LoweredModel -> its C source (plus the weights blob it embeds): model.c, and for a large
+model built here, units of its kernels that cc compiles in parallel beside it."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import jinja2
@@ -18,9 +19,28 @@ WEIGHTS_FILE = "weights.bin"
 
 @dataclass
 class CSource:
-    """model.c and the files it needs beside it when compiled (name -> bytes)."""
+    """model.c, the files it needs beside it when compiled (name -> bytes) and the other translation units
+    it links with (name -> C source; none for a one-file model)."""
     code: str
     files: dict[str, bytes]
+    units: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class UnitKernel:
+    """A kernel compiled in a unit of its own: its static body (renamed `body_fn`) and the hidden entry point
+    `fn` that model.c calls with `args`."""
+    fn: str
+    body_fn: str
+    body: str
+    inputs: tuple[str, ...]
+    weights: tuple[str, ...]
+    scratch: bool
+    args: tuple[str, ...]
+    unit: str
+
+
+KERNELS_PER_UNIT = 8  # fewer kernel functions than this per unit: a separate cc process does not pay off
 
 
 def environment() -> jinja2.Environment:
@@ -45,11 +65,44 @@ def render_kernels(model: LoweredModel, env: jinja2.Environment | None = None) -
     return [env.get_template(k.template).render(**k.context).rstrip() for k in model.kernels]
 
 
-def render(model: LoweredModel, weights_mode: str = "incbin") -> CSource:
+def unit_count(kernels: int, jobs: int) -> int:
+    """How many kernel units a build with `jobs` parallel cc processes gets: at most `jobs`, each of at least
+    KERNELS_PER_UNIT kernel functions; 0 keeps the kernels in model.c."""
+    units = min(jobs, kernels // KERNELS_PER_UNIT)
+    return units if units >= 2 else 0
+
+
+def _split_kernels(model: LoweredModel, env: jinja2.Environment, units: int) -> list[list[UnitKernel]]:
+    """The kernels dealt into `units` groups of about equal source size (largest first)."""
+    entries = []
+    for k in model.kernels:
+        c = k.context
+        body_fn = f"{c['fn']}_body"
+        body = env.get_template(k.template).render(**{**c, "fn": body_fn}).rstrip()
+        args = (*c["inputs"], "y", *c["weights"], *(("scratch",) if c["scratch"] else ()))
+        entries.append(UnitKernel(c["fn"], body_fn, body, tuple(c["inputs"]), tuple(c["weights"]),
+                                  bool(c["scratch"]), args, ""))
+    groups: list[list[UnitKernel]] = [[] for _ in range(units)]
+    sizes = [0] * units
+    for e in sorted(entries, key=lambda e: -len(e.body)):
+        i = sizes.index(min(sizes))
+        groups[i].append(e)
+        sizes[i] += len(e.body)
+    order = {k.context["fn"]: i for i, k in enumerate(model.kernels)}
+    return [[UnitKernel(**{**e.__dict__, "unit": f"kernels_{u}.c"}) for e in sorted(g, key=lambda e: order[e.fn])]
+            for u, g in enumerate(groups)]
+
+
+def render(model: LoweredModel, weights_mode: str = "incbin", jobs: int = 1) -> CSource:
     """weights_mode: "incbin" embeds weights.bin with the assembler (fast to compile, ELF targets);
-    "array" writes the weights as C99 hex-float literals (portable, slow for millions of weights)."""
+    "array" writes the weights as C99 hex-float literals (portable, slow for millions of weights).
+    jobs: parallel cc processes the build may use; a large model's kernels then go to units of their own
+    (kernels_<i>.c, CSource.units) that model.c calls through hidden entry points."""
     env = environment()
-    kernels = render_kernels(model, env)
+    units = unit_count(len(model.kernels), jobs)
+    groups = _split_kernels(model, env, units) if units else []
+    unit_kernels = [k for g in groups for k in g]
+    kernels = [] if groups else render_kernels(model, env)
     blob = model.weights.data()
     mode = weights_mode if blob.size else "none"
     meta = model.metadata_bytes
@@ -69,10 +122,14 @@ def render(model: LoweredModel, weights_mode: str = "incbin") -> CSource:
         meta_bytes=meta,
         meta_rows=_rows([str(b) for b in meta], 24),
         kernels=kernels,
+        unit_kernels=unit_kernels,
         abi=ABI_VERSION,
         isa_macros=ISA_MACROS,
         model=model,
         profile_layers=model.metadata.get("profile_layers", []),
     )
     files = {WEIGHTS_FILE: blob.tobytes()} if mode == "incbin" else {}
-    return CSource(code, files)
+    unit = env.get_template("kernel_unit.c.j2")
+    sources = {g[0].unit: unit.render(title=f"model {c_name(model.name)}", version=__version__, kernels=g)
+               for g in groups}
+    return CSource(code, files, sources)

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import runtime
-from runtime.build import build_library, compile_flags
+from runtime.build import build_jobs, build_library, compile_flags
 
 from .codegen import CSource, render
 from .errors import ModelError
@@ -83,18 +83,20 @@ def _check_file_size(path: Path, limit: int) -> None:
 
 def generate_c(graph: Graph, *, opt_level: int = DEFAULT_OPT_LEVEL, march: str | Target | None = "native",
                kernels: Mapping[str, str] | None = None, weights_mode: str = "incbin",
-               progress: Progress = no_progress, profile: bool = False) -> CSource:
+               progress: Progress = no_progress, profile: bool = False, jobs: int = 1) -> CSource:
     """Graph -> the model's C source: optimize, select kernels, plan memory, lower, render.
 
     march: the target (a -march name or a compiler.Target; see compiler.target).
     kernels: force kernels, layer name (or "*") -> kernel name (compiler.kernels), for debugging and benchmarking.
+    jobs: cc processes the build will run at once; with more than one, a large model's kernels go to
+    translation units of their own (CSource.units), built in parallel. 1 (the default): one model.c.
     """
     target = Target.from_march(march)
     progress("optimize")
     graph = optimize(graph, opt_level)
     progress("generate")
     plan = select_kernels(graph, target, opt_level, kernels)
-    return render(lower(graph, plan, plan_memory(graph, plan), profile), weights_mode=weights_mode)
+    return render(lower(graph, plan, plan_memory(graph, plan), profile), weights_mode=weights_mode, jobs=jobs)
 
 
 def plan_kernels(model: Graph | str | os.PathLike | dict[str, Any], *, opt_level: int = DEFAULT_OPT_LEVEL,
@@ -132,11 +134,12 @@ def compile(model: Graph | str | os.PathLike | dict[str, Any], *, opt_level: int
     graph = load(model, progress=progress, limits=limits)
     target = Target.from_march(march, cc)
     source = generate_c(graph, opt_level=opt_level, march=target, kernels=kernels, progress=progress,
-                        profile=profile)
+                        profile=profile, jobs=build_jobs())
     flags = compile_flags(march=target.march, sanitize=sanitize, extra=tuple(cflags))
     progress("cc")
     result = build_library(source.code, source.files, cc=cc, flags=flags, cache_dir=cache_dir,
-                           cache_max_bytes=cache_max_bytes, open_library=lambda path: runtime.load(path, threads=threads))
+                           cache_max_bytes=cache_max_bytes, open_library=lambda path: runtime.load(path, threads=threads),
+                           units=source.units)
     progress("done")
     model_ = result.opened
     model_.build_info = result

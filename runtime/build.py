@@ -52,6 +52,12 @@ def default_cache_dir() -> Path:
     return Path(base) / "convc"
 
 
+def build_jobs() -> int:
+    """cc processes a build may run at once: the CPUs this process may use (the build machine's, which is
+    not the target's)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def default_cc() -> str:
     return os.environ.get("CC") or "cc"
 
@@ -79,12 +85,15 @@ def compile_flags(march: str | None = "native", sanitize: bool = False, extra: t
     return flags + list(extra)
 
 
-def cache_key(code: str, files: dict[str, bytes], flags: list[str], cc: str) -> str:
+def cache_key(code: str, files: dict[str, bytes], flags: list[str], cc: str,
+              units: dict[str, str] | None = None) -> str:
     h = hashlib.sha256()
     for part in (__version__, code, json.dumps(flags), compiler_identity(cc),
                  cpu_identity() if any(f in ("-march=native", "-mcpu=native") for f in flags) else ""):
         h.update(part.encode())
         h.update(b"\0")
+    for name in sorted(units or {}):
+        h.update(name.encode() + b"\0" + units[name].encode() + b"\0")
     for name in sorted(files):
         h.update(name.encode() + b"\0")
         h.update(hashlib.sha256(files[name]).digest())
@@ -105,8 +114,10 @@ def _cached(lib: Path, record: Path) -> bool:
 def build_library(code: str, files: dict[str, bytes] | None = None, *, cc: str | None = None,
                   flags: list[str] | None = None, cache_dir: str | os.PathLike | None = None,
                   cache_max_bytes: int | str | None = None,
-                  open_library: Callable[[Path], Any] | None = None) -> BuildResult:
-    """Compile `code` (with `files` written beside it) into a cached shared library.
+                  open_library: Callable[[Path], Any] | None = None,
+                  units: dict[str, str] | None = None) -> BuildResult:
+    """Compile `code` (with `files` written beside it, and linked with the translation units `units`, name ->
+    C source, each compiled by its own cc process at the same time) into a cached shared library.
 
     cache_max_bytes: the cache's cap (default $CONVC_CACHE_MAX_BYTES, else 2 GiB); after a build,
     least-recently-used entries are evicted until the cache fits. open_library: called with the
@@ -119,7 +130,8 @@ def build_library(code: str, files: dict[str, bytes] | None = None, *, cc: str |
     cap = cache_folder.max_bytes(cache_max_bytes)
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     cache.mkdir(parents=True, exist_ok=True)
-    key = cache_key(code, files, flags, cc)
+    units = units or {}
+    key = cache_key(code, files, flags, cc, units)
     lib, record, _ = cache_folder.entry_paths(cache, key)
 
     def hit() -> BuildResult:
@@ -133,7 +145,7 @@ def build_library(code: str, files: dict[str, bytes] | None = None, *, cc: str |
     with cache_folder.entry_lock(cache, key):
         if _cached(lib, record):  # another process built it while we waited
             return hit()
-        warnings = _build(code, files, cc, flags, cache, key, lib)
+        warnings = _build(code, files, cc, flags, cache, key, lib, units)
         tmp_record = record.with_suffix(".json.tmp")
         tmp_record.write_text(json.dumps({"flags": flags, "cc": cc, "convc": __version__, "warnings": warnings}))
         os.replace(tmp_record, record)
@@ -142,26 +154,58 @@ def build_library(code: str, files: dict[str, bytes] | None = None, *, cc: str |
     return BuildResult(lib, False, time.perf_counter() - start, key, opened, len(evicted))
 
 
-def _build(code: str, files: dict[str, bytes], cc: str, flags: list[str], cache: Path, key: str, lib: Path) -> str:
-    """Run the compiler in a private folder and move the stamped library to `lib`; returns its warnings."""
+def _build(code: str, files: dict[str, bytes], cc: str, flags: list[str], cache: Path, key: str, lib: Path,
+           units: dict[str, str]) -> str:
+    """Run the compiler in a private folder and move the stamped library to `lib`; returns its warnings.
+    With units, every source compiles to an object file in its own process at once, then they link."""
     with tempfile.TemporaryDirectory(prefix=f"build-{key[:12]}-", dir=cache) as tmp:
         work = Path(tmp)
         (work / "model.c").write_text(code)
         for name, data in files.items():
             (work / name).write_bytes(data)
-        cmd = [shutil.which(cc) or cc, *flags, "model.c", "-o", "model.so", "-lm"]
-        try:
-            proc = subprocess.run(cmd, cwd=work, capture_output=True, text=True, timeout=3600)
-        except OSError as e:
-            raise BuildError(f"could not run the C compiler {cc!r}: {e}") from None
-        if proc.returncode != 0 or not (work / "model.so").is_file():
-            logs = cache / cache_folder.LOGS
-            logs.mkdir(exist_ok=True)
-            log = logs / f"{key}.log"
-            log.write_text(f"$ {' '.join(cmd)}\n{proc.stdout}{proc.stderr}")
-            shutil.copyfile(work / "model.c", logs / f"{key}.c")
-            first = next((ln for ln in proc.stderr.splitlines() if "error" in ln), proc.stderr[:300])
-            raise BuildError(f"the C compiler failed (exit {proc.returncode}): {first}", str(log))
+        for name, source in units.items():
+            (work / name).write_text(source)
+        exe = shutil.which(cc) or cc
+        if units:
+            sources = ["model.c", *sorted(units)]
+            steps = [[[exe, *flags, "-c", c, "-o", c[:-2] + ".o"] for c in sources],
+                     [[exe, *flags, *(c[:-2] + ".o" for c in sources), "-o", "model.so", "-lm"]]]
+        else:
+            steps = [[[exe, *flags, "model.c", "-o", "model.so", "-lm"]]]
+        stderr = ""
+        for commands in steps:
+            try:
+                procs = [(cmd, subprocess.Popen(cmd, cwd=work, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                                text=True)) for cmd in commands]
+            except OSError as e:
+                raise BuildError(f"could not run the C compiler {cc!r}: {e}") from None
+            for cmd, proc in procs:
+                try:
+                    out, err = proc.communicate(timeout=3600)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    out, err = proc.communicate()
+                stderr += err
+                if proc.returncode != 0:
+                    for _, other in procs:
+                        if other.poll() is None:
+                            other.kill()
+                            other.communicate()
+                    _fail(cache, key, work, cmd, proc.returncode, out + err, err)
+        if not (work / "model.so").is_file():
+            _fail(cache, key, work, steps[-1][0], 0, stderr, stderr)
         (work / "model.stamped.so").write_bytes(stamp((work / "model.so").read_bytes()))
         os.replace(work / "model.stamped.so", lib)
-    return proc.stderr
+    return stderr
+
+
+def _fail(cache: Path, key: str, work: Path, cmd: list[str], returncode: int, output: str, stderr: str):
+    """Keep the log and the sources under the cache's logs folder and raise a BuildError naming them."""
+    logs = cache / cache_folder.LOGS
+    logs.mkdir(exist_ok=True)
+    log = logs / f"{key}.log"
+    log.write_text(f"$ {' '.join(cmd)}\n{output}")
+    for source in work.glob("*.c"):
+        shutil.copyfile(source, logs / (f"{key}.c" if source.name == "model.c" else f"{key}.{source.name}"))
+    first = next((ln for ln in stderr.splitlines() if "error" in ln), stderr[:300])
+    raise BuildError(f"the C compiler failed (exit {returncode}): {first}", str(log))
