@@ -26,6 +26,21 @@ TARGETS = (AVX2, AVX512)
 TARGET_IDS = ("avx2", "avx512")
 
 
+def pytest_addoption(parser):
+    parser.addoption("--runslow", action="store_true",
+                     help="also run the tests marked slow (the whole torchvision zoo at full size)")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked slow are deselected (not skipped) unless --runslow is given or -m names them."""
+    if config.getoption("--runslow") or "slow" in (config.getoption("markexpr") or ""):
+        return
+    slow = [item for item in items if item.get_closest_marker("slow")]
+    if slow:
+        config.hook.pytest_deselected(items=slow)
+        items[:] = [item for item in items if not item.get_closest_marker("slow")]
+
+
 def host_lacks(target: Target) -> list[str]:
     """The instruction-set extensions of `target` that this machine does not have ([] if it runs its code)."""
     known = {flag for _, flag in ISA_MACROS}
