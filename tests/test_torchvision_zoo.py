@@ -1,7 +1,7 @@
 """torchvision's CNNs (random weights, batchnorm statistics randomized) exported to ONNX by both torch.onnx
 exporters (TorchScript at opset 17, torch.export at opset 18, a dynamic batch axis where the exporter allows it),
 compiled by convc at the default opt level and run on a random batch of 2, against onnxruntime on the same file:
-the first output's shape must be equal and max|convc - ort| / max|ort| <= 1e-4 (tests/torchvision_zoo.py).
+the first output's shape must be equal and max|convc - ort| / max|ort| <= 1e-4 (bench/torchvision_zoo.py).
 
 The default run covers a subset at reduced input sizes that takes every op family the zoo needs (hardswish and
 hardsigmoid, silu, gelu by erf, layernorm over the channels, split/chunk and the channel shuffle, grouped and
@@ -18,7 +18,7 @@ pytest.importorskip("onnxruntime")
 if importlib.util.find_spec("torchvision") is None:
     pytest.skip("needs torchvision: pip install --no-deps torchvision==0.28.0 pillow", allow_module_level=True)
 
-from torchvision_zoo import EXPORTERS, MODELS, REL_TOL, run  # noqa: E402
+from bench.torchvision_zoo import EXPORTERS, MODELS, REL_TOL, run  # noqa: E402
 
 DYNAMO = pytest.mark.skipif(importlib.util.find_spec("onnxscript") is None,
                             reason="torch.onnx.export(dynamo=True) needs onnxscript")
@@ -78,7 +78,21 @@ def test_full_size_matches_onnxruntime(name, exporter):
 def test_built_models_have_random_batchnorm_statistics():
     import torch
 
-    from torchvision_zoo import build
+    from bench.torchvision_zoo import build
 
     norms = [m for m in build("resnet18").modules() if isinstance(m, torch.nn.BatchNorm2d)]
     assert norms and all(not torch.all(m.running_var == 1) and not torch.all(m.running_mean == 0) for m in norms)
+
+
+def test_bench_zoo_times_a_torchvision_model_against_onnxruntime(tmp_path):
+    """`python -m bench --zoo MODEL`: the model's section with convc/ORT and its compile times."""
+    from bench.run import main
+    out = tmp_path / "benchmarks.md"
+    assert main(["--zoo", "squeezenet1_1", "--quick", "--budget", "0.2", "--engines", "onnxruntime",
+                 "--output", str(out)]) == 0
+    text = out.read_text()
+    assert "convc built for" in text and "— torchvision zoo" in text
+    row = next(line for line in text.splitlines() if line.startswith("| squeezenet1_1 | 1 | 2 |"))
+    assert float(row.split("|")[-3]) > 0  # convc/ORT
+    facts = next(line for line in text.splitlines() if line.startswith("| squeezenet1_1 | 349.2 |"))
+    assert float(facts.split("|")[-2].split("/")[0]) < 1e-4  # max abs diff vs ORT

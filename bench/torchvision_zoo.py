@@ -1,5 +1,5 @@
 """torchvision's CNNs with random weights, exported to ONNX by both torch.onnx exporters, compiled by convc and
-compared with onnxruntime on the same file. Shared by tests/test_torchvision_zoo.py and tools/zoo_table.py.
+compared with onnxruntime on the same file. Shared by tests/test_torchvision_zoo.py and scripts/zoo_table.py.
 
 Importing torchvision: the wheel the package registry serves (torchvision 0.28.0) is a CUDA build. Next to the
 CPU torch its native library `torchvision/_C.so` does not load, so the op schemas it would register are missing,

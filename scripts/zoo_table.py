@@ -1,9 +1,9 @@
 """The torchvision table: every zoo model × both torch.onnx exporters through convc, compared with onnxruntime.
 
-    python tools/zoo_table.py -o zoo_table.md                       # all 24 models × 2 exporters, full size
-    python tools/zoo_table.py --models resnet18,convnext_tiny --exporters dynamo --size 64
+    python scripts/zoo_table.py -o zoo_table.md                       # all 24 models × 2 exporters, full size
+    python scripts/zoo_table.py --models resnet18,convnext_tiny --exporters dynamo --size 64
 
-Runs exactly what tests/test_torchvision_zoo.py runs (tests/torchvision_zoo.py: random weights with randomized
+Runs exactly what tests/test_torchvision_zoo.py runs (bench/torchvision_zoo.py: random weights with randomized
 batchnorm statistics, export, convc at the default opt level, onnxruntime on the same file, a random batch of 2),
 one case after another, and prints a markdown table: the outcome (ok; refused: convc raised a ModelError;
 mismatch: another shape, or max|convc - ort| / max|ort| > 1e-4; error: anything else raised, such as the exporter
@@ -23,7 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from torchvision_zoo import EXPORTERS, MODELS, REL_TOL, Outcome, run  # noqa: E402
+from bench.torchvision_zoo import EXPORTERS, MODELS, REL_TOL, Outcome, run  # noqa: E402
 
 HEADER = ["model", "exporter", "input", "batch axis", "outcome", "max abs err / max abs ort", "compile, cold (s)",
           "convc's message"]
