@@ -1,0 +1,128 @@
+"""grouped: register-blocked grouped convolutions, 1 < groups and not depthwise (RegNet, ResNeXt: groups of
+2–64 channels; templates/ops/conv2d_grouped.c.j2).
+
+The direct kernel's scheme within each group: the innermost step multiplies a vector of VL output channels of
+one group (weights packed per group [G·KBG][CG][KH][KW][VL]) by one input value of the group's CG input
+channels per output pixel, for KV vectors × PB pixels of accumulators in registers. The vector is as wide
+as the group allows: the target's lanes where they divide the group's KG filters, else 8 or 4 lanes (a group
+of 8 on AVX-512 runs ymm vectors at the same FMA rate per cycle; a group of 4 runs xmm), and a group whose
+KG no width divides (2, 6, 12 on AVX2 ...) is zero-padded to whole vectors of the smallest width that holds it
+at most half empty. Border blocks list only the taps inside the input (no tests at run time).
+
+Work items are (group, output row, register block of the group's filters), in that order: a thread takes
+whole groups, whose input rows and weights stay in its cache. The input is read in either layout; the output
+(and a residual) are written channel-blocked when every vector is whole (a vector of VL ≤ L filters of
+one group lies inside one block of L channels).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import Kernel, register_kernel
+from .common import PARALLEL_MACS, ConvParams, Offset, block_shape, conv_fields, conv_weights
+from .direct import CONV_OPS, PixelBlock, pixel_blocks
+
+NARROW_LANES = (8, 4)  # the vector widths below the target's for groups of fewer filters
+
+
+@dataclass(frozen=True)
+class GroupedParams(ConvParams):
+    G: int  # groups
+    VL: int  # output channels per vector (of one group)
+    VECTOR_BYTES: int
+    KBG: int  # vectors of filters per group (KG zero-padded to whole vectors)
+    KB: int  # vectors of filters in all: G·KBG
+    LAST_KB: int  # the last vector's index within its group
+    LASTN: int  # filters in a group's last vector
+    PARTIAL_LAST: bool  # LASTN < VL
+    KV: int  # filter vectors per register block
+    PB: int  # output pixels per register block
+    BLOCKS: int  # register blocks per group: KBG / KV
+    ROW_ITEMS: int  # items per group: OH·BLOCKS
+    filter_vectors: tuple[Offset, ...]  # per filter vector v of a block: v·CG·KH·KW (its weights' offset)
+    output_vectors: tuple[Offset, ...]  # per filter vector v of a block: v·VL (its first filter's offset)
+    XB: int  # the input's channel-blocked lanes (0: C×H×W)
+    X_BLOCK_FLOATS: int  # H·W·XB
+    TAP_STEP: int  # floats between horizontal taps: DW · the input's pixel stride
+    YB: int  # the output's (and residual's) channel-blocked lanes (0: C×H×W)
+    Y_BLOCK_FLOATS: int  # OH·OW·YB
+    segments: tuple[PixelBlock, ...]
+    ITEMS: int  # G·OH·BLOCKS
+    parallel: bool
+
+
+def grouped_lanes(filters_per_group: int, lanes: int) -> int:
+    """The vector width for groups of `filters_per_group` filters on a target of `lanes`: the widest of the
+    target's, 8 and 4 lanes that divides it, else the narrowest that holds it at most half empty."""
+    widths = [lanes] + [n for n in NARROW_LANES if n < lanes]
+    for width in widths:
+        if filters_per_group % width == 0:
+            return width
+    return min((w for w in widths if 2 * filters_per_group >= w), default=widths[-1])
+
+
+@register_kernel
+class Grouped(Kernel):
+    name = "grouped"
+    ops = CONV_OPS
+    template = "ops/conv2d_grouped.c.j2"
+    priority = 15
+    doc = "1 < groups, not depthwise: vectors of a group's output channels, register-blocked over pixels"
+
+    def unsuitable(self, layer, in_shapes, out_shape, target):
+        a, c = layer.attrs, in_shapes[0][0]
+        if a.groups == 1:
+            return "it computes groups > 1 only (groups = 1 is the direct kernel's)"
+        if a.groups == c == a.filters:
+            return "groups = C = K is depthwise (the depthwise kernel's)"
+        return None
+
+    def blocked_io(self, layer, in_shapes, out_shape, target):
+        """It reads either layout; it writes a blocked output when a group's filters are whole vectors."""
+        kg = layer.attrs.filters // layer.attrs.groups
+        if kg % grouped_lanes(kg, target.lanes) or any(tuple(s) != tuple(out_shape) for s in in_shapes[1:]):
+            return None
+        return ("any",) + ("same",) * (len(in_shapes) - 1)
+
+    def params(self, layer, in_shapes, out_shape, target, layouts):
+        g = conv_fields(layer, in_shapes, out_shape)
+        x_lanes, y_lanes = layouts[0], layouts[-1]
+        groups, kg, cg = layer.attrs.groups, g["KG"], g["CG"]
+        lanes = grouped_lanes(kg, target.lanes)
+        kbg = -(-kg // lanes)
+        lastn = kg - (kbg - 1) * lanes
+        if y_lanes and (lastn != lanes or y_lanes % lanes):
+            raise ValueError(f"{layer.where}: a channel-blocked output needs whole {lanes}-lane vectors of filters "
+                             f"per group inside {y_lanes}-lane blocks, got {kg} filters per group")
+        kv, pb = block_shape(kbg, target.vector_registers)
+        cgkk = cg * g["KHW"]
+        pixel_stride = x_lanes or 1
+        blocks = kbg // kv
+        return GroupedParams(
+            **g, G=groups, VL=lanes, VECTOR_BYTES=4 * lanes, KBG=kbg, KB=groups * kbg, LAST_KB=kbg - 1,
+            LASTN=lastn, PARTIAL_LAST=lastn != lanes, KV=kv, PB=pb, BLOCKS=blocks, ROW_ITEMS=g["OH"] * blocks,
+            filter_vectors=tuple(Offset(v, v * cgkk) for v in range(kv)),
+            output_vectors=tuple(Offset(v, v * lanes) for v in range(kv)),
+            XB=x_lanes, X_BLOCK_FLOATS=g["HW"] * x_lanes, TAP_STEP=g["DW"] * pixel_stride,
+            YB=y_lanes, Y_BLOCK_FLOATS=g["OHW"] * y_lanes, segments=pixel_blocks(g, kv, pb, pixel_stride, cgkk),
+            ITEMS=groups * g["OH"] * blocks,
+            parallel=layer.spec.macs(layer, in_shapes, out_shape) >= PARALLEL_MACS)
+
+    def arrays(self, layer, weights, params):
+        """Weights [G·KBG][CG][KH][KW][VL] and bias [G·KBG][VL]: each group's filters zero-padded to KBG vectors."""
+        w = conv_weights(weights)
+        k, cg, kh, kw = w["weight"].shape
+        groups, kgp = params.G, params.KBG * params.VL
+        kg = k // groups
+        padded = np.zeros((groups, kgp, cg, kh, kw), np.float32)
+        padded[:, :kg] = w["weight"].reshape(groups, kg, cg, kh, kw)
+        packed = padded.reshape(groups * params.KBG, params.VL, cg, kh, kw).transpose(0, 2, 3, 4, 1)
+        bias = np.zeros((groups, kgp), np.float32)
+        if "bias" in w:
+            bias[:, :kg] = w["bias"].reshape(groups, kg)
+        return {"weight": np.ascontiguousarray(packed), "bias": bias.reshape(-1)}
+
+    def uses_thread_pool(self, params):
+        return True
