@@ -63,6 +63,14 @@ def grouped_lanes(filters_per_group: int, lanes: int) -> int:
     return min((w for w in widths if 2 * filters_per_group >= w), default=widths[-1])
 
 
+def balanced_block(row: int, most: int) -> int:
+    """Pixels per register block for a row of `row` pixels, at most `most`: as many blocks as `most` needs, of
+    equal size, so that no short last block (7 = 6 + 1) runs on too few accumulators to hide the FMA latency
+    (7 = 4 + 3; 14 = 5 + 5 + 4)."""
+    blocks = -(-row // most)
+    return -(-row // blocks)
+
+
 @register_kernel
 class Grouped(Kernel):
     name = "grouped"
@@ -97,6 +105,7 @@ class Grouped(Kernel):
             raise ValueError(f"{layer.where}: a channel-blocked output needs whole {lanes}-lane vectors of filters "
                              f"per group inside {y_lanes}-lane blocks, got {kg} filters per group")
         kv, pb = block_shape(kbg, target.vector_registers)
+        pb = balanced_block(g["OW"], pb)
         cgkk = cg * g["KHW"]
         pixel_stride = x_lanes or 1
         blocks = kbg // kv
