@@ -23,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import compiler  # noqa: E402
 from bench.run import ort_session  # noqa: E402
+from bench.peak import SOURCE as PEAK_SOURCE  # noqa: E402
 from bench.timing import interleaved  # noqa: E402
 
 # name -> (C = K, groups, input map): grouped 3×3, padding 1, stride 1, bias, relu (as after batchnorm folding)
@@ -47,11 +48,29 @@ def layer_onnx(c: int, groups: int, size: int, folder: Path) -> Path:
     return path
 
 
+def fma_peak(march: str, threads: int, iters: int = 20_000_000) -> float:
+    """bench/peak.py's FMA loop with the target's vector width (its 12 accumulators fit 16 ymm registers too),
+    built for `march`: GFLOP/s."""
+    import os
+    import subprocess
+    lanes = compiler.Target.from_march(march).lanes
+    source = (PEAK_SOURCE.replace("vector_size(64)", f"vector_size({4 * lanes})")
+              .replace("i < 16;", f"i < {lanes};").replace("2.0 * 16 *", f"2.0 * {lanes} *"))
+    with tempfile.TemporaryDirectory(prefix="convc-peak-") as tmp:
+        src, exe = Path(tmp) / "peak.c", Path(tmp) / "peak"
+        src.write_text(source)
+        subprocess.run(["cc", "-O2", f"-march={march}", "-fopenmp", str(src), "-o", str(exe)], check=True)
+        out = subprocess.run([str(exe), str(iters)], check=True, capture_output=True, text=True,
+                             env={**os.environ, "OMP_NUM_THREADS": str(threads)})
+    return float(out.stdout.strip())
+
+
 def grouped_layers(graph, march) -> list[str]:
     return [name for name, c in compiler.plan_kernels(graph, march=march).choices.items() if c.kernel == "grouped"]
 
 
-def measure(label: str, path: Path, marches: list[str], threads: int, budget: float) -> None:
+def measure(label: str, path: Path, marches: list[str], threads: int, budget: float, flops: float = 0.0,
+            peaks: dict[str, float] | None = None) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", compiler.ConvcWarning)
         graph = compiler.load(path)
@@ -76,6 +95,10 @@ def measure(label: str, path: Path, marches: list[str], threads: int, budget: fl
     cells = [f"ORT {ort * 1e3:.2f} ms"] + [f"{k} {t.median * 1e3:.2f} ms ({t.median / ort:.2f}x)"
                                            for k, t in timings.items() if k != "ort"]
     print(f"{label}: " + "; ".join(cells), flush=True)
+    if flops and peaks:
+        print("  after: " + "; ".join(f"{march} {flops / timings[f'{march} after'].median / 1e9:.0f} GFLOP/s = "
+                                      f"{flops / timings[f'{march} after'].median / 1e9 / peaks[march]:.0%} of its "
+                                      f"FMA peak ({peaks[march]:.0f})" for march in marches), flush=True)
 
 
 def main() -> None:
@@ -88,9 +111,13 @@ def main() -> None:
     args = p.parse_args()
     marches = args.march or ["native"]
     if not args.no_layers:
+        peaks = {march: fma_peak(march, args.threads) for march in marches}
+        print("FMA peak, GFLOP/s on", args.threads, "threads:", peaks, flush=True)
         with tempfile.TemporaryDirectory() as folder:
             for label, (c, groups, size) in LAYERS.items():
-                measure(label, layer_onnx(c, groups, size, Path(folder)), marches, args.threads, args.budget)
+                flops = 2.0 * c * (c // groups) * 9 * size * size
+                measure(label, layer_onnx(c, groups, size, Path(folder)), marches, args.threads, args.budget, flops,
+                        peaks)
     for path in args.models:
         measure(Path(path).stem, Path(path), marches, args.threads, args.budget * 3)
 
