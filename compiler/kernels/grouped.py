@@ -5,9 +5,9 @@ The direct kernel's scheme within each group: the innermost step multiplies a ve
 one group (weights packed per group [G·KBG][CG][KH][KW][VL]) by one input value of the group's CG input
 channels per output pixel, for KV vectors × PB pixels of accumulators in registers. The vector is as wide
 as the group allows: the target's lanes where they divide the group's KG filters, else 8 or 4 lanes (a group
-of 8 on AVX-512 runs ymm vectors at the same FMA rate per cycle; a group of 4 runs xmm), and a group whose
-KG no width divides (2, 6, 12 on AVX2 ...) is zero-padded to whole vectors of the smallest width that holds it
-at most half empty. Border blocks list only the taps inside the input (no tests at run time).
+of 8 on AVX-512 runs ymm vectors, a group of 4 xmm: half and a quarter of the lanes, so narrow groups reach
+that part of the FMA peak at most), and a group whose KG no width divides (2, 6, 12 on AVX2 ...) is
+zero-padded to whole vectors of the smallest width that holds it at most half empty. Border blocks list only the taps inside the input (no tests at run time).
 
 Work items are (group, output row, register block of the group's filters), in that order: a thread takes
 whole groups, whose input rows and weights stay in its cache. The input is read in either layout; the output
