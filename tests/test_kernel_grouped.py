@@ -155,3 +155,20 @@ def test_depthwise_and_groups_of_one_are_not_its():
                   conv("m", 32, 3, ["g"], 16, padding=1)], (16, 8, 8))
     plan = kernel_plan(graph, AVX2)[1]
     assert {n: c.kernel for n, c in plan.choices.items()} == {"d": "depthwise", "g": "direct", "m": "grouped"}
+
+
+@pytest.mark.parametrize("target", TARGETS, ids=TARGET_IDS)
+def test_a_cxhxw_output_is_transposed_in_registers_and_without_shuffles_too(target):
+    """A C×H×W output of whole vectors is stored through VL×VL tiles transposed in registers (a block of n pixels
+    as chunks of VL, the last zero-filled); compilers without __builtin_shufflevector transpose through memory."""
+    layers = [conv("g", 32, 3, ["x"], 4, padding=1), {"name": "sum", "op": "add", "inputs": ["g", "x"]},
+              {"name": "act", "op": "silu", "inputs": ["sum"]}, conv("h", 32, 3, ["x"], 16, padding=1)]
+    graph = load(layers, (32, 5, 23), outputs=["act", "h"])
+    plan = kernel_plan(graph, target)[1]
+    fused = next(n for n in plan.choices if n != "h")
+    p = plan[fused].params
+    assert p.TRANSPOSE_STORE and plan[fused].layouts == (0, 0, 0)
+    assert any(c.partial for seg in p.segments for c in seg.chunks)
+    assert not plan["h"].params.TRANSPOSE_STORE  # groups of 2 filters: part-empty vectors, a scalar store each
+    for cflags in ([], ["-DCONVC_HAS_SHUFFLE=0"]):
+        compile_and_check(graph, march=target, cflags=cflags)

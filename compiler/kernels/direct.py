@@ -53,6 +53,7 @@ class DirectParams(ConvParams):
     YB: int  # the output's (and residual's) channel-blocked lanes (0: C×H×W)
     Y_BLOCK_FLOATS: int  # floats per vector of output channels when blocked: OH·OW·VL
     segments: tuple[PixelBlock, ...]
+    TRANSPOSE_STORE: bool  # (the grouped kernel's C×H×W store; here always False: a scalar store per value)
     rows_outer: bool  # items run output rows outermost (the input is too big to stay in cache)
     ITEMS: int
     parallel: bool
@@ -123,7 +124,7 @@ class Direct(Kernel):
             LASTN=lastn, PARTIAL_LAST=lastn != lanes, CKK=ckk,
             filter_vectors=tuple(Offset(v, v * ckk) for v in range(kv)),
             XB=x_lanes, X_BLOCK_FLOATS=h * w * x_lanes, TAP_STEP=geometry["DW"] * pixel_stride,
-            YB=y_lanes, Y_BLOCK_FLOATS=oh * ow * lanes, segments=segments,
+            YB=y_lanes, Y_BLOCK_FLOATS=oh * ow * lanes, segments=segments, TRANSPOSE_STORE=False,
             rows_outer=reread_weights < reread_input, ITEMS=(k_blocks // kv) * oh,
             parallel=layer.spec.macs(layer, in_shapes, out_shape) >= PARALLEL_MACS)
 
