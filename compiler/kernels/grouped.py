@@ -12,7 +12,8 @@ zero-padded to whole vectors of the smallest width that holds it at most half em
 Work items are (group, output row, register block of the group's filters), in that order: a thread takes
 whole groups, whose input rows and weights stay in its cache. The input is read in either layout; the output
 (and a residual) are written channel-blocked when every vector is whole (a vector of VL ≤ L filters of
-one group lies inside one block of L channels).
+one group lies inside one block of L channels), else C×H×W: through VL×VL tiles transposed in registers, or,
+where a group's vectors are part empty, one scalar store per value.
 """
 from __future__ import annotations
 
