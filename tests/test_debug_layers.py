@@ -125,13 +125,21 @@ def depthwise_bias_bug(body: str) -> str:
     return body.replace("const convc_vec b = bias_v[cb];", "const convc_vec b = bias_v[cb] * 2.0f;")
 
 
+def grouped_input_channel_bug(body: str) -> str:
+    """Every group reads the first group's input channels."""
+    assert body.count("ci0 = grp * 4;") == 1, "grouped template changed: update this bug"
+    return body.replace("ci0 = grp * 4;", "ci0 = 0;")
+
+
 # b1 (3×3 on a 12×12 map) takes Winograd; e (1×1) writes d's input channel-blocked, the depthwise conv d reads
-# it so (and writes it back blocked for p); z needs C×H×W.
+# it so (and writes it back blocked for p); the grouped conv g (4 groups of 4) reads and writes blocked tensors;
+# z needs C×H×W.
 LEVEL2_MODEL = model_dict(
     [{"name": "b1", "op": "conv2d", "filters": 32, "kernel": 3, "padding": 1}, {"name": "r1", "op": "relu"},
      {"name": "e", "op": "conv2d", "filters": 32, "kernel": 1}, {"name": "e_act", "op": "relu6"},
      {"name": "d", "op": "conv2d", "filters": 32, "kernel": 3, "padding": 1, "groups": 32},
      {"name": "d_act", "op": "relu6"}, {"name": "p", "op": "conv2d", "filters": 16, "kernel": 1},
+     {"name": "g", "op": "conv2d", "filters": 16, "kernel": 3, "padding": 1, "groups": 4},
      {"name": "z", "op": "conv2d", "filters": 16, "kernel": 3, "stride": 2, "padding": 1}],
     shape=(16, 12, 12), name="level2", seed=3)
 
@@ -141,16 +149,18 @@ def test_the_debugger_checks_the_level_2_kernels_and_layouts(target):
     report = check_layers(load(LEVEL2_MODEL), march=runnable(target), kernels={"b1": "winograd"})
     assert report.ok, report.format()
     rows = {r.sources[0]: r for r in report.rows}
-    assert rows["b1"].kernel == "winograd" and rows["d"].kernel == "depthwise"
+    assert rows["b1"].kernel == "winograd" and rows["d"].kernel == "depthwise" and rows["g"].kernel == "grouped"
     lanes = target.lanes
     assert rows["d"].layout == f"C/{lanes}" and rows["e"].layout == f"C/{lanes}"  # compared as N×C×H×W
+    assert rows["g"].layout == f"C/{lanes}"
     assert f"depthwise /C/{lanes}" in report.format()
 
 
 @pytest.mark.parametrize("target", TARGETS, ids=TARGET_IDS)
 @pytest.mark.parametrize("layer, bug, kernel", [("b1", winograd_input_transform_bug, "winograd"),
-                                                ("d", depthwise_bias_bug, "depthwise")],
-                         ids=["winograd", "blocked-depthwise"])
+                                                ("d", depthwise_bias_bug, "depthwise"),
+                                                ("g", grouped_input_channel_bug, "grouped")],
+                         ids=["winograd", "blocked-depthwise", "blocked-grouped"])
 def test_a_bug_in_a_level_2_kernel_is_named(target, layer, bug, kernel):
     graph = load(LEVEL2_MODEL)
     report = check_layers(graph, march=runnable(target), kernels={"b1": "winograd"},

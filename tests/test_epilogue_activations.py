@@ -58,14 +58,16 @@ FAMILIES = {
                                    lambda n, src: conv(n, 16, 1, [src])), (12, 7, 7),
                           {"ops/conv2d_depthwise_blocked.c.j2"}),
     "rowvec": (branches(lambda n: conv(n, 8, 5, ["x"], stride=2, padding=2)), (3, 6, 101), {"ops/conv2d_rowvec.c.j2"}),
-    "plain-grouped": (branches(lambda n: conv(n, 6, 3, ["x"], groups=3, padding=1)), (6, 7, 7), {"ops/conv2d.c.j2"}),
+    "grouped": (branches(lambda n: conv(n, 6, 3, ["x"], groups=3, padding=1)), (6, 7, 7), {"ops/conv2d_grouped.c.j2"}),
+    "grouped-blocked": (branches(lambda n: conv(n, 32, 3, [f"{n}_e"], groups=4, padding=1),
+                                 lambda n, src: conv(n, 16, 1, [src])), (12, 7, 7), {"ops/conv2d_grouped.c.j2"}),
     "dense": (branches(lambda n: {"name": n, "op": "dense", "units": 13, "inputs": ["x"]}), (40,),
               {"ops/dense.c.j2"}),
 }
-# the depthwise-blocked family's depthwise convs read a 1×1 expansion (blocked between them)
-FAMILIES["depthwise-blocked"] = (
-    [conv(f"{n}_l_e", 32, 1, ["x"]) for n in ACTIVATIONS] + FAMILIES["depthwise-blocked"][0],
-    *FAMILIES["depthwise-blocked"][1:])
+# the blocked families' depthwise and grouped convs read a 1×1 expansion (blocked between them)
+for _family in ("depthwise-blocked", "grouped-blocked"):
+    FAMILIES[_family] = ([conv(f"{n}_l_e", 32, 1, ["x"]) for n in ACTIVATIONS] + FAMILIES[_family][0],
+                         *FAMILIES[_family][1:])
 
 
 def exact_graph(family: str):
@@ -135,7 +137,8 @@ def test_fused_activations_in_every_kernel_family(family, target):
                 assert_close(got[name], ref[name])
 
 
-@pytest.mark.parametrize("family", ["direct-blocked-output", "winograd", "depthwise-blocked", "rowvec", "pointwise"])
+@pytest.mark.parametrize("family", ["direct-blocked-output", "winograd", "depthwise-blocked", "rowvec", "pointwise",
+                                    "grouped-blocked"])
 def test_the_portable_path_computes_the_same(family):
     """-DCONVC_NO_VECTOR_EXTENSIONS: the scalar twins of the vector steps (AVX-512's kernel parameters)."""
     graph = exact_graph(family)

@@ -38,7 +38,8 @@ class DirectParams(ConvParams):
     VL: int  # output channels per vector
     VECTOR_BYTES: int
     KB: int  # vectors of output channels (K zero-padded)
-    LAST_KB: int
+    KBG: int  # of them per group (one group: KB)
+    LAST_KB: int  # the last vector's index within its group
     KV: int  # filter vectors per register block
     PB: int  # output pixels per register block
     GROUPS: int  # register blocks of filter vectors: KB / KV
@@ -52,9 +53,27 @@ class DirectParams(ConvParams):
     YB: int  # the output's (and residual's) channel-blocked lanes (0: C×H×W)
     Y_BLOCK_FLOATS: int  # floats per vector of output channels when blocked: OH·OW·VL
     segments: tuple[PixelBlock, ...]
+    TRANSPOSE_STORE: bool  # (the grouped kernel's C×H×W store; here always False: a scalar store per value)
     rows_outer: bool  # items run output rows outermost (the input is too big to stay in cache)
     ITEMS: int
     parallel: bool
+
+
+def pixel_blocks(geometry: dict, kv: int, pb: int, pixel_stride: int, ckk: int) -> tuple[PixelBlock, ...]:
+    """An output row cut into register blocks of at most `pb` pixels (row_segments), for kernels with `kv`
+    vectors of filters, `ckk` weights apart, per block; pixel_stride: floats between the input's pixels (its
+    channel-blocked lanes, or 1)."""
+    sw, dw, kw = geometry["SW"], geometry["DW"], geometry["KW"]
+    segments = []
+    for run, mask in row_segments(geometry["col_lo"], geometry["col_hi"], kw, pb):
+        taps = None
+        if mask is not None:
+            taps = tuple(MaskedTap(t, tuple(Offset(v, t + v * ckk) for v in range(kv)),
+                                   tuple(Offset(j, (t * dw + j * sw) * pixel_stride) for j in pixels))
+                         for t, pixels in enumerate(mask) if pixels)
+        segments.append(PixelBlock(**run, pixels=tuple(Offset(j, j * sw * pixel_stride) for j in range(run["n"])),
+                                   taps=taps))
+    return tuple(segments)
 
 
 def direct_lanes(filters: int, target) -> int:
@@ -97,24 +116,15 @@ class Direct(Kernel):
         reread_input = input_bytes * (k_blocks // kv) if input_bytes > cache_bytes(target) else 0
         reread_weights = weight_bytes * oh if weight_bytes > cache_bytes(target) else 0
         pixel_stride = x_lanes or 1
-        sw, dw = geometry["SW"], geometry["DW"]
         ckk = c * kh * kw
-        segments = []
-        for run, mask in row_segments(geometry["col_lo"], geometry["col_hi"], kw, pb):
-            taps = None
-            if mask is not None:
-                taps = tuple(MaskedTap(t, tuple(Offset(v, t + v * ckk) for v in range(kv)),
-                                       tuple(Offset(j, (t * dw + j * sw) * pixel_stride) for j in pixels))
-                             for t, pixels in enumerate(mask) if pixels)
-            segments.append(PixelBlock(**run, pixels=tuple(Offset(j, j * sw * pixel_stride) for j in range(run["n"])),
-                                       taps=taps))
+        segments = pixel_blocks(geometry, kv, pb, pixel_stride, ckk)
         lastn = k - (k_blocks - 1) * lanes
         return DirectParams(
-            **geometry, VL=lanes, VECTOR_BYTES=4 * lanes, KB=k_blocks, LAST_KB=k_blocks - 1, KV=kv, PB=pb, GROUPS=k_blocks // kv,
+            **geometry, VL=lanes, VECTOR_BYTES=4 * lanes, KB=k_blocks, KBG=k_blocks, LAST_KB=k_blocks - 1, KV=kv, PB=pb, GROUPS=k_blocks // kv,
             LASTN=lastn, PARTIAL_LAST=lastn != lanes, CKK=ckk,
             filter_vectors=tuple(Offset(v, v * ckk) for v in range(kv)),
-            XB=x_lanes, X_BLOCK_FLOATS=h * w * x_lanes, TAP_STEP=dw * pixel_stride,
-            YB=y_lanes, Y_BLOCK_FLOATS=oh * ow * lanes, segments=tuple(segments),
+            XB=x_lanes, X_BLOCK_FLOATS=h * w * x_lanes, TAP_STEP=geometry["DW"] * pixel_stride,
+            YB=y_lanes, Y_BLOCK_FLOATS=oh * ow * lanes, segments=segments, TRANSPOSE_STORE=False,
             rows_outer=reread_weights < reread_input, ITEMS=(k_blocks // kv) * oh,
             parallel=layer.spec.macs(layer, in_shapes, out_shape) >= PARALLEL_MACS)
 
