@@ -31,8 +31,7 @@ def test_unit_count():
 
 @pytest.mark.parametrize("target", TARGETS, ids=TARGET_IDS)
 def test_kernel_units_compute_what_the_one_file_build_computes(target, tmp_path):
-    if not runnable(target):
-        pytest.skip(f"this host cannot run {target.name} code")
+    target = runnable(target)  # 16-lane kernels built for this machine's ISA where it lacks AVX-512
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvcWarning)
         graph = compiler.load(many_kernels(2 * KERNELS_PER_UNIT + 1))
