@@ -14,9 +14,9 @@ from .interpret import interpret  # noqa: E402
 from .ir import Graph, Layer  # noqa: E402
 from .limits import Limits  # noqa: E402
 from .ops.spatial import conv_output_size  # noqa: E402
-from .pipeline import compile, generate_c, load, plan_kernels  # noqa: E402
+from .pipeline import build, compile, generate_c, load, plan_kernels  # noqa: E402
 from .target import Target  # noqa: E402
 from .emit import emit_c  # noqa: E402
 
-__all__ = ["load", "compile", "interpret", "generate_c", "emit_c", "plan_kernels", "Graph", "Layer", "Limits", "Target", "conv_output_size",
+__all__ = ["load", "compile", "build", "interpret", "generate_c", "emit_c", "plan_kernels", "Graph", "Layer", "Limits", "Target", "conv_output_size",
            "ConvcError", "ModelError", "ShapeError", "BatchAxisError", "BuildError", "LibraryError", "ConvcWarning", "__version__"]

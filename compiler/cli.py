@@ -85,8 +85,17 @@ def cmd_compile(args) -> int:
         if not args.output:
             return 0
     start = time.perf_counter()
-    model = compiler.compile(graph, **kw)
     out = Path(args.output) if args.output else Path(Path(args.model).stem + ".so")
+    from runtime.cpu import ISA_MACROS, missing_features
+    target = compiler.Target.from_march(kw["march"], kw.get("cc"))
+    lacks = missing_features(sorted(target.features & {flag for _, flag in ISA_MACROS}))
+    if lacks:  # a library for a bigger machine: built and written, not loaded here
+        kw.pop("threads", None)
+        compiler.build(graph, out, **kw)
+        print(f"compiled {graph.name} -> {out} in {time.perf_counter() - start:.2f} s, for {target.name}; this "
+              f"machine lacks {', '.join(lacks[:3])}{' ...' if len(lacks) > 3 else ''} and cannot run it")
+        return 0
+    model = compiler.compile(graph, **kw)
     model.save(out)
     info = model.build_info
     print(f"compiled {graph.name} -> {out} ({'cache hit' if info.cache_hit else 'built'} in "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -131,6 +132,30 @@ def compile(model: Graph | str | os.PathLike | dict[str, Any], *, opt_level: int
     kernels: force a layer's kernel, {layer name (or "*" for every layer it can take): kernel name}, e.g.
     {"conv3": "direct"}; names in compiler.kernels.KERNELS, shown per layer by `convc summary --kernels`.
     """
+    result = _build(model, opt_level=opt_level, march=march, cflags=cflags, cc=cc, cache_dir=cache_dir,
+                    cache_max_bytes=cache_max_bytes, sanitize=sanitize, progress=progress, profile=profile,
+                    limits=limits, kernels=kernels, open_library=lambda path: runtime.load(path, threads=threads))
+    model_ = result.opened
+    model_.build_info = result
+    return model_
+
+
+def build(model: Graph | str | os.PathLike | dict[str, Any], output: str | os.PathLike, **options) -> Path:
+    """compile() without loading the library: it is written to `output` (with its checksum stamp), also for a
+    target whose instructions this machine lacks (`march="x86-64-v4"` on an AVX2 machine). Options as
+    compile()'s, but threads."""
+    result = _build(model, **options)
+    output = Path(output)
+    tmp = output.with_name(f".{output.name}.{os.getpid()}.tmp")
+    shutil.copyfile(result.path, tmp)  # the cached library carries its stamp already
+    os.replace(tmp, output)
+    return output
+
+
+def _build(model, *, opt_level: int = DEFAULT_OPT_LEVEL, march: str | Target | None = "native",
+           cflags: list[str] | tuple[str, ...] = (), cc: str | None = None, cache_dir=None, cache_max_bytes=None,
+           sanitize: bool = False, progress: Progress = no_progress, profile: bool = False,
+           limits: Limits = DEFAULT_LIMITS, kernels: Mapping[str, str] | None = None, open_library=None):
     graph = load(model, progress=progress, limits=limits)
     target = Target.from_march(march, cc)
     source = generate_c(graph, opt_level=opt_level, march=target, kernels=kernels, progress=progress,
@@ -138,9 +163,6 @@ def compile(model: Graph | str | os.PathLike | dict[str, Any], *, opt_level: int
     flags = compile_flags(march=target.march, sanitize=sanitize, extra=tuple(cflags))
     progress("cc")
     result = build_library(source.code, source.files, cc=cc, flags=flags, cache_dir=cache_dir,
-                           cache_max_bytes=cache_max_bytes, open_library=lambda path: runtime.load(path, threads=threads),
-                           units=source.units)
+                           cache_max_bytes=cache_max_bytes, open_library=open_library, units=source.units)
     progress("done")
-    model_ = result.opened
-    model_.build_info = result
-    return model_
+    return result
