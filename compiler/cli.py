@@ -86,9 +86,9 @@ def cmd_compile(args) -> int:
             return 0
     start = time.perf_counter()
     out = Path(args.output) if args.output else Path(Path(args.model).stem + ".so")
-    from runtime.cpu import ISA_MACROS, missing_features
+    from runtime.cpu import missing_isa
     target = compiler.Target.from_march(kw["march"], kw.get("cc"))
-    lacks = missing_features(sorted(target.features & {flag for _, flag in ISA_MACROS}))
+    lacks = missing_isa(target.features)
     if lacks:  # a library for a bigger machine: built and written, not loaded here
         kw.pop("threads", None)
         compiler.build(graph, out, **kw)

@@ -2,6 +2,7 @@
 model built here, units of its kernels that cc compiles in parallel beside it."""
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -88,8 +89,8 @@ def _split_kernels(model: LoweredModel, env: jinja2.Environment, units: int) -> 
         i = sizes.index(min(sizes))
         groups[i].append(e)
         sizes[i] += len(e.body)
-    order = {k.context["fn"]: i for i, k in enumerate(model.kernels)}
-    return [[UnitKernel(**{**e.__dict__, "unit": f"kernels_{u}.c"}) for e in sorted(g, key=lambda e: order[e.fn])]
+    order = {e.fn: i for i, e in enumerate(entries)}
+    return [[dataclasses.replace(e, unit=f"kernels_{u}.c") for e in sorted(g, key=lambda e: order[e.fn])]
             for u, g in enumerate(groups)]
 
 

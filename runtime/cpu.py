@@ -86,6 +86,11 @@ def cpu_identity() -> str:
     return "\n".join(sorted(set(keep)))
 
 
+def missing_isa(features) -> list[str]:
+    """The instruction-set extensions among `features` (a Target's) that this CPU lacks ([] if it runs its code)."""
+    return missing_features(sorted(set(features) & {flag for _, flag in ISA_MACROS}))
+
+
 def missing_features(required: str | list[str], flags: frozenset[str] | None = None) -> list[str]:
     """The required features this CPU lacks (none if the CPU's flags cannot be read)."""
     flags = cpu_flags() if flags is None else flags
