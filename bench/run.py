@@ -235,14 +235,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--zoo", nargs="?", const="all", metavar="MODELS",
                    help="instead of the bench models: torchvision's CNNs (random weights, exported by torch.onnx), "
                         "all or a comma-separated subset; needs torchvision (see README, Testing)")
-    p.add_argument("--profile", metavar="MODEL", help="instead: per-layer time and GFLOP/s of MODEL "
-                   "(first of --batches and last of --threads)")
+    p.add_argument("--profile", metavar="MODEL", help="instead: per-layer time and GFLOP/s of MODEL, a bench or "
+                   "zoo model (first of --batches and last of --threads; for a zoo model also onnxruntime's "
+                   "per-node profile)")
     args = p.parse_args(argv)
     args.argv = argv
     if args.profile:
         from .profile import profile
         print(profile(args.profile, int(args.batches.split(",")[0]), int(args.threads.split(",")[-1]),
-                      opt_level=args.opt_level))
+                      opt_level=args.opt_level, march=args.march))
         return 0
     if args.quick:
         args.batches, args.threads = "1", "2"

@@ -416,7 +416,9 @@ def test_benchmark_profile_names_each_layers_kernel():
     proc = subprocess.run([sys.executable, "-m", "bench", "--profile", "lenet5", "--threads", "1"], cwd=ROOT,
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    rows = {line.split()[0]: line.split() for line in proc.stdout.splitlines()[2:]}
+    table, totals = proc.stdout.split("\n\n")[:2]
+    rows = {line.split()[0]: line.split() for line in table.splitlines()[2:]}
+    assert totals.startswith("convc ms by op: fused_conv2d ") and " dense " in totals
     # after fusion: two convs with their relus, two max-pools, three dense layers (flatten is a view)
     assert len(rows) == 7, proc.stdout
     assert rows["relu_2"][1:3] == ["fused_conv2d", "rowvec"]
@@ -479,3 +481,31 @@ def test_transposed_layernorm_folds_where_it_may(layers, outputs, folded):
         assert len([layer for layer in opt.layers() if layer.op == "transpose"]) == 2
     for level in OPT_LEVELS:
         check(graph, level)
+
+
+# ---------------------------------------------------------------- fold_channel_last_chain, fold_channel_scale
+def _convnext_block(c):
+    """torchvision's CNBlock as the exporters write it (see tests/test_stage_passes.py), at opt levels 0-2."""
+    return [
+        {"name": "dw", "op": "conv2d", "filters": c, "kernel": 7, "padding": 3, "groups": c},
+        {"name": "t1", "op": "transpose", "perm": [0, 2, 3, 1]},
+        {"name": "ln", "op": "layernorm", "eps": 1e-6},
+        {"name": "w1", "op": "constant", "shape": [c, 4 * c]}, {"name": "m1", "op": "matmul", "inputs": ["ln", "w1"]},
+        {"name": "c1", "op": "constant", "shape": [4 * c]}, {"name": "b1", "op": "add", "inputs": ["c1", "m1"]},
+        {"name": "g", "op": "gelu"},
+        {"name": "w2", "op": "constant", "shape": [4 * c, c]}, {"name": "m2", "op": "matmul", "inputs": ["g", "w2"]},
+        {"name": "c2", "op": "constant", "shape": [c]}, {"name": "b2", "op": "add", "inputs": ["m2", "c2"]},
+        {"name": "t2", "op": "transpose", "perm": [0, 3, 1, 2]},
+        {"name": "gamma", "op": "constant", "shape": [c, 1, 1]}, {"name": "s", "op": "mul", "inputs": ["gamma", "t2"]},
+        {"name": "y", "op": "add", "inputs": ["s", "dw"]},
+    ]
+
+
+@pytest.mark.parametrize("target", TARGETS, ids=TARGET_IDS)
+@pytest.mark.parametrize("channels,size", [(16, 7), (24, 9), (5, 4)])
+def test_convnext_block_compiles_to_1x1_convs_and_matches(channels, size, target):
+    graph = load_quietly(model_dict(_convnext_block(channels), shape=(channels, size, size)))
+    opt = optimize(graph, 2)
+    assert {layer.op for layer in opt.layers()} == {"input", "conv2d", "layernorm", "fused_conv2d"}
+    for level in OPT_LEVELS:
+        check(graph, level, march=target)

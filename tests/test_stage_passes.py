@@ -16,6 +16,8 @@ import compiler
 from compiler.passes import GRAPH_PASSES, PIPELINES, optimize
 from compiler.passes.drop_identity import drop_identity
 from compiler.passes.fold_batchnorm import fold_batchnorm
+from compiler.passes.fold_channel_last_chain import fold_channel_last_chain
+from compiler.passes.fold_channel_scale import fold_channel_scale
 from compiler.passes.fold_transposed_layernorm import fold_transposed_layernorm
 from compiler.passes.fuse_channel_shuffle import fuse_channel_shuffle
 from compiler.passes.fuse_epilogue import fuse_epilogue
@@ -68,8 +70,8 @@ def ops(graph) -> dict:
 def test_the_levels_run_the_passes_in_order():
     assert PIPELINES[0] == []
     assert PIPELINES[1] == PIPELINES[2] == GRAPH_PASSES == [
-        drop_identity, recognize_activations, fold_transposed_layernorm, fold_batchnorm, fuse_epilogue,
-        reduce_to_global_pool, fuse_channel_shuffle]
+        drop_identity, recognize_activations, fold_transposed_layernorm, fold_channel_last_chain, fold_batchnorm,
+        fold_channel_scale, fuse_epilogue, reduce_to_global_pool, fuse_channel_shuffle]
     with pytest.raises(ValueError, match="opt_level must be one of"):
         optimize(load([conv("c")]), 3)
 
@@ -226,3 +228,118 @@ def test_the_passes_together_record_every_merged_layer_in_model_order():
     fused = after.layer("r")
     assert fused.merged == ("c", "bn", "s") and fused.primary == "c" and fused.inputs == ("x", "x")
     assert fused.attrs.bias and fused.attrs.act_min == 0.0
+
+
+# ---------------------------------------------------------------- fold_channel_last_chain
+def const(name, *shape):
+    return {"name": name, "op": "constant", "shape": list(shape)}
+
+
+def convnext_block(c=4, tail=None, middle=None):
+    """torchvision's CNBlock as the exporters write it: depthwise conv, permute to channels-last, LayerNorm,
+    Linear (MatMul + Add), GELU, Linear, permute back, layer scale, residual add."""
+    middle = middle if middle is not None else [{"name": "g", "op": "gelu", "inputs": ["b1"]}]
+    last = middle[-1]["name"] if middle else "b1"
+    return [
+        conv("dw", filters=c, kernel=3, groups=c),
+        {"name": "t1", "op": "transpose", "perm": [0, 2, 3, 1]},
+        {"name": "ln", "op": "layernorm", "eps": 1e-6},
+        const("w1", c, 4 * c), {"name": "m1", "op": "matmul", "inputs": ["ln", "w1"]},
+        const("c1", 4 * c), {"name": "b1", "op": "add", "inputs": ["c1", "m1"]},
+        *middle,
+        const("w2", 4 * c, c), {"name": "m2", "op": "matmul", "inputs": [last, "w2"]},
+        const("c2", c), {"name": "b2", "op": "add", "inputs": ["m2", "c2"]},
+        {"name": "t2", "op": "transpose", "perm": tail or [0, 3, 1, 2]},
+        const("gamma", c, 1, 1), {"name": "s", "op": "mul", "inputs": ["gamma", "t2"]},
+        {"name": "y", "op": "add", "inputs": ["s", "dw"]},
+    ]
+
+
+def test_fold_channel_last_chain_turns_convnexts_block_into_1x1_convs():
+    graph = load(convnext_block(), shape=(4, 5, 6))
+    after = run(fold_channel_last_chain, graph)
+    assert ops(after) == {"x": "input", "dw": "conv2d", "ln": "layernorm", "b1": "conv2d", "g": "gelu",
+                          "b2": "conv2d", "gamma": "constant", "s": "mul", "y": "add"}
+    assert after.layer("ln").inputs == ("dw",) and after.layer("s").inputs == ("gamma", "b2")
+    assert (after.layer("ln").attrs.axis, after.layer("ln").attrs.last_axis) == (1, 1)
+    assert after.shape("b1") == (16, 5, 6) and after.shape("g") == (16, 5, 6)
+    for name, matmul, bias in (("b1", "w1", "c1"), ("b2", "w2", "c2")):
+        layer = after.layer(name)
+        assert layer.attrs.kernel == (1, 1) and layer.attrs.bias and layer.merged == (matmul.replace("w", "m"),)
+        np.testing.assert_array_equal(after.weights[f"{name}.weight"][:, :, 0, 0], graph.weights[f"{matmul}.value"].T)
+        np.testing.assert_array_equal(after.weights[f"{name}.bias"], graph.weights[f"{bias}.value"])
+    assert not any(k.startswith(("w1.", "w2.", "c1.", "c2.", "m1.", "m2.")) for k in after.weights)
+    # then the layer scale folds into the second conv and everything fuses
+    final = run(fuse_epilogue, run(fold_channel_scale, after))
+    assert ops(final) == {"x": "input", "dw": "conv2d", "ln": "layernorm", "g": "fused_conv2d", "y": "fused_conv2d"}
+
+
+@pytest.mark.parametrize("middle", [
+    [],  # no activation: the first Linear's output goes straight to the second
+    [const("half", 1), {"name": "h", "op": "mul", "inputs": ["b1", "half"]}, {"name": "r", "op": "relu"}],
+    [const("one", 1), {"name": "h", "op": "sub", "inputs": ["one", "b1"]}, {"name": "r", "op": "sigmoid"}],
+], ids=["no-activation", "scalar-mul-relu", "scalar-sub-sigmoid"])
+def test_fold_channel_last_chain_keeps_element_wise_layers_as_they_are(middle):
+    graph = load(convnext_block(middle=middle), shape=(4, 3, 5))
+    after = run(fold_channel_last_chain, graph)
+    assert "transpose" not in ops(after).values() and "matmul" not in ops(after).values()
+    for layer in middle:
+        if layer["op"] != "constant":
+            assert after.layer(layer["name"]).op == layer["op"] and after.shape(layer["name"]) == (16, 3, 5)
+
+
+@pytest.mark.parametrize("layers,outputs", [
+    # the last transpose is not the inverse of the first
+    (convnext_block(tail=[0, 1, 2, 3])[:-3], None),
+    # a layer in the chain is read outside it
+    (convnext_block() + [{"name": "z", "op": "relu", "inputs": ["g"]}], ["y", "z"]),
+    # a layer in the chain is a model output
+    (convnext_block(), ["y", "m1"]),
+    # an add of a per-channel vector that is not right after a matmul
+    (convnext_block(middle=[const("v", 16), {"name": "g", "op": "add", "inputs": ["b1", "v"]}]), None),
+    # a matmul by a tensor that is not a constant
+    ([{"name": "t1", "op": "transpose", "perm": [0, 2, 3, 1]},
+      {"name": "m", "op": "matmul", "inputs": ["t1", "t1"]}, {"name": "t2", "op": "transpose", "perm": [0, 3, 1, 2]}],
+     None),
+    # softmax over the last axis has no channels-first form here
+    ([{"name": "t1", "op": "transpose", "perm": [0, 2, 3, 1]}, {"name": "sm", "op": "softmax", "axis": -1},
+      {"name": "t2", "op": "transpose", "perm": [0, 3, 1, 2]}], None),
+], ids=["not-inverse", "read-outside", "chain-output", "vector-add", "matmul-by-tensor", "softmax"])
+def test_fold_channel_last_chain_leaves_what_it_cannot_fold(layers, outputs):
+    graph = load(layers, shape=(4, 4, 4), **({"outputs": outputs} if outputs else {}))
+    after = run(fold_channel_last_chain, graph)
+    assert ops(after) == ops(graph)
+
+
+# ---------------------------------------------------------------- fold_channel_scale
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("scale_shape", [(4, 1, 1), (1,)])
+def test_fold_channel_scale_into_a_conv(bias, scale_shape):
+    graph = load([conv("c", bias=bias), const("k", *scale_shape), {"name": "m", "op": "mul", "inputs": ["c", "k"]},
+                  {"name": "r", "op": "relu"}])
+    after = run(fold_channel_scale, graph)
+    assert ops(after) == {"x": "input", "m": "conv2d", "r": "relu"}
+    assert after.layer("m").merged == ("c",) and after.layer("m").attrs.bias == bias
+    k = np.broadcast_to(graph.weights["k.value"].reshape(-1), (4,))
+    np.testing.assert_allclose(after.weights["m.weight"], graph.weights["c.weight"] * k[:, None, None, None],
+                               rtol=1e-6)
+    if bias:
+        np.testing.assert_allclose(after.weights["m.bias"], graph.weights["c.bias"] * k, rtol=1e-6)
+
+
+@pytest.mark.parametrize("layers,outputs", [
+    # a scale per column, not per channel
+    ([conv("c"), const("k", 1, 1, 6), {"name": "m", "op": "mul", "inputs": ["c", "k"]}], None),
+    # a scale that is computed, not constant
+    ([conv("c"), {"name": "k", "op": "sigmoid", "inputs": ["x"]}, conv("k2", inputs=["k"]),
+      {"name": "m", "op": "mul", "inputs": ["c", "k2"]}], None),
+    # the conv is read twice
+    ([conv("c"), const("k", 4, 1, 1), {"name": "m", "op": "mul", "inputs": ["c", "k"]},
+      {"name": "t", "op": "add", "inputs": ["m", "c"]}], None),
+    # the conv is an output
+    ([conv("c"), const("k", 4, 1, 1), {"name": "m", "op": "mul", "inputs": ["c", "k"]}], ["c", "m"]),
+], ids=["per-column", "computed", "two-readers", "conv-is-an-output"])
+def test_fold_channel_scale_leaves_what_it_cannot_fold(layers, outputs):
+    graph = load(layers, **({"outputs": outputs} if outputs else {}))
+    after = run(fold_channel_scale, graph)
+    assert ops(after) == ops(graph)

@@ -11,6 +11,8 @@ from typing import Callable
 from ..ir import Graph
 from .drop_identity import drop_identity
 from .fold_batchnorm import fold_batchnorm
+from .fold_channel_last_chain import fold_channel_last_chain
+from .fold_channel_scale import fold_channel_scale
 from .fold_transposed_layernorm import fold_transposed_layernorm
 from .fuse_channel_shuffle import fuse_channel_shuffle
 from .fuse_epilogue import fuse_epilogue
@@ -19,8 +21,9 @@ from .reduce_to_global_pool import reduce_to_global_pool
 
 Pass = Callable[[Graph], Graph]
 
-GRAPH_PASSES: list[Pass] = [drop_identity, recognize_activations, fold_transposed_layernorm, fold_batchnorm,
-                            fuse_epilogue, reduce_to_global_pool, fuse_channel_shuffle]
+GRAPH_PASSES: list[Pass] = [drop_identity, recognize_activations, fold_transposed_layernorm, fold_channel_last_chain,
+                            fold_batchnorm, fold_channel_scale, fuse_epilogue, reduce_to_global_pool,
+                            fuse_channel_shuffle]
 
 # opt_level -> the passes it runs.
 PIPELINES: dict[int, list[Pass]] = {
