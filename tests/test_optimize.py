@@ -256,6 +256,12 @@ FAST_CASES = {
                                       "dilation": [2, 1], "ceil_mode": True}], (2, 12, 13)),
     "maxpool-padded-parallel": ([{"op": "maxpool2d", "kernel": 3, "stride": 2, "padding": 1}], (128, 64, 64)),
     "dense-large": ([{"op": "flatten"}, {"op": "dense", "units": 600}, {"op": "relu"}], (8, 16, 16)),
+    # a channel-blocked input: 4 partial sums per lane over 37·41 pixels (a remainder of 1); threaded
+    "global-avgpool-blocked-parallel": ([conv(name="c", filters=48, kernel=1), {"op": "relu"},
+                                         {"op": "global_avgpool"}], (48, 37, 41)),
+    "global-maxpool-blocked-parallel": ([conv(name="c", filters=48, kernel=1), {"op": "relu"},
+                                         {"op": "global_maxpool"}], (48, 37, 41)),
+    "global-avgpool-planes-parallel": ([{"op": "global_avgpool"}], (64, 63, 81)),
 }
 
 
@@ -441,7 +447,7 @@ def test_dropping_a_threaded_model_does_not_crash_the_process(tmp_path):
 
 @pytest.mark.parametrize("target", TARGETS, ids=TARGET_IDS)
 @pytest.mark.parametrize("case", ["residual-relu-parallel", "1x1-partial-block-parallel", "depthwise-parallel",
-                                  "dense-large"])
+                                  "dense-large", "global-avgpool-blocked-parallel", "global-avgpool-planes-parallel"])
 def test_threaded_cases_do_use_the_pool(case, target):
     """test_fast_kernels_match_the_interpreter[threads=2] covers the pool only if these layers are threaded."""
     layers, shape = FAST_CASES[case]

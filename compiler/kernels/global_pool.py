@@ -6,6 +6,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from . import Kernel, register_kernel
+from .common import PARALLEL_MACS
+
+PARTIALS = 4  # partial sums per lane in the average pool: four adds in flight instead of one chain
+PARALLEL_READS = PARALLEL_MACS // 4  # a pool reads each value once, from memory: worth threads sooner than a conv
 
 
 @dataclass(frozen=True)
@@ -15,6 +19,11 @@ class GlobalPoolParams:
     XB: int  # the input's channel-blocked lanes (0: C×H×W)
     CB: int  # blocks of XB channels
     X_BLOCK_FLOATS: int  # H·W·XB
+    PARTIALS: int  # partial sums per lane (average pool, blocked input)
+    HW_MAIN: int  # pixels summed PARTIALS at a time; the rest go to the first partial sum
+    ITEMS: int  # channel blocks (or channels): the thread pool's items
+    simd: bool  # the C×H×W sums are `omp simd` reductions
+    parallel: bool  # the items split across threads
 
 
 @register_kernel
@@ -33,4 +42,9 @@ class GlobalPool(Kernel):
     def params(self, layer, in_shapes, out_shape, target, layouts):
         c, h, w = in_shapes[0]
         lanes = layouts[0]
-        return GlobalPoolParams(c, h * w, lanes, c // lanes if lanes else 0, h * w * lanes)
+        return GlobalPoolParams(c, h * w, lanes, c // lanes if lanes else 0, h * w * lanes, PARTIALS,
+                                h * w // PARTIALS * PARTIALS, ITEMS=c // lanes if lanes else c, simd=True,
+                                parallel=c * h * w >= PARALLEL_READS)
+
+    def uses_thread_pool(self, params):
+        return params.parallel

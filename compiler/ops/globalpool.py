@@ -18,7 +18,9 @@ class _GlobalPool(Op):
 
     def kernel_args(self, layer, in_shapes, out_shape):
         c, h, w = in_shapes[0]
-        return {"C": c, "HW": h * w, "XB": 0, "X_BLOCK_FLOATS": 0}
+        # the plain loops: C×H×W input, one thread (compiler/kernels/global_pool.py sets these per target)
+        return {"C": c, "HW": h * w, "XB": 0, "X_BLOCK_FLOATS": 0, "ITEMS": c, "simd": False,
+                "parallel": False}
 
 
 @register
