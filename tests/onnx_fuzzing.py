@@ -44,6 +44,11 @@ HUGE = [2**31, 2**31 - 1, 2**40, 2**62]
 BAD_DIMS = [-1, -7, 0] + HUGE + [1, 3, 1000]
 BAD_INTS = [-1, 0, 1, 2, 3, 7, 2**31, 2**62, -(2**62)]
 FLOAT32_MAX = float(np.finfo(np.float32).max)
+# A layer whose float64 values reach this can overflow float32 inside a sum of up to 2**16 terms (a conv's
+# partial sums, in the compiled kernels' order of addition) even though its own result fits: such a case is
+# "overflow", not compared. (Found with a BatchNorm scale of 1.7e36 read from a lying external-data offset:
+# values of 3e37, and onnxruntime and the kernels both gave NaN.)
+OVERFLOW_RISK = FLOAT32_MAX / 2**16
 RTOL, ATOL_FRACTION = 1e-3, 1e-4  # float32 through up to 120 layers vs float32 onnxruntime / float64 interpreter
 
 # Messages about the whole file, which have no node or tensor to name.
@@ -530,9 +535,9 @@ def _judge(graph, model, path, x, got, ort, done, level) -> Outcome:
     if reference is None:
         every = compiler.interpret(graph, x, dtype=np.float64, all_layers=True)
         beyond = [name for name, v in every.items()
-                  if v.size and not (np.all(np.isfinite(v)) and np.max(np.abs(v)) <= FLOAT32_MAX)]
+                  if v.size and not (np.all(np.isfinite(v)) and np.max(np.abs(v)) <= OVERFLOW_RISK)]
         if beyond:  # weights made of garbage bytes: float32 overflows where the float64 reference does not
-            return Outcome("overflow", f"layer {beyond[0]!r} exceeds the float32 range", done)
+            return Outcome("overflow", f"layer {beyond[0]!r} comes within 2**16 of the float32 range", done)
         reference = {o: every[o] for o in outputs}
     for o in outputs:
         ref = reference[o]
