@@ -262,6 +262,20 @@ FAST_CASES = {
     "global-maxpool-blocked-parallel": ([conv(name="c", filters=48, kernel=1), {"op": "relu"},
                                          {"op": "global_maxpool"}], (48, 37, 41)),
     "global-avgpool-planes-parallel": ([{"op": "global_avgpool"}], (64, 63, 81)),
+    # Inception's 3×3/1 pools, padding counted and not; a stride-2 pool whose ceil_mode window runs past the input
+    "avgpool-3x3-same-include-pad": ([{"op": "avgpool2d", "kernel": 3, "stride": 1, "padding": 1}], (5, 11, 13)),
+    "avgpool-3x3-same-exclude-pad": ([{"op": "avgpool2d", "kernel": 3, "stride": 1, "padding": 1,
+                                      "count_include_pad": False}], (5, 11, 13)),
+    "avgpool-ceil-asym": ([{"op": "avgpool2d", "kernel": [3, 2], "stride": [2, 3], "padding": [1, 0, 1, 1],
+                            "ceil_mode": True, "count_include_pad": False}], (3, 12, 14)),
+    "avgpool-ceil-include-pad": ([{"op": "avgpool2d", "kernel": 3, "stride": 2, "padding": 1, "ceil_mode": True}],
+                                 (2, 10, 10)),
+    "avgpool-2x2-interior": ([{"op": "avgpool2d", "kernel": 2}], (4, 9, 17)),
+    # every window reaches the padding: no interior, all frame
+    "avgpool-no-interior": ([{"op": "avgpool2d", "kernel": 3, "stride": 1, "padding": 1}], (3, 2, 5)),
+    "avgpool-one-interior-row": ([{"op": "avgpool2d", "kernel": [3, 2], "stride": 1, "padding": [1, 1],
+                                   "count_include_pad": False}], (2, 3, 9)),
+    "avgpool-parallel": ([{"op": "avgpool2d", "kernel": 3, "stride": 1, "padding": 1}], (128, 35, 35)),
 }
 
 
@@ -447,7 +461,8 @@ def test_dropping_a_threaded_model_does_not_crash_the_process(tmp_path):
 
 @pytest.mark.parametrize("target", TARGETS, ids=TARGET_IDS)
 @pytest.mark.parametrize("case", ["residual-relu-parallel", "1x1-partial-block-parallel", "depthwise-parallel",
-                                  "dense-large", "global-avgpool-blocked-parallel", "global-avgpool-planes-parallel"])
+                                  "dense-large", "global-avgpool-blocked-parallel", "global-avgpool-planes-parallel",
+                                  "avgpool-parallel"])
 def test_threaded_cases_do_use_the_pool(case, target):
     """test_fast_kernels_match_the_interpreter[threads=2] covers the pool only if these layers are threaded."""
     layers, shape = FAST_CASES[case]

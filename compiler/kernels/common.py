@@ -140,6 +140,27 @@ def valid_range(out: int, size: int, stride: int, shift: int) -> tuple[int, int]
 
 
 @dataclass(frozen=True)
+class ColumnTap:
+    """Window column j: output columns lo..last (hi one past) read input column ow·SW + offset, inside the input."""
+    j: int
+    lo: int
+    hi: int
+    last: int
+    offset: int
+
+
+def column_taps(g: dict[str, Any]) -> tuple[ColumnTap, ...]:
+    """Per window column of a pool's geometry (WindowParams fields), the output columns whose tap is inside."""
+    taps = []
+    for j in range(g["KW"]):
+        offset = j * g["DW"] - g["PL"]
+        lo, hi = valid_range(g["OW"], g["W"], g["SW"], offset)
+        if lo < hi:
+            taps.append(ColumnTap(j, lo, hi, hi - 1, offset))
+    return tuple(taps)
+
+
+@dataclass(frozen=True)
 class Offset:
     """An unrolled index (a pixel j, a filter vector v, ...) and the literal offset of what it reads or writes."""
     index: int

@@ -11,23 +11,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from . import Kernel, register_kernel
-from .common import PARALLEL_MACS, WindowParams, record_fields, valid_range
+from .common import PARALLEL_MACS, ColumnTap, WindowParams, column_taps, record_fields
 
 
 @dataclass(frozen=True)
 class InteriorParams(WindowParams):
     ROW_STEP: int  # input floats between output rows: SH·W
     window_offsets: tuple[int, ...]  # every tap but the first: i·DH·W + j·DW
-
-
-@dataclass(frozen=True)
-class ColumnTap:
-    """Window column j: output columns lo..last (hi one past) read input column ow·SW + offset, inside the input."""
-    j: int
-    lo: int
-    hi: int
-    last: int
-    offset: int
 
 
 @dataclass(frozen=True)
@@ -75,14 +65,8 @@ class MaxPoolPadded(Kernel):
 
     def params(self, layer, in_shapes, out_shape, target, layouts):
         g = record_fields(WindowParams, layer, in_shapes, out_shape)
-        col_taps = []
-        for j in range(g["KW"]):
-            offset = j * g["DW"] - g["PL"]
-            lo, hi = valid_range(g["OW"], g["W"], g["SW"], offset)
-            if lo < hi:
-                col_taps.append(ColumnTap(j, lo, hi, hi - 1, offset))
         reads = g["C"] * g["OH"] * g["OW"] * g["KH"] * g["KW"]
-        return PaddedParams(**g, col_taps=tuple(col_taps), parallel=reads >= PARALLEL_MACS)
+        return PaddedParams(**g, col_taps=column_taps(g), parallel=reads >= PARALLEL_MACS)
 
     def uses_thread_pool(self, params):
         return True
