@@ -33,6 +33,8 @@ class AvgPoolInteriorParams(WindowParams):
     OW_A: int  # output columns [OW_A, OW_B) have every window column inside the input
     OW_B: int
     taps: tuple[int, ...]  # the interior window's taps as offsets from its first, rows then columns
+    KHW: int  # the interior windows' divisor: KH·KW
+    OHW: int
     flat: bool  # the interior rows as one loop over output indices P_A..P_B-1, reading input index p + SHIFT + tap
     P_A: int
     P_B: int
@@ -70,7 +72,8 @@ class AvgPoolInterior(Kernel):
                         g["KH"] * g["col_div"][ow])
             for ow in range(g["OW"]) if not ow_a <= ow < ow_b) if oh_a < oh_b else ()
         reads = g["C"] * g["OH"] * g["OW"] * g["KH"] * g["KW"]
-        return AvgPoolInteriorParams(**g, OH_A=oh_a, OH_B=oh_b, OW_A=ow_a, OW_B=ow_b, taps=taps, flat=flat,
+        return AvgPoolInteriorParams(**g, OH_A=oh_a, OH_B=oh_b, OW_A=ow_a, OW_B=ow_b, taps=taps,
+                                     KHW=g["KH"] * g["KW"], OHW=g["OH"] * g["OW"], flat=flat,
                                      P_A=oh_a * g["OW"] + ow_a, P_B=(oh_b - 1) * g["OW"] + ow_b,
                                      SHIFT=-g["PT"] * g["W"] - g["PL"], col_taps=column_taps(g),
                                      frame_cols=frame_cols, parallel=reads >= PARALLEL_MACS)

@@ -190,3 +190,34 @@ def phases(row_len: int, sw: int, pl: int, w: int) -> tuple[Phase, ...]:
         lo, hi = (valid[0], valid[-1] + 1) if valid else (0, 0)
         out.append(Phase(q, lo, hi, q - pl, lo < hi, hi - lo, hi - 1, lo * sw + q - pl))
     return tuple(out)
+
+
+@dataclass(frozen=True)
+class ShufflePair:
+    lo: int
+    hi: int
+
+
+@dataclass(frozen=True)
+class TransposeStage:
+    """One stage of the in-register transpose: the vector pairs (p, p + d) and the lane indices of the new
+    vectors (two-input __builtin_shufflevector, the second at +lanes)."""
+    d: int
+    pairs: tuple[ShufflePair, ...]
+    lo: tuple[int, ...]
+    hi: tuple[int, ...]
+
+
+def transpose_stages(lanes: int) -> tuple[TransposeStage, ...]:
+    """Shuffles that transpose `lanes` vectors of `lanes` floats: per stage d (a power of 2) and pair of
+    vectors (p, p + d) with p & d == 0, the lane indices (two-input __builtin_shufflevector, b at +lanes) of
+    the new p and p + d: lanes i with i & d take the other vector's lane i ∓ d, so bit d of the vector index
+    and of the lane index trade places; after every bit, vector l holds lane l of each input."""
+    stages = []
+    d = 1
+    while d < lanes:
+        lo = tuple(lanes + i - d if i & d else i for i in range(lanes))
+        hi = tuple(lanes + i if i & d else i + d for i in range(lanes))
+        stages.append(TransposeStage(d, tuple(ShufflePair(p, p + d) for p in range(lanes) if not p & d), lo, hi))
+        d *= 2
+    return tuple(stages)

@@ -16,7 +16,7 @@ import numpy as np
 
 from . import KERNELS, Kernel, register_kernel
 from .common import (PARALLEL_MACS, STACK_BUFFER_BYTES, ConvParams, Offset, Phase, PixelRun, conv_fields,
-                     conv_weights, phases, row_segments, valid_range)
+                     TransposeStage, conv_weights, phases, row_segments, transpose_stages, valid_range)
 from .direct import CONV_OPS
 
 DEPTHWISE_ROWS = 8  # output rows computed together: 8 independent accumulators cover the FMA latency
@@ -112,22 +112,6 @@ class BlockedSegment(PixelRun):
 
 
 @dataclass(frozen=True)
-class ShufflePair:
-    lo: int
-    hi: int
-
-
-@dataclass(frozen=True)
-class TransposeStage:
-    """One stage of the in-register transpose: the vector pairs (p, p + d) and the lane indices of the new
-    vectors (two-input __builtin_shufflevector, the second at +lanes)."""
-    d: int
-    pairs: tuple[ShufflePair, ...]
-    lo: tuple[int, ...]
-    hi: tuple[int, ...]
-
-
-@dataclass(frozen=True)
 class DepthwiseBlockedParams(ConvParams):
     VL: int
     VECTOR_BYTES: int
@@ -158,21 +142,6 @@ def column_loads(n: int, mask: list | None, kw: int, sw: int, dw: int, lanes: in
         for j in (range(n) if mask is None else mask[t]):
             uses.setdefault(j * sw + t * dw, []).append(TapUse(j, t))
     return tuple(ColumnLoad(col * lanes, tuple(uses[col])) for col in sorted(uses))
-
-
-def transpose_stages(lanes: int) -> tuple[TransposeStage, ...]:
-    """Shuffles that transpose `lanes` vectors of `lanes` floats: per stage d (a power of 2) and pair of
-    vectors (p, p + d) with p & d == 0, the lane indices (two-input __builtin_shufflevector, b at +lanes) of
-    the new p and p + d: lanes i with i & d take the other vector's lane i ∓ d, so bit d of the vector index
-    and of the lane index trade places; after every bit, vector l holds lane l of each input."""
-    stages = []
-    d = 1
-    while d < lanes:
-        lo = tuple(lanes + i - d if i & d else i for i in range(lanes))
-        hi = tuple(lanes + i if i & d else i + d for i in range(lanes))
-        stages.append(TransposeStage(d, tuple(ShufflePair(p, p + d) for p in range(lanes) if not p & d), lo, hi))
-        d *= 2
-    return tuple(stages)
 
 
 def plane_params(layer, in_shapes, out_shape, lanes: int) -> DepthwisePlaneParams:

@@ -3,8 +3,9 @@
 The innermost step multiplies a vector of VL output channels (weights packed [K/VL][C][KH][KW][VL]) by one
 input value per output pixel, for KV vectors × PB pixels of accumulators held in registers. Each output row
 is cut into blocks of pixels; interior blocks loop over every tap, border blocks list only the taps inside
-the input. It reads its input in either layout and writes C×H×W or, with whole vectors of filters,
-channel-blocked outputs (one vector store per pixel).
+the input. It reads its input in either layout and writes, with whole vectors of filters, channel-blocked outputs (one
+vector store per pixel) or C×H×W outputs through VL×VL tiles transposed in registers (vector stores); a
+C×H×W output whose last vector is part empty is stored one value at a time.
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from dataclasses import dataclass
 
 from . import Kernel, register_kernel
 from .common import (PARALLEL_MACS, ConvParams, Offset, PixelRun, block_shape, cache_bytes, conv_fields,
-                     conv_weights, pack_filter_blocks, row_segments)
+                     TransposeStage, conv_weights, pack_filter_blocks, row_segments, transpose_stages)
 
 CONV_OPS = ("conv2d", "fused_conv2d")
 
@@ -26,11 +27,44 @@ class MaskedTap:
 
 
 @dataclass(frozen=True)
+class StoreChunk:
+    """Up to VL pixels of a register block, from pixel `start`, stored to C×H×W through one VL×VL transpose:
+    pixels: per tile row (index) the block's pixel (offset) it holds; zeros: the tile rows no pixel fills;
+    partial: the pixels when fewer than VL (0: VL)."""
+    start: int
+    pixels: tuple[Offset, ...]
+    zeros: tuple[int, ...]
+    partial: int
+
+
+def store_chunks(n: int, lanes: int) -> tuple[StoreChunk, ...]:
+    """A block of n pixels as chunks of at most `lanes` pixels, each one transposed tile."""
+    chunks = []
+    for start in range(0, n, lanes):
+        count = min(lanes, n - start)
+        chunks.append(StoreChunk(start, tuple(Offset(i, start + i) for i in range(count)), tuple(range(count, lanes)),
+                                 count if count < lanes else 0))
+    return tuple(chunks)
+
+
+@dataclass(frozen=True)
+class StoreVector:
+    """Filter vector `index` of a register block: per lane l, its channel plane's offset (v·VL + l)·OH·OW."""
+    index: int
+    planes: tuple[Offset, ...]
+
+    @classmethod
+    def of_block(cls, kv: int, lanes: int, ohw: int) -> tuple["StoreVector", ...]:
+        return tuple(cls(v, tuple(Offset(l, (v * lanes + l) * ohw) for l in range(lanes))) for v in range(kv))
+
+
+@dataclass(frozen=True)
 class PixelBlock(PixelRun):
     """Interior blocks read every tap (pixels: per pixel j its input offset j·SW·pixel stride); a border block
-    lists only the taps inside the input (taps)."""
+    lists only the taps inside the input (taps). chunks: a C×H×W output's transposed stores (TRANSPOSE_STORE)."""
     pixels: tuple[Offset, ...]
     taps: tuple[MaskedTap, ...] | None
+    chunks: tuple[StoreChunk, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -53,16 +87,21 @@ class DirectParams(ConvParams):
     YB: int  # the output's (and residual's) channel-blocked lanes (0: C×H×W)
     Y_BLOCK_FLOATS: int  # floats per vector of output channels when blocked: OH·OW·VL
     segments: tuple[PixelBlock, ...]
-    TRANSPOSE_STORE: bool  # (the grouped kernel's C×H×W store; here always False: a scalar store per value)
+    TRANSPOSE_STORE: bool  # a C×H×W output of whole vectors: VL×VL tiles transposed in registers, vector stores
+    store_vectors: tuple[StoreVector, ...]
+    transpose: tuple[TransposeStage, ...]
+    SPLAT: bool  # the template needs convc_splat
+    IVEC: bool  # and convc_ivec (a vector epilogue with an activation)
     rows_outer: bool  # items run output rows outermost (the input is too big to stay in cache)
     ITEMS: int
     parallel: bool
 
 
-def pixel_blocks(geometry: dict, kv: int, pb: int, pixel_stride: int, ckk: int) -> tuple[PixelBlock, ...]:
+def pixel_blocks(geometry: dict, kv: int, pb: int, pixel_stride: int, ckk: int,
+                 store_lanes: int = 0) -> tuple[PixelBlock, ...]:
     """An output row cut into register blocks of at most `pb` pixels (row_segments), for kernels with `kv`
     vectors of filters, `ckk` weights apart, per block; pixel_stride: floats between the input's pixels (its
-    channel-blocked lanes, or 1)."""
+    channel-blocked lanes, or 1); store_lanes: the vector width of a transposed C×H×W store (0: none)."""
     sw, dw, kw = geometry["SW"], geometry["DW"], geometry["KW"]
     segments = []
     for run, mask in row_segments(geometry["col_lo"], geometry["col_hi"], kw, pb):
@@ -72,7 +111,7 @@ def pixel_blocks(geometry: dict, kv: int, pb: int, pixel_stride: int, ckk: int) 
                                    tuple(Offset(j, (t * dw + j * sw) * pixel_stride) for j in pixels))
                          for t, pixels in enumerate(mask) if pixels)
         segments.append(PixelBlock(**run, pixels=tuple(Offset(j, j * sw * pixel_stride) for j in range(run["n"])),
-                                   taps=taps))
+                                   taps=taps, chunks=store_chunks(run["n"], store_lanes) if store_lanes else ()))
     return tuple(segments)
 
 
@@ -117,14 +156,18 @@ class Direct(Kernel):
         reread_weights = weight_bytes * oh if weight_bytes > cache_bytes(target) else 0
         pixel_stride = x_lanes or 1
         ckk = c * kh * kw
-        segments = pixel_blocks(geometry, kv, pb, pixel_stride, ckk)
         lastn = k - (k_blocks - 1) * lanes
+        transposed = not y_lanes and lastn == lanes  # C×H×W output of whole vectors: stored through transposes
+        segments = pixel_blocks(geometry, kv, pb, pixel_stride, ckk, store_lanes=lanes if transposed else 0)
+        activation = geometry["activation"]
         return DirectParams(
             **geometry, VL=lanes, VECTOR_BYTES=4 * lanes, KB=k_blocks, KBG=k_blocks, LAST_KB=k_blocks - 1, KV=kv, PB=pb, GROUPS=k_blocks // kv,
             LASTN=lastn, PARTIAL_LAST=lastn != lanes, CKK=ckk,
             filter_vectors=tuple(Offset(v, v * ckk) for v in range(kv)),
             XB=x_lanes, X_BLOCK_FLOATS=h * w * x_lanes, TAP_STEP=geometry["DW"] * pixel_stride,
-            YB=y_lanes, Y_BLOCK_FLOATS=oh * ow * lanes, segments=segments, TRANSPOSE_STORE=False,
+            YB=y_lanes, Y_BLOCK_FLOATS=oh * ow * lanes, segments=segments, TRANSPOSE_STORE=transposed,
+            store_vectors=StoreVector.of_block(kv, lanes, oh * ow), transpose=transpose_stages(lanes) if transposed else (),
+            SPLAT=transposed or bool(y_lanes and activation), IVEC=bool((transposed or y_lanes) and activation),
             rows_outer=reread_weights < reread_input, ITEMS=(k_blocks // kv) * oh,
             parallel=layer.spec.macs(layer, in_shapes, out_shape) >= PARALLEL_MACS)
 

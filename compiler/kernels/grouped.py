@@ -17,39 +17,16 @@ where a group's vectors are part empty, one scalar store per value.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import numpy as np
 
 from . import Kernel, register_kernel
-from .common import PARALLEL_MACS, ConvParams, Offset, block_shape, conv_fields, conv_weights
-from .depthwise import TransposeStage, transpose_stages
-from .direct import CONV_OPS, PixelBlock, pixel_blocks
+from .common import (PARALLEL_MACS, ConvParams, Offset, TransposeStage, block_shape, conv_fields, conv_weights,
+                     transpose_stages)
+from .direct import CONV_OPS, PixelBlock, StoreVector, pixel_blocks
 
 NARROW_LANES = (8, 4)  # the vector widths below the target's for groups of fewer filters
-
-
-@dataclass(frozen=True)
-class StoreChunk:
-    """Up to VL pixels of a register block, from pixel `start`, stored to C×H×W through one VL×VL transpose:
-    pixels: per tile row (index) the block's pixel (offset) it holds; zeros: the tile rows no pixel fills;
-    partial: the pixels when fewer than VL (0: VL)."""
-    start: int
-    pixels: tuple[Offset, ...]
-    zeros: tuple[int, ...]
-    partial: int
-
-
-@dataclass(frozen=True)
-class GroupedBlock(PixelBlock):
-    chunks: tuple[StoreChunk, ...]  # a C×H×W output's transposed stores (TRANSPOSE_STORE)
-
-
-@dataclass(frozen=True)
-class StoreVector:
-    """Filter vector `index` of a register block: per lane l, its channel plane's offset (v·VL + l)·OH·OW."""
-    index: int
-    planes: tuple[Offset, ...]
 
 
 @dataclass(frozen=True)
@@ -73,7 +50,7 @@ class GroupedParams(ConvParams):
     TAP_STEP: int  # floats between horizontal taps: DW · the input's pixel stride
     YB: int  # the output's (and residual's) channel-blocked lanes (0: C×H×W)
     Y_BLOCK_FLOATS: int  # OH·OW·YB
-    segments: tuple[GroupedBlock, ...]
+    segments: tuple[PixelBlock, ...]
     TRANSPOSE_STORE: bool  # a C×H×W output of whole vectors: VL×VL tiles transposed in registers, vector stores
     store_vectors: tuple[StoreVector, ...]
     transpose: tuple[TransposeStage, ...]
@@ -91,16 +68,6 @@ def grouped_lanes(filters_per_group: int, lanes: int) -> int:
         if filters_per_group % width == 0:
             return width
     return min((w for w in widths if 2 * filters_per_group >= w), default=widths[-1])
-
-
-def store_chunks(n: int, lanes: int) -> tuple[StoreChunk, ...]:
-    """A block of n pixels as chunks of at most `lanes` pixels, each one transposed tile."""
-    chunks = []
-    for start in range(0, n, lanes):
-        count = min(lanes, n - start)
-        chunks.append(StoreChunk(start, tuple(Offset(i, start + i) for i in range(count)), tuple(range(count, lanes)),
-                                 count if count < lanes else 0))
-    return tuple(chunks)
 
 
 def balanced_block(row: int, most: int) -> int:
@@ -151,9 +118,7 @@ class Grouped(Kernel):
         blocks = kbg // kv
         transposed = not y_lanes and lastn == lanes
         activation = g["activation"]
-        segments = tuple(GroupedBlock(**{f.name: getattr(b, f.name) for f in fields(b)},
-                                      chunks=store_chunks(b.n, lanes) if transposed else ())
-                         for b in pixel_blocks(g, kv, pb, pixel_stride, cgkk))
+        segments = pixel_blocks(g, kv, pb, pixel_stride, cgkk, store_lanes=lanes if transposed else 0)
         return GroupedParams(
             **g, G=groups, VL=lanes, VECTOR_BYTES=4 * lanes, KBG=kbg, KB=groups * kbg, LAST_KB=kbg - 1,
             LASTN=lastn, PARTIAL_LAST=lastn != lanes, KV=kv, PB=pb, BLOCKS=blocks, ROW_ITEMS=g["OH"] * blocks,
@@ -161,8 +126,7 @@ class Grouped(Kernel):
             output_vectors=tuple(Offset(v, v * lanes) for v in range(kv)),
             XB=x_lanes, X_BLOCK_FLOATS=g["HW"] * x_lanes, TAP_STEP=g["DW"] * pixel_stride,
             YB=y_lanes, Y_BLOCK_FLOATS=g["OHW"] * y_lanes, segments=segments, TRANSPOSE_STORE=transposed,
-            store_vectors=tuple(StoreVector(v, tuple(Offset(l, (v * lanes + l) * g["OHW"]) for l in range(lanes)))
-                                for v in range(kv)),
+            store_vectors=StoreVector.of_block(kv, lanes, g["OHW"]),
             transpose=transpose_stages(lanes) if transposed else (), SPLAT=transposed or bool(y_lanes and activation),
             IVEC=bool((transposed or y_lanes) and activation), ITEMS=groups * g["OH"] * blocks,
             parallel=layer.spec.macs(layer, in_shapes, out_shape) >= PARALLEL_MACS)

@@ -216,6 +216,7 @@ class WinogradParams(ConvParams):
     M_SLOTS: int  # KV·NTMAX
     lane_stores: tuple[LaneStore, ...]
     tile_outputs: tuple[TileOutput, ...]
+    VECTOR_ACTIVATION: bool  # the activation runs on the output vectors before the lanes are stored (no residual)
     ITEMS: int
     parallel: bool
 
@@ -251,7 +252,7 @@ def winograd_params(geometry: dict, p: Plan, k: int, c: int, macs: int) -> Winog
         NTMAX=ntmax, M_SLOTS=p.kv * ntmax,
         lane_stores=tuple(LaneStore(l, l * ohw, lastn != p.lanes and l >= lastn) for l in range(p.lanes)),
         tile_outputs=(TileOutput("y00", 0), TileOutput("y01", 1), TileOutput("y10", ow), TileOutput("y11", ow + 1)),
-        ITEMS=p.items, parallel=macs >= PARALLEL_MACS)
+        VECTOR_ACTIVATION=bool(geometry["activation"]) and not geometry["residual"], ITEMS=p.items, parallel=macs >= PARALLEL_MACS)
 
 
 @register_kernel
