@@ -221,6 +221,11 @@ FAST_CASES = {
     "1x1-small-map-blocked": ([conv(name="c", filters=24, kernel=1), {"name": "s", "op": "add", "inputs": ["c", "x"]},
                                {"op": "relu6"}], (24, 7, 7)),
     "1x1-partial-block-parallel": ([conv(name="c", filters=29, kernel=1, bias=False)], (40, 60, 29)),
+    # small maps as rows of another length (kernels.direct.pixel_rows): 14×14 as 7 rows of 28, 7×7 as one of 49
+    "1x1-14x14-rows-of-28": ([conv(name="c", filters=32, kernel=1), {"name": "s", "op": "add", "inputs": ["c", "x"]},
+                              {"op": "relu6"}], (32, 14, 14)),
+    "1x1-7x7-one-row": ([conv(name="c", filters=48, kernel=1), {"op": "relu"}, conv(name="d", filters=24, kernel=1)],
+                        (40, 7, 7)),
     "residual-relu-parallel": ([conv(name="c", filters=32, kernel=3, padding=1),
                                 conv(name="d", filters=32, kernel=3, padding=1, bias=False),
                                 {"name": "s", "op": "add", "inputs": ["d", "c"]}, {"op": "relu"}], (8, 40, 40)),

@@ -240,3 +240,21 @@ def test_the_plan_as_data():
         ("e", "direct", ["CxHxW", "C/8"]), ("d", "depthwise", ["C/8", "C/8"]), ("p", "direct", ["C/8", "C/8"]),
         ("z", "direct", ["C/8", "CxHxW"])]
     assert "C/8" in str(plan) and "depthwise" in str(plan)
+
+
+@pytest.mark.parametrize("registers,hw,ow,kv,pb,row", [
+    (16, 49, 7, 2, 6, 49),  # AVX2: 7 × (6 + 1) -> 8 × 6 + 1
+    (32, 49, 7, 2, 12, 7),  # AVX-512: a 7-pixel block keeps 14 accumulators: rows stay
+    (32, 196, 14, 2, 12, 28),  # 14 × (12 + 2) -> 7 × (12 + 12 + 4)
+    (32, 3136, 56, 2, 12, 56),  # no better cut: rows stay
+    (16, 13 * 17, 17, 1, 12, 17),  # 221 = 13 × 17 only
+])
+def test_pixel_rows_cut_a_1x1_convs_pixels_where_blocks_fill_better(registers, hw, ow, kv, pb, row):
+    from compiler.kernels.direct import block_cost, pixel_rows
+    h = hw // ow
+    geometry = {"H": h, "W": ow, "OH": h, "OW": ow, "OHW": hw, "row_lo": (0,) * h, "row_hi": (1,) * h,
+                "col_lo": (0,) * ow, "col_hi": (1,) * ow}
+    cut = pixel_rows(geometry, kv, pb)
+    assert cut["OW"] == cut["W"] == row and cut["OH"] * cut["OW"] == hw and cut["OHW"] == hw
+    assert len(cut["row_lo"]) == cut["OH"] and len(cut["col_hi"]) == row
+    assert hw // row * block_cost(row, kv, pb) <= h * block_cost(ow, kv, pb)

@@ -92,6 +92,7 @@ class DirectParams(ConvParams):
     transpose: tuple[TransposeStage, ...]
     SPLAT: bool  # the template needs convc_splat
     IVEC: bool  # and convc_ivec (a vector epilogue with an activation)
+    ROWS_INSIDE: bool  # every output row has all KH kernel rows inside the input: literal kernel-row bounds
     rows_outer: bool  # items run output rows outermost (the input is too big to stay in cache)
     ITEMS: int
     parallel: bool
@@ -113,6 +114,28 @@ def pixel_blocks(geometry: dict, kv: int, pb: int, pixel_stride: int, ckk: int,
         segments.append(PixelBlock(**run, pixels=tuple(Offset(j, j * sw * pixel_stride) for j in range(run["n"])),
                                    taps=taps, chunks=store_chunks(run["n"], store_lanes) if store_lanes else ()))
     return tuple(segments)
+
+
+def block_cost(row: int, kv: int, pb: int) -> int:
+    """FMA cycles per input channel, in units, of a row of `row` pixels cut into blocks of at most `pb`: a block of
+    n pixels keeps n·kv accumulators, and fewer than 8 cannot hide the FMA latency (2 ports × 4 cycles)."""
+    full, rest = divmod(row, pb)
+    return full * max(pb * kv, 8) + (max(rest * kv, 8) if rest else 0)
+
+
+def pixel_rows(geometry: dict, kv: int, pb: int) -> dict:
+    """A 1×1, stride-1, unpadded conv reads and writes its pixels in one order, so its output rows can be any
+    cut of the H·W pixels: the row length among the divisors of H·W from OW up to 16·pb whose register blocks
+    cost least (block_cost; the shortest of equals, for more work items). A 7×7 map on AVX2 (6-pixel blocks)
+    becomes one row of 49 pixels: 8 blocks of 6 and one of 1 instead of 7 × (6 + 1)."""
+    hw, ow = geometry["OHW"], geometry["OW"]
+    rows = [d for d in range(ow, max(ow, 16 * pb) + 1) if hw % d == 0]
+    best = min(rows, key=lambda d: (hw // d * block_cost(d, kv, pb), d))
+    if best == ow:
+        return geometry
+    n = hw // best
+    return dict(geometry, H=n, W=best, OH=n, OW=best, row_lo=(0,) * n, row_hi=(1,) * n, col_lo=(0,) * best,
+                col_hi=(1,) * best)
 
 
 def direct_lanes(filters: int, target) -> int:
@@ -148,6 +171,8 @@ class Direct(Kernel):
                              f"of them, got {y_lanes} lanes for K = {k}")
         k_blocks = -(-k // lanes)
         kv, pb = block_shape(k_blocks, target.vector_registers)
+        if (kh, kw) == (1, 1) and (geometry["OH"], geometry["OW"]) == (geometry["H"], geometry["W"]):
+            geometry = pixel_rows(geometry, kv, pb)  # stride 1, unpadded: the pixels as rows of a better length
         oh, ow, h, w = geometry["OH"], geometry["OW"], geometry["H"], geometry["W"]
         # Loop order: which would be re-read from beyond L2 more, the input (once per channel group)
         # or the weights (once per output row)?
@@ -168,6 +193,7 @@ class Direct(Kernel):
             YB=y_lanes, Y_BLOCK_FLOATS=oh * ow * lanes, segments=segments, TRANSPOSE_STORE=transposed,
             store_vectors=StoreVector.of_block(kv, lanes, oh * ow), transpose=transpose_stages(lanes) if transposed else (),
             SPLAT=transposed or bool(y_lanes and activation), IVEC=bool((transposed or y_lanes) and activation),
+            ROWS_INSIDE=all(lo == 0 and hi == kh for lo, hi in zip(geometry["row_lo"], geometry["row_hi"])),
             rows_outer=reread_weights < reread_input, ITEMS=(k_blocks // kv) * oh,
             parallel=layer.spec.macs(layer, in_shapes, out_shape) >= PARALLEL_MACS)
 
