@@ -19,7 +19,7 @@ from .errors import ModelError
 from .ir import Graph
 from .kernels import KERNELS
 from .kernels.select import KernelPlan
-from .memory import ALIGN_FLOATS, Arena, Buffer, plan_memory
+from .memory import ALIGN_FLOATS, Arena, Buffer, Slice, plan_memory
 from .ops.base import fmt_shape
 
 ABI_VERSION = 2
@@ -235,6 +235,8 @@ def lower(graph: Graph, kernels: KernelPlan, arena: Arena | None = None, profile
                              f"{MAX_KERNEL_ARRAYS} fit the thread pool's task (templates/threads.c.j2)")
         offsets = {suffix: blob.add(layer.name, suffix, array) for suffix, array in arrays.items()}
         context = params_context(choice.params)
+        if "in_place" in context:  # a kernel that copies nothing for inputs computed in place (concat)
+            context["in_place"] = [arena.slices.get(src, Slice("", -1)).parent == layer.name for src in layer.inputs]
         check_c_ints(layer, context)
         scratch = _scratch(layer, choice.scratch_floats, arena)
         context.update(inputs=[f"x{i}" for i in range(len(layer.inputs))], scratch=bool(scratch),

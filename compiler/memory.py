@@ -2,9 +2,17 @@
 
 Tensors of view ops (flatten, dropout) share their input's storage; the model input
 and outputs live in the caller's arrays and constants in the weights, not in the arena.
+
+A concat whose inputs are each one contiguous part of its output (a channel concat of C×H×W tensors, per
+sample) has its inputs computed in place (opt level 1 and up): each input that a layer computes is a slice of
+the concat's output at its part's offset, so the concat copies nothing for it (DenseNet, Inception,
+GoogLeNet, SqueezeNet). The concat's buffer is placed when its first slice is computed and lives until the
+last reader of it or of any slice; a slice of a concat that is itself a slice (DenseNet's growing concats)
+lies in the outermost one.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -23,6 +31,13 @@ class Buffer:
     size: int  # floats per sample
 
 
+@dataclass(frozen=True)
+class Slice:
+    """A tensor computed in place inside the output of concat `parent`, `offset` floats from its start."""
+    parent: str
+    offset: int
+
+
 @dataclass
 class Arena:
     """The plan: each tensor's buffer, and the arena's size in floats per sample."""
@@ -30,6 +45,7 @@ class Arena:
     floats: int
     copies: list[tuple[str, str]]  # (output, tensor) pairs an output needs copied from a view's storage
     scratch: dict[str, Buffer] = field(default_factory=dict)  # per layer: arena block live only during its call
+    slices: dict[str, Slice] = field(default_factory=dict)  # concat inputs computed in place in its output
 
     @property
     def bytes(self) -> int:
@@ -43,6 +59,38 @@ def storage_root(graph: Graph, name: str) -> str:
     return name
 
 
+def concat_slices(graph: Graph, kernels: KernelPlan) -> dict[str, Slice]:
+    """The concat inputs that can be computed in place: per sample each is one contiguous part of the concat's
+    output (the op's kernel_args say so; C×H×W tensors, none channel-blocked), at an offset that keeps 64-byte
+    alignment; the concat computes a tensor of its own in the arena (not a view, not an output); the input is
+    computed by a layer (not a model input, constant, view or output), read once by this concat and in place in
+    no other."""
+    slices: dict[str, Slice] = {}
+    outputs = {storage_root(graph, out) for out in graph.outputs}  # computed in (or copied to) the caller's arrays
+    for layer in graph.layers():
+        if layer.op != "concat" or layer.name in outputs or layer.name in kernels.layouts:
+            continue
+        args = layer.spec.kernel_args(layer, graph.in_shapes(layer.name), graph.out_shape(layer.name))
+        if not args["contiguous"]:
+            continue
+        for src, (_, offset) in zip(layer.inputs, args["parts"]):
+            producer = graph.layer(src)
+            if (layer.inputs.count(src) == 1 and src not in slices and src not in outputs and src not in kernels.layouts
+                    and offset % ALIGN_FLOATS == 0 and producer.op != "input"
+                    and not producer.spec.is_constant and not producer.spec.is_view):
+                slices[src] = Slice(layer.name, offset)
+    return slices
+
+
+def _place_in(name: str, slices: dict[str, Slice]) -> tuple[str, int]:
+    """The outermost concat whose output holds tensor `name` (itself if none), and its offset there."""
+    offset = 0
+    while name in slices:
+        offset += slices[name].offset
+        name = slices[name].parent
+    return name, offset
+
+
 def _aligned(n: int) -> int:
     return -(-n // ALIGN_FLOATS) * ALIGN_FLOATS
 
@@ -52,7 +100,10 @@ def plan_memory(graph: Graph, kernels: KernelPlan | None = None) -> Arena:
     (None: no kernel needs scratch, as at opt levels 0 and 1)."""
     layers = graph.layers()
     order = {layer.name: i for i, layer in enumerate(layers)}
-    roots = {layer.name: storage_root(graph, layer.name) for layer in layers}
+    slices = concat_slices(graph, kernels) if kernels is not None and kernels.opt_level >= 1 else {}
+    # storage: views lead to their input; slices to the concat that holds them (offset: where in it)
+    place = {layer.name: _place_in(storage_root(graph, layer.name), slices) for layer in layers}
+    roots = {name: root for name, (root, _) in place.items()}
     size = {layer.name: int(np.prod(graph.shape(layer.name))) for layer in layers}
 
     # Last step at which each storage root is read.
@@ -77,33 +128,36 @@ def plan_memory(graph: Graph, kernels: KernelPlan | None = None) -> Arena:
     live: list[tuple[int, int, str]] = []  # (offset, length, root) of arena blocks in use
     peak = 0
     for layer in layers:
-        name = layer.name
-        if roots[name] != name:
-            continue
-        if layer.op == "input":
-            buffers[name] = Buffer("input", graph.inputs.index(name), size[name])
-        elif layer.spec.is_constant:
-            buffers[name] = Buffer("const", constants.index(name), size[name])
-        elif name in placed_outputs:
-            buffers[name] = Buffer("output", placed_outputs[name], size[name])
-        else:
-            length = _aligned(size[name])
-            offset = _first_fit(live, length)
-            live.append((offset, length, name))
-            live.sort()
-            peak = max(peak, offset + length)
-            buffers[name] = Buffer("arena", offset, size[name])
+        name, root = layer.name, roots[layer.name]
+        if root not in buffers and (root == name or name in slices):
+            # the layer's own tensor, or (at the first of its slices) the concat that holds it
+            holder = graph.layer(root)
+            if holder.op == "input":
+                buffers[root] = Buffer("input", graph.inputs.index(root), size[root])
+            elif holder.spec.is_constant:
+                buffers[root] = Buffer("const", constants.index(root), size[root])
+            elif root in placed_outputs:
+                buffers[root] = Buffer("output", placed_outputs[root], size[root])
+            else:
+                length = _aligned(size[root])
+                offset = _first_fit(live, length)
+                live.append((offset, length, root))
+                live.sort()
+                peak = max(peak, offset + length)
+                buffers[root] = Buffer("arena", offset, size[root])
         need = kernels[name].scratch_floats if kernels is not None and name in kernels else 0
         if need:  # beside the live inputs and the output, free again after this layer
             offset = _first_fit(live, _aligned(need))
             peak = max(peak, offset + _aligned(need))
             scratch[name] = Buffer("arena", offset, need)
         # Free every block whose last reader is this layer (after placing its output: no in-place).
-        live = [blk for blk in live if last_use.get(blk[2], len(layers)) > order[name] or blk[2] == name]
+        live = [blk for blk in live if last_use.get(blk[2], len(layers)) > order[name] or blk[2] == root]
     for layer in layers:
-        if roots[layer.name] != layer.name:
-            buffers[layer.name] = buffers[roots[layer.name]]
-    return Arena(buffers, peak, copies, scratch)
+        root, offset = place[layer.name]
+        if root != layer.name:  # a view shares its input's storage; a slice lies inside its concat's
+            buffers[layer.name] = dataclasses.replace(buffers[root], index=buffers[root].index + offset,
+                                                      size=size[layer.name])
+    return Arena(buffers, peak, copies, scratch, slices)
 
 
 def _first_fit(live: list[tuple[int, int, str]], length: int) -> int:

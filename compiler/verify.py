@@ -247,12 +247,43 @@ def verify_memory(graph: Graph, plan: KernelPlan, arena: Arena) -> None:
     during its call."""
     roots = {name: _root(graph, name) for name in graph.nx}
     _check_buffers(graph, arena, roots)
+    _check_slices(graph, arena)
     _check_outputs(graph, arena, roots)
     # A whole number of 64-byte lines, so that each thread's arena slot (model.c.j2) starts on one too.
     if arena.floats < 0 or arena.floats % ALIGN_FLOATS:
         _fail(f"the arena has {arena.floats} floats, not a multiple of {ALIGN_FLOATS} (64 bytes): the next "
               "thread's slot would not be aligned")
     _check_overlaps(graph, plan, arena)
+
+
+def _storage(graph: Graph, arena: Arena, name: str) -> str:
+    """The tensor that owns the arena block `name` lies in: views lead to their input, slices computed in place to
+    the concat holding them (and its holder, if it is a slice too)."""
+    name = _root(graph, name)
+    while name in arena.slices:
+        name = _root(graph, arena.slices[name].parent)
+    return name
+
+
+def _check_slices(graph: Graph, arena: Arena) -> None:
+    """A tensor computed in place in a concat's output is one of its inputs, once, and lies exactly where the
+    concat would copy it (its part's offset, per sample one contiguous part), 64-byte aligned, in the arena."""
+    for name, piece in arena.slices.items():
+        if piece.parent not in graph.nx or graph.layer(piece.parent).op != "concat":
+            _fail(f"tensor {name!r} is placed in {piece.parent!r}, which is not a concat")
+        concat = graph.layer(piece.parent)
+        if concat.inputs.count(name) != 1:
+            _fail(f"tensor {name!r} is placed in concat {concat.name!r}, which reads it {concat.inputs.count(name)} "
+                  "times")
+        args = concat.spec.kernel_args(concat, graph.in_shapes(concat.name), graph.out_shape(concat.name))
+        size, offset = args["parts"][concat.inputs.index(name)]
+        if not args["contiguous"] or piece.offset != offset:
+            _fail(f"tensor {name!r} is placed at float {piece.offset} of concat {concat.name!r}, whose part for it "
+                  f"is {'at ' + str(offset) if args['contiguous'] else 'not one contiguous block'}")
+        want = Buffer("arena", arena.buffers[concat.name].index + offset, size)
+        if arena.buffers[concat.name].kind != "arena" or arena.buffers[name] != want or offset % ALIGN_FLOATS:
+            _fail(f"tensor {name!r}: buffer {arena.buffers[name]}, but its part of concat {concat.name!r} "
+                  f"({arena.buffers[concat.name]}) is {want} (64-byte aligned)")
 
 
 def _check_buffers(graph: Graph, arena: Arena, roots: dict[str, str]) -> None:
@@ -304,17 +335,20 @@ def _check_outputs(graph: Graph, arena: Arena, roots: dict[str, str]) -> None:
 
 def _lifetimes(graph: Graph, arena: Arena) -> dict[str, tuple[int, int]]:
     """Per storage root: the steps (positions in topological order) from its producer's through its last
-    reader's; a reader of a view reads the view's root, and the output copies read at the very end."""
+    reader's; a reader of a view reads the view's root, a slice's producer and readers use its concat's block,
+    and the output copies read at the very end."""
     layers = graph.layers()
     step = {layer.name: i for i, layer in enumerate(layers)}
-    last = dict(step)
-    for layer in layers:
+    first, last = dict(step), dict(step)
+    for layer in layers:  # a concat holding slices is live from its first slice's producer
+        root = _storage(graph, arena, layer.name)
+        first[root] = min(first[root], step[layer.name])
         for src in layer.inputs:
-            root = _root(graph, src)
+            root = _storage(graph, arena, src)
             last[root] = max(last[root], step[layer.name])
     for _, src in arena.copies:
-        last[_root(graph, src)] = len(layers)
-    return {name: (step[name], last[name]) for name in step if _root(graph, name) == name}
+        last[_storage(graph, arena, src)] = len(layers)
+    return {name: (first[name], last[name]) for name in step if _storage(graph, arena, name) == name}
 
 
 def _overlap(a: Buffer, b: Buffer) -> bool:

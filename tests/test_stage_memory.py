@@ -7,6 +7,7 @@ Most graphs are planned at opt level 0, so the tensors are the layers as written
 """
 from __future__ import annotations
 
+import dataclasses
 import warnings
 
 import pytest
@@ -16,7 +17,7 @@ from compiler.kernels.select import select_kernels
 from compiler.memory import ALIGN_FLOATS, Buffer, plan_memory
 from compiler.passes import optimize
 from compiler.verify import verify_memory
-from conftest import AVX2, AVX512, TARGET_IDS, TARGETS, model_dict
+from conftest import AVX2, AVX512, TARGET_IDS, TARGETS, compile_and_check, model_dict
 
 
 def planned(layers, shape, opt_level=0, target=AVX512, **extra):
@@ -171,3 +172,91 @@ def test_every_block_is_aligned_and_inside_the_arena():
     blocks = [b for b in arena.buffers.values() if b.kind == "arena"]
     assert blocks and all(b.index % 16 == 0 and b.index + b.size <= arena.floats for b in blocks)
     assert arena.floats % 16 == 0 and arena.floats == 3 * lines(105)
+
+
+# ---------------------------------------------------------------- concats computed in place
+def conv(name, src, filters=16, kernel=1):
+    return {"name": name, "op": "conv2d", "filters": filters, "kernel": kernel, "padding": kernel // 2,
+            "inputs": [src]}
+
+
+# DenseNet's growing concat: c1 = [a, b]; d reads relu(c1); c2 = [c1, d]
+DENSE = [conv("a", "x", kernel=3), conv("b", "x"), {"name": "c1", "op": "concat", "inputs": ["a", "b"]},
+         relu("r", "c1"), conv("d", "r", kernel=3), {"name": "c2", "op": "concat", "inputs": ["c1", "d"]},
+         conv("out", "c2", filters=8)]
+
+
+def test_concat_inputs_are_computed_in_their_parts_of_the_outermost_concat():
+    from compiler.memory import Slice
+    graph, plan, arena = planned(DENSE, (8, 8, 8), opt_level=1)
+    assert arena.slices == {"a": Slice("c1", 0), "b": Slice("c1", 1024), "c1": Slice("c2", 0),
+                            "d": Slice("c2", 2048)}
+    c2 = arena.buffers["c2"]
+    assert c2 == Buffer("arena", c2.index, 3072)
+    assert arena.buffers["a"] == Buffer("arena", c2.index, 1024)
+    assert arena.buffers["b"] == Buffer("arena", c2.index + 1024, 1024)
+    assert arena.buffers["c1"] == Buffer("arena", c2.index, 2048)
+    assert arena.buffers["d"] == Buffer("arena", c2.index + 2048, 1024)
+    # c2's block is live from a's producer on: r, computed while it is, lies outside it
+    r = arena.buffers["r"]
+    assert r.index >= c2.index + 3072 or r.index + r.size <= c2.index
+    code = compiler.generate_c(graph, opt_level=1).code
+    for concat in ("c1", "c2"):
+        body = code[code.index(f"(concat):"):]
+        body = body[:body.index("\n}\n")]
+        assert "memcpy" not in body and "computed in place" in body
+
+
+@pytest.mark.parametrize("layers,outputs,shape,slices", [
+    # the concat is an output: its inputs are copied into the caller's array
+    ([conv("a", "x"), conv("b", "x"), {"name": "c", "op": "concat", "inputs": ["a", "b"]}], None, (8, 8, 8), {}),
+    # the model's input cannot be computed anywhere; a can
+    ([conv("a", "x"), {"name": "c", "op": "concat", "inputs": ["x", "a"]}, conv("o", "c")], None, (8, 8, 8),
+     {"a": ("c", 512)}),
+    # read twice by the concat
+    ([conv("a", "x"), {"name": "c", "op": "concat", "inputs": ["a", "a"]}, conv("o", "c")], None, (8, 8, 8), {}),
+    # an input that is an output too
+    ([conv("a", "x"), conv("b", "x"), {"name": "c", "op": "concat", "inputs": ["a", "b"]}, conv("o", "c")],
+     ["o", "a"], (8, 8, 8), {"b": ("c", 1024)}),
+    # 3×5×5 = 75 floats: b's part would start off a 64-byte line
+    ([conv("a", "x", 3), conv("b", "x", 3), {"name": "c", "op": "concat", "inputs": ["a", "b"]}, conv("o", "c")],
+     None, (3, 5, 5), {"a": ("c", 0)}),
+    # joined along the rows: per sample the parts interleave
+    ([conv("a", "x"), conv("b", "x"), {"name": "c", "op": "concat", "axis": 2, "inputs": ["a", "b"]},
+      conv("o", "c")], None, (8, 8, 8), {}),
+    # a in two concats: in place in the first, copied by the second
+    ([conv("a", "x"), conv("b", "x"), {"name": "c", "op": "concat", "inputs": ["a", "b"]},
+      {"name": "e", "op": "concat", "inputs": ["b", "a"]}, {"name": "s", "op": "add", "inputs": ["c", "e"]}],
+     None, (8, 8, 8), {"a": ("c", 0), "b": ("c", 1024)}),
+], ids=["concat-output", "model-input", "read-twice", "input-is-output", "misaligned", "rows", "two-concats"])
+def test_concat_inputs_computed_in_place_only_where_they_may_be(layers, outputs, shape, slices):
+    from compiler.memory import Slice
+    extra = {"outputs": outputs} if outputs else {}
+    graph, plan, arena = planned(layers, shape, opt_level=1, **extra)
+    assert arena.slices == {name: Slice(*where) for name, where in slices.items()}
+    _, _, level0 = planned(layers, shape, opt_level=0, **extra)
+    assert level0.slices == {}  # opt level 0: every concat copies
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", compiler.ConvcWarning)
+        source = compiler.load(model_dict(layers, shape=shape, **extra))
+    for level in (0, 1, 2):
+        compile_and_check(source, opt_level=level)
+
+
+@pytest.mark.parametrize("break_,fragments", [
+    (lambda a: dataclasses.replace(a, slices={**a.slices, "d": dataclasses.replace(a.slices["d"], offset=1024)}),
+     ["'d'", "float 1024", "concat 'c2'", "at 2048"]),
+    (lambda a: dataclasses.replace(a, slices={**a.slices, "r": a.slices["d"]}), ["'r'", "reads it 0 times"]),
+    (lambda a: dataclasses.replace(a, buffers={**a.buffers, "b": dataclasses.replace(a.buffers["b"],
+                                                                                     index=a.buffers["b"].index + 16)}),
+     ["'b'", "its part of concat 'c1'"]),
+    (lambda a: dataclasses.replace(a, slices={k: v for k, v in a.slices.items() if k != "a"}),
+     ["'a'", "overlap"]),
+], ids=["offset-moved", "not-an-input", "buffer-moved", "slice-forgotten"])
+def test_verify_memory_checks_the_slices(break_, fragments):
+    from compiler.verify import InvariantError
+    graph, plan, arena = planned(DENSE, (8, 8, 8), opt_level=1)
+    with pytest.raises(InvariantError) as caught:
+        verify_memory(graph, plan, break_(arena))
+    for fragment in fragments:
+        assert fragment in str(caught.value), (fragment, str(caught.value))

@@ -206,5 +206,6 @@ class Concat(Op):
         sizes = [int(np.prod(s[axis:])) for s in in_shapes]
         offsets = [int(x) for x in np.cumsum([0] + sizes[:-1])]
         outer = int(np.prod(out_shape[:axis]))
+        # in_place: per input, computed straight into its part (the memory plan decides; lowering fills it in)
         return {"parts": list(zip(sizes, offsets)), "outer": outer, "contiguous": outer == 1,
-                "row": int(np.prod(out_shape[axis:]))}
+                "row": int(np.prod(out_shape[axis:])), "in_place": [False] * len(in_shapes)}
