@@ -1,0 +1,119 @@
+"""Pools split into interior and frame (templates/ops/pool2d_split.c.j2), at opt level 2: avgpool_interior for
+average pools, maxpool_padded for max pools whose windows reach the padding (or past the input with ceil_mode;
+maxpool_interior takes those with every window inside).
+
+The windows that lie inside the input (all but a frame one or two outputs wide) combine their KH·KW taps
+literally (a sum divided by KH·KW, or a maximum) in one loop over each output row's interior columns that
+vectorizes. The frame's rows are combined in place per window column over the literal range of output columns
+whose tap lies inside; its columns in the interior rows are literal combinations of their taps. When an output
+row is as long as an input row and both strides are 1 (a "same" pool, as Inception's and GoogLeNet's 3×3/1),
+the output index maps to the input index by one shift, so the interior rows are one flat loop over the plane
+(long, whatever the row width), whose values in the frame columns are then overwritten. Sums add the taps in
+the plain loops' order (window rows, then columns) and divide by the same counts. Channels split across threads.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from . import Kernel, register_kernel
+from .common import PARALLEL_MACS, STACK_BUFFER_BYTES, ColumnTap, WindowParams, column_taps, record_fields
+
+
+@dataclass(frozen=True)
+class FrameColumn:
+    """Output column ow outside the interior, in an interior row: its taps as offsets from the window row
+    start's input row (ih0·W), and its divisor (average pools)."""
+    ow: int
+    taps: tuple[int, ...]
+    divisor: int
+
+
+@dataclass(frozen=True)
+class SplitPoolParams(WindowParams):
+    average: bool  # an average pool (sums divided by counts), else a max pool
+    row_div: tuple[int, ...]  # average: the divisor of output (oh, ow) is row_div[oh]·col_div[ow]
+    col_div: tuple[int, ...]
+    OH_A: int  # output rows [OH_A, OH_B) have every window row inside the input
+    OH_B: int
+    OW_A: int  # output columns [OW_A, OW_B) have every window column inside the input
+    OW_B: int
+    taps: tuple[int, ...]  # the interior window's taps as offsets from its first, rows then columns
+    KHW: int  # the interior windows' divisor (average): KH·KW
+    OHW: int
+    flat: bool  # the interior rows as one loop over output indices P_A..P_B-1, reading input index p + SHIFT + tap
+    row_max: bool  # max pool, strided: per interior row the window rows' maximum per input column first
+    row_taps: tuple[int, ...]  # (row_max) the window rows' offsets: i·DH·W
+    col_taps_in_row: tuple[int, ...]  # (row_max) the window columns' offsets: j·DW
+    P_A: int
+    P_B: int
+    SHIFT: int
+    col_taps: tuple[ColumnTap, ...]  # the frame rows: per window column, the output columns whose tap is inside
+    frame_cols: tuple[FrameColumn, ...]  # the frame columns of the interior rows
+    parallel: bool
+
+
+def _inside(lo: tuple[int, ...], hi: tuple[int, ...], taps: int) -> tuple[int, int]:
+    """The range [a, b) of outputs whose window has all `taps` taps inside (they are consecutive), or (0, 0)."""
+    inside = [o for o, (l, h) in enumerate(zip(lo, hi)) if l == 0 and h == taps]
+    return (inside[0], inside[-1] + 1) if inside else (0, 0)
+
+
+def split_pool_params(layer, in_shapes, out_shape, average: bool) -> SplitPoolParams:
+    g = record_fields(SplitPoolParams, layer, in_shapes, out_shape)
+    if not average:
+        g["row_div"], g["col_div"] = (1,) * g["OH"], (1,) * g["OW"]
+    oh_a, oh_b = _inside(g["row_lo"], g["row_hi"], g["KH"])
+    ow_a, ow_b = _inside(g["col_lo"], g["col_hi"], g["KW"])
+    if oh_a == oh_b or ow_a == ow_b:
+        oh_a = oh_b = ow_a = ow_b = 0  # no interior: every window is in the frame
+    taps = tuple(i * g["DH"] * g["W"] + j * g["DW"] for i in range(g["KH"]) for j in range(g["KW"]))
+    flat = g["SH"] == g["SW"] == 1 and g["OW"] == g["W"] and oh_a < oh_b
+    # A strided max pool reads each input value in KW windows' columns: the window rows' maximum per column
+    # (contiguous, vectorized) first leaves KW strided reads per output instead of KH·KW. (Sums keep the plain
+    # loops' order of addition instead.)
+    row_max = not average and not flat and oh_a < oh_b and g["SW"] > 1 and 4 * g["W"] <= STACK_BUFFER_BYTES
+    frame_cols = tuple(
+        FrameColumn(ow, tuple(i * g["DH"] * g["W"] + ow * g["SW"] - g["PL"] + j * g["DW"]
+                              for i in range(g["KH"]) for j in range(g["col_lo"][ow], g["col_hi"][ow])),
+                    g["KH"] * g["col_div"][ow])
+        for ow in range(g["OW"]) if not ow_a <= ow < ow_b) if oh_a < oh_b else ()
+    reads = g["C"] * g["OH"] * g["OW"] * g["KH"] * g["KW"]
+    return SplitPoolParams(**g, average=average, OH_A=oh_a, OH_B=oh_b, OW_A=ow_a, OW_B=ow_b, taps=taps,
+                           KHW=g["KH"] * g["KW"], OHW=g["OH"] * g["OW"], flat=flat, row_max=row_max,
+                           row_taps=tuple(i * g["DH"] * g["W"] for i in range(g["KH"])),
+                           col_taps_in_row=tuple(j * g["DW"] for j in range(g["KW"])),
+                           P_A=oh_a * g["OW"] + ow_a, P_B=(oh_b - 1) * g["OW"] + ow_b,
+                           SHIFT=-g["PT"] * g["W"] - g["PL"], col_taps=column_taps(g),
+                           frame_cols=frame_cols, parallel=reads >= PARALLEL_MACS)
+
+
+@register_kernel
+class AvgPoolInterior(Kernel):
+    name = "avgpool_interior"
+    ops = ("avgpool2d",)
+    template = "ops/pool2d_split.c.j2"
+    priority = 10
+    doc = "interior windows as literal sums vectorized over columns, the frame apart"
+
+    def params(self, layer, in_shapes, out_shape, target, layouts):
+        return split_pool_params(layer, in_shapes, out_shape, average=True)
+
+    def uses_thread_pool(self, params):
+        return True
+
+
+@register_kernel
+class MaxPoolPadded(Kernel):
+    name = "maxpool_padded"
+    ops = ("maxpool2d",)
+    template = "ops/pool2d_split.c.j2"
+    priority = 10
+
+    def wanted(self, layer, in_shapes, out_shape, target):
+        return "windows reach the padding: interior windows literal, the frame apart"
+
+    def params(self, layer, in_shapes, out_shape, target, layouts):
+        return split_pool_params(layer, in_shapes, out_shape, average=False)
+
+    def uses_thread_pool(self, params):
+        return True
