@@ -307,12 +307,12 @@ FAST_KERNEL_MARKERS = {
     "avx512": {"rowvec (c, C=3)": "packed [4][3][3][3][8]", "depthwise (d)": "zero-padded plane",
                "blocked (e, C=32)": "weights packed [1][32][3][3][16]", "pointwise (f)": "packed [3][16][8]",
                "winograd (h, C=32)": "U packed [16][2][32][16]",
-               "padded max-pool": "window column 0: output columns 1..7",
+               "padded max-pool": "window rows' maximum per input column",
                "blocked for a 1×1 on 8×8 pixels (i)": "weights packed [1][32][1][1][16]"},
     "avx2": {"rowvec (c, C=3)": "packed [8][3][3][3][4]", "depthwise (d)": "zero-padded plane",
              "blocked (e, C=32)": "weights packed [2][32][3][3][8]", "pointwise (f)": "packed [5][16][4]",
              "winograd (h, C=32)": "U packed [16][4][32][8]",
-             "padded max-pool": "window column 0: output columns 1..7",
+             "padded max-pool": "window rows' maximum per input column",
              "blocked for a 1×1 on 8×8 pixels (i)": "weights packed [2][32][1][1][8]"},
 }
 
