@@ -39,6 +39,7 @@ class UnitKernel:
     scratch: bool
     args: tuple[str, ...]
     unit: str
+    aliased: bool = False  # its pointer arguments may be equal (no restrict)
 
 
 KERNELS_PER_UNIT = 8  # fewer kernel functions than this per unit: a separate cc process does not pay off
@@ -82,7 +83,7 @@ def _split_kernels(model: LoweredModel, env: jinja2.Environment, units: int) -> 
         body = env.get_template(k.template).render(**{**c, "fn": body_fn}).rstrip()
         args = (*c["inputs"], "y", *c["weights"], *(("scratch",) if c["scratch"] else ()))
         entries.append(UnitKernel(c["fn"], body_fn, body, tuple(c["inputs"]), tuple(c["weights"]),
-                                  bool(c["scratch"]), args, ""))
+                                  bool(c["scratch"]), args, "", bool(c.get("aliased"))))
     groups: list[list[UnitKernel]] = [[] for _ in range(units)]
     sizes = [0] * units
     for e in sorted(entries, key=lambda e: -len(e.body)):

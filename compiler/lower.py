@@ -237,6 +237,7 @@ def lower(graph: Graph, kernels: KernelPlan, arena: Arena | None = None, profile
         context = params_context(choice.params)
         if "in_place" in context:  # a kernel that copies nothing for inputs computed in place (concat)
             context["in_place"] = [arena.slices.get(src, Slice("", -1)).parent == layer.name for src in layer.inputs]
+            context["aliased"] = any(context["in_place"])  # an input's pointer may equal the output's
         check_c_ints(layer, context)
         scratch = _scratch(layer, choice.scratch_floats, arena)
         context.update(inputs=[f"x{i}" for i in range(len(layer.inputs))], scratch=bool(scratch),

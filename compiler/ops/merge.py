@@ -208,4 +208,4 @@ class Concat(Op):
         outer = int(np.prod(out_shape[:axis]))
         # in_place: per input, computed straight into its part (the memory plan decides; lowering fills it in)
         return {"parts": list(zip(sizes, offsets)), "outer": outer, "contiguous": outer == 1,
-                "row": int(np.prod(out_shape[axis:])), "in_place": [False] * len(in_shapes)}
+                "row": int(np.prod(out_shape[axis:])), "in_place": [False] * len(in_shapes), "aliased": False}
