@@ -281,6 +281,12 @@ FAST_CASES = {
     "avgpool-one-interior-row": ([{"op": "avgpool2d", "kernel": [3, 2], "stride": 1, "padding": [1, 1],
                                    "count_include_pad": False}], (2, 3, 9)),
     "avgpool-parallel": ([{"op": "avgpool2d", "kernel": 3, "stride": 1, "padding": 1}], (128, 35, 35)),
+    "maxpool-interior-parallel": ([{"op": "maxpool2d", "kernel": 3, "stride": 2}], (64, 111, 111)),
+    # a segmentation head's upsample: channels across threads
+    "upsample-bilinear-parallel": ([{"op": "upsample", "size": [120, 136], "mode": "bilinear"}], (21, 15, 17)),
+    "upsample-nearest-parallel": ([{"op": "upsample", "scale_factor": 8}], (21, 28, 28)),
+    "upsample-bilinear-align-corners": ([{"op": "upsample", "scale_factor": [3, 2], "mode": "bilinear",
+                                          "coordinate_transformation_mode": "align_corners"}], (3, 5, 7)),
 }
 
 
@@ -467,7 +473,8 @@ def test_dropping_a_threaded_model_does_not_crash_the_process(tmp_path):
 @pytest.mark.parametrize("target", TARGETS, ids=TARGET_IDS)
 @pytest.mark.parametrize("case", ["residual-relu-parallel", "1x1-partial-block-parallel", "depthwise-parallel",
                                   "dense-large", "global-avgpool-blocked-parallel", "global-avgpool-planes-parallel",
-                                  "avgpool-parallel"])
+                                  "avgpool-parallel", "maxpool-interior-parallel", "upsample-bilinear-parallel",
+                                  "upsample-nearest-parallel"])
 def test_threaded_cases_do_use_the_pool(case, target):
     """test_fast_kernels_match_the_interpreter[threads=2] covers the pool only if these layers are threaded."""
     layers, shape = FAST_CASES[case]

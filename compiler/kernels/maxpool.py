@@ -1,19 +1,20 @@
 """maxpool_interior: max pools at opt level 2 whose windows all lie inside the input
-(templates/ops/maxpool2d_interior.c.j2): the window loops unroll and the column loop vectorizes. Windows that
-reach the padding take maxpool_padded (compiler/kernels/split_pool.py).
+(templates/ops/maxpool2d_interior.c.j2): the window loops unroll and the column loop vectorizes; channels split
+across threads. Windows that reach the padding take maxpool_padded (compiler/kernels/split_pool.py).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from . import Kernel, register_kernel
-from .common import WindowParams, record_fields
+from .common import PARALLEL_MACS, WindowParams, record_fields
 
 
 @dataclass(frozen=True)
 class InteriorParams(WindowParams):
     ROW_STEP: int  # input floats between output rows: SH·W
     window_offsets: tuple[int, ...]  # every tap but the first: i·DH·W + j·DW
+    parallel: bool
 
 
 def _inside(args: dict) -> bool:
@@ -38,6 +39,11 @@ class MaxPoolInterior(Kernel):
 
     def params(self, layer, in_shapes, out_shape, target, layouts):
         g = record_fields(WindowParams, layer, in_shapes, out_shape)
+        reads = g["C"] * g["OH"] * g["OW"] * g["KH"] * g["KW"]
         return InteriorParams(**g, ROW_STEP=g["SH"] * g["W"],
                               window_offsets=tuple(i * g["DH"] * g["W"] + j * g["DW"]
-                                                   for i in range(g["KH"]) for j in range(g["KW"]) if i or j))
+                                                   for i in range(g["KH"]) for j in range(g["KW"]) if i or j),
+                              parallel=reads >= PARALLEL_MACS)
+
+    def uses_thread_pool(self, params):
+        return True

@@ -225,4 +225,5 @@ class Upsample(Op):
                 "taps": 1 if nearest else 2, "row_index": [list(t) for t in rows.index],
                 "col_index": [list(t) for t in cols.index],
                 "row_weight": [[c_float(v) for v in t] for t in rows.weight],
-                "col_weight": [[c_float(v) for v in t] for t in cols.weight]}
+                "col_weight": [[c_float(v) for v in t] for t in cols.weight],
+                "parallel": False}  # the plain loops: one thread (compiler/kernels/resample.py splits channels)
