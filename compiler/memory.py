@@ -5,10 +5,11 @@ and outputs live in the caller's arrays and constants in the weights, not in the
 
 A concat whose inputs are each one contiguous part of its output (a channel concat of C×H×W tensors, per
 sample) has its inputs computed in place (opt level 1 and up): each input that a layer computes is a slice of
-the concat's output at its part's offset, so the concat copies nothing for it (DenseNet, Inception,
-GoogLeNet, SqueezeNet). The concat's buffer is placed when its first slice is computed and lives until the
-last reader of it or of any slice; a slice of a concat that is itself a slice (DenseNet's growing concats)
-lies in the outermost one.
+the concat's output at its part's offset, so the concat copies nothing for it (Inception, GoogLeNet,
+SqueezeNet). The concat's buffer is placed when its first slice is computed and lives until the last reader of
+it or of any slice; a slice of a concat that is itself a slice (cat(cat(a, b), c)) lies in the outermost one.
+A tensor read by several concats is a slice of the first only (torchvision's DenseNet concatenates all earlier
+features anew in every layer, so there the later concats still copy).
 """
 from __future__ import annotations
 
