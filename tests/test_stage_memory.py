@@ -202,7 +202,7 @@ def test_concat_inputs_are_computed_in_their_parts_of_the_outermost_concat():
     assert r.index >= c2.index + 3072 or r.index + r.size <= c2.index
     code = compiler.generate_c(graph, opt_level=1).code
     for concat in ("c1", "c2"):
-        body = code[code.index(f"(concat):"):]
+        body = code[code.index(f" {concat} (concat):"):]
         body = body[:body.index("\n}\n")]
         assert "memcpy" not in body and "computed in place" in body
 

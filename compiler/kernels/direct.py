@@ -58,6 +58,15 @@ class StoreVector:
         return tuple(cls(v, tuple(Offset(l, (v * lanes + l) * ohw) for l in range(lanes))) for v in range(kv))
 
 
+def store_fields(transposed: bool, y_lanes: int, activation: tuple, kv: int, lanes: int, ohw: int) -> dict:
+    """The output-store fields of the direct and grouped kernels' records: a C×H×W output of whole vectors goes
+    through in-register transposes (TRANSPOSE_STORE); convc_splat and convc_ivec are needed by those and by a
+    vector epilogue with an activation."""
+    return dict(TRANSPOSE_STORE=transposed, store_vectors=StoreVector.of_block(kv, lanes, ohw),
+                transpose=transpose_stages(lanes) if transposed else (),
+                SPLAT=transposed or bool(y_lanes and activation), IVEC=bool((transposed or y_lanes) and activation))
+
+
 @dataclass(frozen=True)
 class PixelBlock(PixelRun):
     """Interior blocks read every tap (pixels: per pixel j its input offset j·SW·pixel stride); a border block
@@ -184,15 +193,13 @@ class Direct(Kernel):
         lastn = k - (k_blocks - 1) * lanes
         transposed = not y_lanes and lastn == lanes  # C×H×W output of whole vectors: stored through transposes
         segments = pixel_blocks(geometry, kv, pb, pixel_stride, ckk, store_lanes=lanes if transposed else 0)
-        activation = geometry["activation"]
         return DirectParams(
             **geometry, VL=lanes, VECTOR_BYTES=4 * lanes, KB=k_blocks, KBG=k_blocks, LAST_KB=k_blocks - 1, KV=kv, PB=pb, GROUPS=k_blocks // kv,
             LASTN=lastn, PARTIAL_LAST=lastn != lanes, CKK=ckk,
             filter_vectors=tuple(Offset(v, v * ckk) for v in range(kv)),
             XB=x_lanes, X_BLOCK_FLOATS=h * w * x_lanes, TAP_STEP=geometry["DW"] * pixel_stride,
-            YB=y_lanes, Y_BLOCK_FLOATS=oh * ow * lanes, segments=segments, TRANSPOSE_STORE=transposed,
-            store_vectors=StoreVector.of_block(kv, lanes, oh * ow), transpose=transpose_stages(lanes) if transposed else (),
-            SPLAT=transposed or bool(y_lanes and activation), IVEC=bool((transposed or y_lanes) and activation),
+            YB=y_lanes, Y_BLOCK_FLOATS=oh * ow * lanes, segments=segments,
+            **store_fields(transposed, y_lanes, geometry["activation"], kv, lanes, oh * ow),
             ROWS_INSIDE=all(lo == 0 and hi == kh for lo, hi in zip(geometry["row_lo"], geometry["row_hi"])),
             rows_outer=reread_weights < reread_input, ITEMS=(k_blocks // kv) * oh,
             parallel=layer.spec.macs(layer, in_shapes, out_shape) >= PARALLEL_MACS)

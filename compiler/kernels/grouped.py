@@ -22,9 +22,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import Kernel, register_kernel
-from .common import (PARALLEL_MACS, ConvParams, Offset, TransposeStage, block_shape, conv_fields, conv_weights,
-                     transpose_stages)
-from .direct import CONV_OPS, PixelBlock, StoreVector, pixel_blocks
+from .common import PARALLEL_MACS, ConvParams, Offset, TransposeStage, block_shape, conv_fields, conv_weights
+from .direct import CONV_OPS, PixelBlock, StoreVector, pixel_blocks, store_fields
 
 NARROW_LANES = (8, 4)  # the vector widths below the target's for groups of fewer filters
 
@@ -117,7 +116,6 @@ class Grouped(Kernel):
         pixel_stride = x_lanes or 1
         blocks = kbg // kv
         transposed = not y_lanes and lastn == lanes
-        activation = g["activation"]
         segments = pixel_blocks(g, kv, pb, pixel_stride, cgkk, store_lanes=lanes if transposed else 0)
         return GroupedParams(
             **g, G=groups, VL=lanes, VECTOR_BYTES=4 * lanes, KBG=kbg, KB=groups * kbg, LAST_KB=kbg - 1,
@@ -125,10 +123,8 @@ class Grouped(Kernel):
             filter_vectors=tuple(Offset(v, v * cgkk) for v in range(kv)),
             output_vectors=tuple(Offset(v, v * lanes) for v in range(kv)),
             XB=x_lanes, X_BLOCK_FLOATS=g["HW"] * x_lanes, TAP_STEP=g["DW"] * pixel_stride,
-            YB=y_lanes, Y_BLOCK_FLOATS=g["OHW"] * y_lanes, segments=segments, TRANSPOSE_STORE=transposed,
-            store_vectors=StoreVector.of_block(kv, lanes, g["OHW"]),
-            transpose=transpose_stages(lanes) if transposed else (), SPLAT=transposed or bool(y_lanes and activation),
-            IVEC=bool((transposed or y_lanes) and activation), ITEMS=groups * g["OH"] * blocks,
+            YB=y_lanes, Y_BLOCK_FLOATS=g["OHW"] * y_lanes, segments=segments,
+            **store_fields(transposed, y_lanes, g["activation"], kv, lanes, g["OHW"]), ITEMS=groups * g["OH"] * blocks,
             parallel=layer.spec.macs(layer, in_shapes, out_shape) >= PARALLEL_MACS)
 
     def arrays(self, layer, weights, params):
