@@ -2,7 +2,7 @@
 (torchvision's RegNet / ResNeXt exported to ONNX, e.g. by /work/tools/zoo_export.py), convc/ORT medians.
 
 "before" forces the grouped layers onto the plain loops (what they got before the grouped kernel); "after" is
-the default choice. Each convc build runs against the same onnxruntime session, interleaved (bench.timing).
+the default choice. Each convc build runs against the same onnxruntime session, interleaved (runtime.timing).
 
     python scripts/bench_grouped.py --march native --march x86-64-v3 --threads 2 [--models /tmp/zoo/regnet_x_400mf.onnx ...]
 
@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import compiler  # noqa: E402
 from bench.run import ort_session  # noqa: E402
 from bench.peak import SOURCE as PEAK_SOURCE  # noqa: E402
-from bench.timing import interleaved  # noqa: E402
+from runtime.timing import interleaved  # noqa: E402
 
 # name -> (C = K, groups, input map): grouped 3×3, padding 1, stride 1, bias, relu (as after batchnorm folding)
 LAYERS = {
