@@ -91,6 +91,8 @@ class DirectParams(ConvParams):
     CKK: int
     filter_vectors: tuple[Offset, ...]  # per filter vector v of a block: v·C·KH·KW (its weights' offset)
     XB: int  # the input's channel-blocked lanes (0: C×H×W)
+    X_NESTED: bool  # XB and CG a multiple of it: the channel loop runs over blocks, then lanes
+    CG_XBLOCKS: int  # CG / XB when X_NESTED
     X_BLOCK_FLOATS: int  # floats per block of XB input channels: H·W·XB
     TAP_STEP: int  # floats between horizontal taps: DW · the input's pixel stride
     YB: int  # the output's (and residual's) channel-blocked lanes (0: C×H×W)
@@ -197,7 +199,8 @@ class Direct(Kernel):
             **geometry, VL=lanes, VECTOR_BYTES=4 * lanes, KB=k_blocks, KBG=k_blocks, LAST_KB=k_blocks - 1, KV=kv, PB=pb, GROUPS=k_blocks // kv,
             LASTN=lastn, PARTIAL_LAST=lastn != lanes, CKK=ckk,
             filter_vectors=tuple(Offset(v, v * ckk) for v in range(kv)),
-            XB=x_lanes, X_BLOCK_FLOATS=h * w * x_lanes, TAP_STEP=geometry["DW"] * pixel_stride,
+            XB=x_lanes, X_NESTED=bool(x_lanes) and c % x_lanes == 0, CG_XBLOCKS=c // x_lanes if x_lanes else 0,
+            X_BLOCK_FLOATS=h * w * x_lanes, TAP_STEP=geometry["DW"] * pixel_stride,
             YB=y_lanes, Y_BLOCK_FLOATS=oh * ow * lanes, segments=segments,
             **store_fields(transposed, y_lanes, geometry["activation"], kv, lanes, oh * ow),
             ROWS_INSIDE=all(lo == 0 and hi == kh for lo, hi in zip(geometry["row_lo"], geometry["row_hi"])),

@@ -45,6 +45,8 @@ class GroupedParams(ConvParams):
     filter_vectors: tuple[Offset, ...]  # per filter vector v of a block: v·CG·KH·KW (its weights' offset)
     output_vectors: tuple[Offset, ...]  # per filter vector v of a block: v·VL (its first filter's offset)
     XB: int  # the input's channel-blocked lanes (0: C×H×W)
+    X_NESTED: bool  # XB and CG a multiple of it: the channel loop runs over blocks, then lanes
+    CG_XBLOCKS: int  # CG / XB when X_NESTED
     X_BLOCK_FLOATS: int  # H·W·XB
     TAP_STEP: int  # floats between horizontal taps: DW · the input's pixel stride
     YB: int  # the output's (and residual's) channel-blocked lanes (0: C×H×W)
@@ -122,7 +124,8 @@ class Grouped(Kernel):
             LASTN=lastn, PARTIAL_LAST=lastn != lanes, KV=kv, PB=pb, BLOCKS=blocks, ROW_ITEMS=g["OH"] * blocks,
             filter_vectors=tuple(Offset(v, v * cgkk) for v in range(kv)),
             output_vectors=tuple(Offset(v, v * lanes) for v in range(kv)),
-            XB=x_lanes, X_BLOCK_FLOATS=g["HW"] * x_lanes, TAP_STEP=g["DW"] * pixel_stride,
+            XB=x_lanes, X_NESTED=bool(x_lanes) and cg % x_lanes == 0, CG_XBLOCKS=cg // x_lanes if x_lanes else 0,
+            X_BLOCK_FLOATS=g["HW"] * x_lanes, TAP_STEP=g["DW"] * pixel_stride,
             YB=y_lanes, Y_BLOCK_FLOATS=g["OHW"] * y_lanes, segments=segments,
             **store_fields(transposed, y_lanes, g["activation"], kv, lanes, g["OHW"]), ITEMS=groups * g["OH"] * blocks,
             parallel=layer.spec.macs(layer, in_shapes, out_shape) >= PARALLEL_MACS)
