@@ -1,6 +1,6 @@
 """Pools split into interior and frame (templates/ops/pool2d_split.c.j2), at opt level 2: avgpool_interior for
-average pools, maxpool_padded for max pools whose windows reach the padding (or past the input with ceil_mode;
-maxpool_interior takes those with every window inside).
+average pools, maxpool_padded for max pools whose windows reach the padding (or past the input with ceil_mode)
+or overlap at a stride (3×3/2: the row maxima below); maxpool_interior takes the others with every window inside.
 
 The windows that lie inside the input (all but a frame one or two outputs wide) combine their KH·KW taps
 literally (a sum divided by KH·KW, or a maximum) in one loop over each output row's interior columns that
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from . import Kernel, register_kernel
+from . import KERNELS, Kernel, register_kernel
 from .common import PARALLEL_MACS, STACK_BUFFER_BYTES, ColumnTap, WindowParams, column_taps, record_fields
 
 
@@ -110,6 +110,8 @@ class MaxPoolPadded(Kernel):
     priority = 10
 
     def wanted(self, layer, in_shapes, out_shape, target):
+        if KERNELS["maxpool_interior"].unsuitable(layer, in_shapes, out_shape, target) is None:
+            return "overlapping strided windows: each interior row's window-row maxima first"
         return "windows reach the padding: interior windows literal, the frame apart"
 
     def params(self, layer, in_shapes, out_shape, target, layouts):
