@@ -149,31 +149,24 @@ def pixel_rows(geometry: dict, kv: int, pb: int) -> dict:
                 col_hi=(1,) * best)
 
 
-# Register blocks (KV filter vectors, PB pixels) the direct kernel chooses from, by vector registers, the
-# first of equal cost preferred. With 16 registers, 2 × 6 keeps 12 accumulators + 2 weights + 1 input, every
-# register, and runs slower than 4 × 3 at every row length measured (ResNet-18 AVX2 build, 28-pixel rows at
-# stride 2: 1.74 -> 1.36 ms), whose 12 accumulators leave the weights as FMA memory operands: 2 × 6 only
-# where K does not split into 4 vectors.
-BLOCK_SHAPES = {32: ((2, 12), (4, 6)), 16: ((4, 3), (2, 6))}
+# AVX-512's register blocks besides block_shape's 2 × 12: 4 × 6 cuts 14-pixel rows 6 + 6 + 2 where 2 × 12
+# cuts them 12 + 2.
+WIDE_BLOCK_SHAPES = ((2, 12), (4, 6))
 
 
 def direct_block_shape(k_blocks: int, registers: int, geometry: dict, pointwise: bool) -> tuple[tuple[int, int], dict]:
-    """The register block (KV, PB) that wastes least on this layer's rows (block_cost per filter vector), and
-    the geometry it runs on (a stride-1 unpadded 1×1 conv's pixels re-cut into rows: pixel_rows). A 7×7 map on
-    AVX2 has rows of 6 + 1 pixels with 2 × 6 blocks, the last block 2 accumulators; 4 × 3 blocks cut it 3 + 3 + 1
-    with 12 and 4 (ResNet-18's layer4, AVX2 build: 65 -> 92 GFLOP/s)."""
-    shapes = [(kv, pb) for kv, pb in BLOCK_SHAPES[32 if registers >= 32 else 16] if k_blocks % kv == 0]
-    if registers < 32:
-        shapes = shapes[:1]
+    """The register block (KV, PB), and the geometry it runs on (a stride-1 unpadded 1×1 conv's pixels re-cut
+    into rows: pixel_rows). With 32 registers, of WIDE_BLOCK_SHAPES the one that wastes least on this layer's
+    rows (block_cost per filter vector; the first of equals); else block_shape's."""
+    shapes = [(kv, pb) for kv, pb in WIDE_BLOCK_SHAPES if k_blocks % kv == 0] if registers >= 32 else []
     if not shapes:
-        shape = block_shape(k_blocks, registers)
-        return shape, pixel_rows(geometry, *shape) if pointwise else geometry
+        shapes = [block_shape(k_blocks, registers)]
 
     def cost(shape):
         rows = pixel_rows(geometry, *shape) if pointwise else geometry
         return rows["OH"] * block_cost(rows["OW"], *shape) / shape[0], rows
 
-    best = min(shapes, key=lambda shape: cost(shape)[0])  # the first of equals: the default
+    best = min(shapes, key=lambda shape: cost(shape)[0])
     return best, cost(best)[1]
 
 
