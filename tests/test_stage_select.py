@@ -50,6 +50,9 @@ ONE_LAYER = [
     # (input C×H×W, layer, kernel, why)
     ((3, 16, 16), conv("l", 16, 3, padding=1), "rowvec", "3 input channels: vectors along the output row"),
     ((ROWVEC_MAX_CHANNELS, 16, 16), conv("l", 16, 3, padding=1), "rowvec", "at most 8 input channels"),
+    ((6, 14, 14), conv("l", 16, 5), "direct", "6·5·5 = 150 taps on 10-output rows: the direct kernel"),
+    ((3, 227, 227), conv("l", 64, 11, stride=4), "direct", "AlexNet's stem: 363 taps on 55-output rows"),
+    ((3, 230, 230), conv("l", 64, 7, stride=2), "rowvec", "ResNet's stem: 147 taps, but 112-output rows"),
     ((ROWVEC_MAX_CHANNELS + 1, 16, 16), conv("l", 16, 3, stride=2, padding=1), "direct",
      "9 input channels, stride 2: no Winograd"),
     ((16, 16, 16), conv("l", 16, 3, padding=2, dilation=2), "direct", "dilated: no Winograd"),

@@ -15,6 +15,13 @@ from .common import (PARALLEL_MACS, STACK_BUFFER_BYTES, ConvParams, Offset, Phas
 from .direct import CONV_OPS
 
 ROWVEC_MAX_CHANNELS = 8  # up to this many input channels, vectors along the output row beat the direct kernel
+# ... except on short rows with many taps per output, where the row copies cost more than they save: rows
+# under SHORT_ROW outputs with at least MANY_TAPS = C·KH·KW take the direct kernel (AlexNet's 11×11/4 stem,
+# 55 outputs a row, 363 taps: AVX-512 1.54 -> 1.45 ms, AVX2 build 1.63 -> 1.41; LeNet-5's second conv, 10
+# outputs, 150 taps: 0.060 -> 0.035 / 0.074 -> 0.061 ms at batch 8). Long rows (ResNet's 7×7/2 stem, 112)
+# and small windows (3×3 stems, 27 taps) stay here: the direct kernel was 1.2-2.5× slower there.
+SHORT_ROW = 64
+MANY_TAPS = 100
 
 
 def row_length(args: dict, lanes: int) -> int:
@@ -93,6 +100,9 @@ class RowVector(Kernel):
     def wanted(self, layer, in_shapes, out_shape, target):
         c = in_shapes[0][0]
         if c > ROWVEC_MAX_CHANNELS:
+            return None
+        (kh, kw), ow = layer.attrs.kernel, out_shape[2]
+        if ow < SHORT_ROW and c * kh * kw >= MANY_TAPS:
             return None
         return f"{c} ≤ {ROWVEC_MAX_CHANNELS} input channels: vectors along the output row"
 
