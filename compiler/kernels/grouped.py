@@ -57,6 +57,7 @@ class GroupedParams(ConvParams):
     transpose: tuple[TransposeStage, ...]
     SPLAT: bool  # the template needs convc_splat
     IVEC: bool  # and convc_ivec (a vector epilogue with an activation)
+    CHUNKED: bool  # always False: the groups' weights are small (the direct kernel's cache blocking)
     ITEMS: int  # G·OH·BLOCKS
     parallel: bool
 
@@ -127,7 +128,8 @@ class Grouped(Kernel):
             XB=x_lanes, X_NESTED=bool(x_lanes) and cg % x_lanes == 0, CG_XBLOCKS=cg // x_lanes if x_lanes else 0,
             X_BLOCK_FLOATS=g["HW"] * x_lanes, TAP_STEP=g["DW"] * pixel_stride,
             YB=y_lanes, Y_BLOCK_FLOATS=g["OHW"] * y_lanes, segments=segments,
-            **store_fields(transposed, y_lanes, g["activation"], kv, lanes, g["OHW"]), ITEMS=groups * g["OH"] * blocks,
+            **store_fields(transposed, y_lanes, g["activation"], kv, lanes, g["OHW"]), CHUNKED=False,
+            ITEMS=groups * g["OH"] * blocks,
             parallel=layer.spec.macs(layer, in_shapes, out_shape) >= PARALLEL_MACS)
 
     def arrays(self, layer, weights, params):

@@ -1,0 +1,82 @@
+"""The direct kernel's cache blocking (compiler/kernels/direct.py, channel_chunks): a layer whose register
+block's weights outgrow L2 takes its input channels in chunks, the partial sums kept between them.
+
+Real layers need over 1,000 channels for that (fcn_resnet50's 3×3 head over 2,048); these tests shrink the
+target's L2 instead (dataclasses.replace), so small layers are chunked, and compare the compiled model with the
+float64 interpreter on both targets (AVX2: 4 × 3 register blocks; AVX-512: 2 × 12 or 4 × 6)."""
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+import compiler
+from compiler.kernels.direct import channel_chunks
+from conftest import TARGET_IDS, TARGETS, compile_and_check, kernel_plan, model_dict
+
+SMALL_L2 = 128 * 1024  # a chunk's weights: at most 32 KB
+
+
+def small_l2(target):
+    return dataclasses.replace(target, l2_bytes=SMALL_L2)
+
+
+def conv(name, filters, kernel, inputs, **kw):
+    return {"name": name, "op": "conv2d", "filters": filters, "kernel": kernel, "inputs": inputs, **kw}
+
+
+# name -> (input shape, layers): the chunked conv is "c"
+NETS = {
+    # C×H×W input, padded 3×3, C×H×W output (the model's)
+    "3x3-padded": ((256, 9, 11), [conv("c", 32, 3, ["x"], padding=1)]),
+    # stride 2, 5×3, no bias, ReLU
+    "5x3-stride2-relu": ((96, 13, 10), [conv("c", 32, [5, 3], ["x"], stride=2, padding=[2, 1], bias=False),
+                                        {"name": "r", "op": "relu", "inputs": ["c"]}]),
+    # channel-blocked input and output (1×1 convs around it), residual add and ReLU fused
+    "blocked-residual": ((128, 8, 9), [conv("e", 128, 1, ["x"]), {"name": "er", "op": "relu", "inputs": ["e"]},
+                                      conv("c", 128, 3, ["er"], padding=1),
+                                      {"name": "s", "op": "add", "inputs": ["c", "er"]},
+                                      {"name": "sr", "op": "relu", "inputs": ["s"]},
+                                      conv("p", 32, 1, ["sr"])]),
+    # more output rows than one item holds (rows per item < OH)
+    "tall": ((256, 40, 33), [conv("c", 32, 3, ["x"], padding=1)]),
+}
+
+
+def chunked_layer(plan):
+    """The one chunked layer's params (the conv c, fused or not)."""
+    chunked = [c for c in plan.choices.values() if c.kernel == "direct" and c.params.CHUNKED]
+    assert len(chunked) == 1, {n: c.kernel for n, c in plan.choices.items()}
+    return chunked[0].params
+
+
+@pytest.mark.parametrize("target", TARGETS, ids=TARGET_IDS)
+@pytest.mark.parametrize("net", sorted(NETS))
+def test_chunked_conv_matches_the_interpreter(net, target):
+    shape, layers = NETS[net]
+    graph = compiler.load(model_dict(layers, shape=shape, name="chunked", seed=5))
+    small, direct = small_l2(target), {"c": "direct"}  # (3×3 stride 1 would take Winograd)
+    p = chunked_layer(kernel_plan(graph, small, kernels=direct)[1])
+    assert p.CHUNK < p.C and p.C % p.CHUNK == 0 and p.CHUNK_BYTES <= SMALL_L2 // 4
+    if net == "tall":
+        assert p.ROWS < p.OH and p.ROW_ITEMS * p.ROWS >= p.OH  # the last item's rows stop at OH
+    if net == "blocked-residual":
+        assert p.XB and p.YB and p.residual
+    compile_and_check(graph, batch=2, march=small, kernels=direct)
+
+
+@pytest.mark.parametrize("target", TARGETS, ids=TARGET_IDS)
+def test_weights_that_fit_l2_are_not_chunked(target):
+    graph = compiler.load(model_dict(NETS["3x3-padded"][1], shape=NETS["3x3-padded"][0], name="whole"))
+    plan = kernel_plan(graph, target, kernels={"c": "direct"})[1]
+    assert not plan["c"].params.CHUNKED and plan["c"].params.CHUNK == plan["c"].params.C
+
+
+def test_chunk_sizes():
+    """fcn_resnet50's head (3×3, 2,048 → 512 at 28×28) on a 1 MB L2: AVX-512's 2 × 16 filters take 1,152 bytes
+    of weights per input channel, 2.4 MB in all; chunks of 128 channels (147 KB) fit a quarter of L2. Rows per
+    item keep the partial sums within 32 KB: 9 rows of 28 × 32 filters."""
+    avx512 = TARGETS[1]
+    assert channel_chunks(2048, 9, 2, 16, 16, 28, 28, avx512) == (128, 9)
+    assert channel_chunks(256, 9, 2, 16, 16, 28, 28, avx512) == (256, 1)  # 295 KB: fits L2
+    assert channel_chunks(2048, 1, 2, 16, 16, 28, 28, avx512) == (2048, 1)  # a 1×1 conv's 256 KB
