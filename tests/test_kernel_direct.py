@@ -59,7 +59,7 @@ def test_chunked_conv_matches_the_interpreter(net, target):
     p = chunked_layer(kernel_plan(graph, small, kernels=direct)[1])
     assert p.CHUNK < p.C and p.C % p.CHUNK == 0 and p.CHUNK_BYTES <= SMALL_L2 // 4
     if net == "tall":
-        assert p.ROWS < p.OH and p.ROW_ITEMS * p.ROWS >= p.OH  # the last item's rows stop at OH
+        assert p.ROWS < p.OH and p.OH % p.ROWS and p.ROW_ITEMS * p.ROWS >= p.OH  # the last item stops at OH
     if net == "blocked-residual":
         assert p.XB and p.YB and p.residual
     compile_and_check(graph, batch=2, march=small, kernels=direct)
@@ -80,3 +80,4 @@ def test_chunk_sizes():
     assert channel_chunks(2048, 9, 2, 16, 16, 28, 28, avx512) == (128, 9)
     assert channel_chunks(256, 9, 2, 16, 16, 28, 28, avx512) == (256, 1)  # 295 KB: fits L2
     assert channel_chunks(2048, 1, 2, 16, 16, 28, 28, avx512) == (2048, 1)  # a 1×1 conv's 256 KB
+    assert channel_chunks(2048, 9, 2, 16, 16, 300, 300, avx512) == (2048, 1)  # one row's sums: 38 KB > 32 KB

@@ -105,7 +105,7 @@ class DirectParams(ConvParams):
     SPLAT: bool  # the template needs convc_splat
     IVEC: bool  # and convc_ivec (a vector epilogue with an activation)
     ROWS_INSIDE: bool  # every output row has all KH kernel rows inside the input: literal kernel-row bounds
-    rows_outer: bool  # items run output rows outermost (the input is too big to stay in cache)
+    rows_outer: bool  # items run output rows outermost (the input is too big to stay in cache; not when CHUNKED)
     CHUNKED: bool  # cache blocking: the input channels in chunks, partial sums kept between them
     CHUNK: int  # input channels per chunk (C when not chunked)
     CHUNK_BYTES: int  # a register block's weights for one chunk
@@ -189,7 +189,8 @@ def channel_chunks(c: int, khw: int, kv: int, lanes: int, x_lanes: int, oh: int,
     vectors, for every block of pixels. When they outgrow L2 they stream from L3 at every block of every
     row. Cut into chunks of channels whose weights stay in L2, each chunk serves all the blocks of the item's
     rows, the partial sums kept between chunks. The chunk is the largest divisor of c, a multiple of the
-    input's blocks, that fits; (c, 1): no chunking, when the weights fit L2 or no divisor does.
+    input's blocks, that fits; (c, 1): no chunking, when the weights fit L2, no divisor does or one output
+    row's partial sums would pass PART_BYTES.
     fcn_resnet50's 3×3 head over 2,048 channels (2.4 MB of weights per register block), 1 thread: AVX2 build
     228 -> 164 ms from a channel-blocked input, 203 -> 167 from C×H×W (AVX2's 3-pixel blocks re-read the
     weights 10 times a row); AVX-512 138 -> 132 and 132 -> 131 ms."""
@@ -198,9 +199,10 @@ def channel_chunks(c: int, khw: int, kv: int, lanes: int, x_lanes: int, oh: int,
         return c, 1
     step = max(8, x_lanes)
     fits = [d for d in range(step, c, step) if c % d == 0 and d * vector_bytes <= target.l2_bytes * CHUNK_L2_SHARE]
-    if not fits:
+    rows = min(oh, PART_BYTES // (kv * ow * lanes * 4))
+    if not fits or rows < 1:
         return c, 1
-    return max(fits), max(1, min(oh, PART_BYTES // (kv * ow * lanes * 4)))
+    return max(fits), rows
 
 
 def direct_lanes(filters: int, target) -> int:
@@ -260,7 +262,7 @@ class Direct(Kernel):
             YB=y_lanes, Y_BLOCK_FLOATS=oh * ow * lanes, segments=segments,
             **store_fields(transposed, y_lanes, geometry["activation"], kv, lanes, oh * ow),
             ROWS_INSIDE=all(lo == 0 and hi == kh for lo, hi in zip(geometry["row_lo"], geometry["row_hi"])),
-            rows_outer=reread_weights < reread_input, CHUNKED=chunk < c, CHUNK=chunk,
+            rows_outer=chunk == c and reread_weights < reread_input, CHUNKED=chunk < c, CHUNK=chunk,
             CHUNK_BYTES=chunk * kh * kw * kv * lanes * 4, ROWS=rows, ROW_ITEMS=row_items, PART_VECTORS=kv * rows * ow,
             part_vectors=tuple(Offset(v, v * rows * ow) for v in range(kv)), ITEMS=(k_blocks // kv) * row_items,
             parallel=layer.spec.macs(layer, in_shapes, out_shape) >= PARALLEL_MACS)
