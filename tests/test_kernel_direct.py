@@ -38,6 +38,8 @@ NETS = {
                                       {"name": "s", "op": "add", "inputs": ["c", "er"]},
                                       {"name": "sr", "op": "relu", "inputs": ["s"]},
                                       conv("p", 32, 1, ["sr"])]),
+    # 20 filters: the last vector part empty, the output stored one value at a time
+    "partial-filters": ((512, 7, 9), [conv("c", 20, 3, ["x"], padding=1)]),
     # more output rows than one item holds (rows per item < OH)
     "tall": ((256, 40, 33), [conv("c", 32, 3, ["x"], padding=1)]),
 }
@@ -62,6 +64,8 @@ def test_chunked_conv_matches_the_interpreter(net, target):
         assert p.ROWS < p.OH and p.OH % p.ROWS and p.ROW_ITEMS * p.ROWS >= p.OH  # the last item stops at OH
     if net == "blocked-residual":
         assert p.XB and p.YB and p.residual
+    if net == "partial-filters":
+        assert p.PARTIAL_LAST
     compile_and_check(graph, batch=2, march=small, kernels=direct)
 
 
