@@ -170,12 +170,9 @@ def direct_block_shape(k_blocks: int, registers: int, geometry: dict, pointwise:
     if not shapes:
         shapes = [block_shape(k_blocks, registers)]
 
-    def cost(shape):
-        rows = pixel_rows(geometry, *shape) if pointwise else geometry
-        return rows["OH"] * block_cost(rows["OW"], *shape) / shape[0], rows
-
-    best = min(shapes, key=lambda shape: cost(shape)[0])
-    return best, cost(best)[1]
+    runs = {shape: pixel_rows(geometry, *shape) if pointwise else geometry for shape in shapes}
+    best = min(shapes, key=lambda s: runs[s]["OH"] * block_cost(runs[s]["OW"], *s) / s[0])
+    return best, runs[best]
 
 
 # Cache blocking of the input channels, for layers whose register block's weights outgrow L2: a chunk's
