@@ -85,3 +85,20 @@ def test_chunk_sizes():
     assert channel_chunks(256, 9, 2, 16, 16, 28, 28, avx512) == (256, 1)  # 295 KB: fits L2
     assert channel_chunks(2048, 1, 2, 16, 16, 28, 28, avx512) == (2048, 1)  # a 1×1 conv's 256 KB
     assert channel_chunks(2048, 9, 2, 16, 16, 300, 300, avx512) == (2048, 1)  # one row's sums: 38 KB > 32 KB
+
+
+@pytest.mark.parametrize("kernel, padding", [(5, 0), (5, 2), (3, 1), ([1, 3], [0, 1])])
+def test_avx2_wide_kernels_take_two_by_four_blocks(kernel, padding):
+    """AVX2, 16 filters (2 vectors): kernels wider than one column take 2 × 4 register blocks (2 × 6's
+    accumulators left GCC no registers for the input broadcasts it shares across the kernel columns); 1×1
+    convs keep 2 × 6. Rows of 10 and 14 pixels leave a short last block."""
+    layers = [conv("c", 16, kernel, ["x"], padding=padding), {"name": "r", "op": "relu", "inputs": ["c"]},
+              conv("p", 16, 1, ["r"])]
+    graph = compiler.load(model_dict(layers, shape=(6, 14, 14), name="narrow", seed=3))
+    avx2 = TARGETS[0]
+    plan = kernel_plan(graph, avx2, kernels={"c": "direct", "p": "direct"})[1]
+    convs = {n: c.params for n, c in plan.choices.items() if c.kernel == "direct"}
+    wide = next(p for p in convs.values() if p.KW > 1)
+    one = next(p for p in convs.values() if p.KW == 1 and p.KH == 1)
+    assert (wide.KV, wide.PB) == (2, 4) and (one.KV, one.PB) == (2, 6)
+    compile_and_check(graph, batch=2, march=avx2, kernels={"c": "direct", "p": "direct"})

@@ -161,14 +161,25 @@ def pixel_rows(geometry: dict, kv: int, pb: int) -> dict:
 # cuts them 12 + 2.
 WIDE_BLOCK_SHAPES = ((2, 12), (4, 6))
 
+# AVX2's block for an even number of filter vectors that does not split into 4, under kernels wider than one
+# column: GCC shares each input broadcast across the unrolled kernel columns, and 2 × 6's 12 accumulators
+# leave it no registers for them. Measured on the AVX2 build, per layer against 2 × 6: LeNet-5's 5×5 conv
+# 6 -> 16 at 14×14 0.70 (0.59 padded), 32 -> 16 5×5 0.69, 3×3 convs 0.95-0.96 (16 -> 16 at 14×14,
+# 96 -> 16 at 56×56, 64 -> 48 at 28×28), 192 -> 80 3×3 at 14×14 1.02. 1×1 convs keep 2 × 6 (480 -> 112 at
+# 14×14: 2 × 4 was 1.07).
+NARROW_WIDE_KERNEL_BLOCK = (2, 4)
+
 
 def direct_block_shape(k_blocks: int, registers: int, geometry: dict, pointwise: bool) -> tuple[tuple[int, int], dict]:
     """The register block (KV, PB), and the geometry it runs on (a stride-1 unpadded 1×1 conv's pixels re-cut
     into rows: pixel_rows). With 32 registers, of WIDE_BLOCK_SHAPES the one that wastes least on this layer's
-    rows (block_cost per filter vector; the first of equals); else block_shape's."""
+    rows (block_cost per filter vector; the first of equals); else block_shape's, but NARROW_WIDE_KERNEL_BLOCK
+    for its 2 × 6 under kernels wider than one column."""
     shapes = [(kv, pb) for kv, pb in WIDE_BLOCK_SHAPES if k_blocks % kv == 0] if registers >= 32 else []
     if not shapes:
         shapes = [block_shape(k_blocks, registers)]
+        if shapes == [(2, 6)] and geometry["KW"] > 1:
+            shapes = [NARROW_WIDE_KERNEL_BLOCK]
 
     runs = {shape: pixel_rows(geometry, *shape) if pointwise else geometry for shape in shapes}
     best = min(shapes, key=lambda s: runs[s]["OH"] * block_cost(runs[s]["OW"], *s) / s[0])
