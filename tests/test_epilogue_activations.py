@@ -61,8 +61,10 @@ FAMILIES = {
     "grouped": (branches(lambda n: conv(n, 6, 3, ["x"], groups=3, padding=1)), (6, 7, 7), {"ops/conv2d_grouped.c.j2"}),
     "grouped-blocked": (branches(lambda n: conv(n, 32, 3, [f"{n}_e"], groups=4, padding=1),
                                  lambda n, src: conv(n, 16, 1, [src])), (12, 7, 7), {"ops/conv2d_grouped.c.j2"}),
-    "dense": (branches(lambda n: {"name": n, "op": "dense", "units": 13, "inputs": ["x"]}), (40,),
-              {"ops/dense.c.j2"}),
+    "dense": (branches(lambda n: {"name": n, "op": "dense", "units": 7, "inputs": ["x"]}), (40,),
+              {"ops/dense.c.j2"}),  # fewer units than lanes: one dot product per unit
+    "dense-blocked": (branches(lambda n: {"name": n, "op": "dense", "units": 21, "inputs": ["x"]}), (40,),
+                      {"ops/dense_blocked.c.j2"}),  # a part-filled last vector
 }
 # the blocked families' depthwise and grouped convs read a 1×1 expansion (blocked between them)
 for _family in ("depthwise-blocked", "grouped-blocked"):

@@ -78,7 +78,8 @@ ONE_LAYER = [
      "avgpool_interior", "padded windows, counts without the padding"),
     ((3, 8, 8), {"name": "l", "op": "global_avgpool"}, "global_pool", "global pools read either layout"),
     ((3, 8, 8), {"name": "l", "op": "global_maxpool"}, "global_pool", "global pools read either layout"),
-    ((3, 8, 8), {"name": "l", "op": "dense", "units": 5}, "dense_vector", "dense"),
+    ((3, 8, 8), {"name": "l", "op": "dense", "units": 5}, "dense_vector", "dense: fewer units than a vector's lanes"),
+    ((3, 8, 8), {"name": "l", "op": "dense", "units": 20}, "dense_blocked", "dense: vectors along the units"),
     ((3, 8, 8), {"name": "l", "op": "softmax"}, "plain", "element-wise ops: their own loops"),
     ((3, 8, 8), {"name": "l", "op": "add", "inputs": ["x", "x"]}, "plain", "element-wise ops: their own loops"),
 ]

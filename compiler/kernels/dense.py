@@ -1,11 +1,20 @@
-"""vector: dense layers at opt level 2, the plain loop vectorized over the inputs and, when large, threaded
-over the units (templates/ops/dense.c.j2)."""
+"""Dense layers at opt level 2.
+
+dense_blocked (templates/ops/dense_blocked.c.j2): vectors along the units. Weights packed per block of
+KV·VL units, [IN][KV·VL]; each input x[i] is broadcast once and multiplies KV weight vectors into KV
+accumulators, so every weight is read once per sample with no horizontal sums. Threaded over the blocks
+when large.
+dense_vector (templates/ops/dense.c.j2): one unit at a time, a dot product vectorized over the inputs; it
+keeps the layers with fewer units than a vector has lanes.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from . import Kernel, register_kernel
-from .common import PARALLEL_MACS
+from .common import PARALLEL_MACS, Offset
 
 
 @dataclass(frozen=True)
@@ -31,6 +40,78 @@ class DenseVector(Kernel):
         args = layer.spec.kernel_args(layer, in_shapes, out_shape)
         return DenseParams(args["IN"], args["OUT"], args["has_bias"], args["residual"], args["activation"], simd=True,
                            parallel=layer.spec.macs(layer, in_shapes, out_shape) >= PARALLEL_MACS)
+
+    def uses_thread_pool(self, params):
+        return params.parallel
+
+
+# Unit vectors per block: 8 independent FMA chains keep both FMA ports busy through the 4-cycle latency.
+DENSE_BLOCK_VECTORS = 8
+
+
+@dataclass(frozen=True)
+class DenseBlockedParams:
+    IN: int  # input features
+    OUT: int  # units
+    residual: bool
+    activation: tuple  # compiler.ops.fused.ActivationStep
+    VL: int  # units per vector
+    VECTOR_BYTES: int
+    KV: int  # vectors per whole block
+    FULL_BLOCKS: int  # blocks of KV full vectors
+    block_vectors: tuple[Offset, ...]  # per vector of a whole block: v·VL
+    tail_vectors: tuple[Offset, ...]  # the last block's, when it has fewer vectors or a part-filled one
+    PARTIAL: int  # units in the tail's last vector, 0: full
+    BLOCK_UNITS: int  # KV·VL
+    BLOCK_FLOATS: int  # KV·VL·IN: one whole block's packed weights
+    TAIL_WEIGHTS: int  # where the last block's weights start: FULL_BLOCKS·BLOCK_FLOATS
+    TAIL_STRIDE: int  # floats per input of the tail's packed weights
+    BLOCKS: int  # the tail counted
+    PADDED_UNITS: int  # OUT zero-padded to whole vectors
+    parallel: bool
+
+
+@register_kernel
+class DenseBlocked(Kernel):
+    name = "dense_blocked"
+    ops = ("dense", "fused_dense")
+    template = "ops/dense_blocked.c.j2"
+    priority = 20
+    doc = "the dense layer with vectors along the units, weights packed per block of units"
+
+    def wanted(self, layer, in_shapes, out_shape, target):
+        if layer.attrs.units < target.lanes:
+            return None  # a part-empty vector: one dot product per unit does less
+        return f"{layer.attrs.units} ≥ {target.lanes} units: vectors along the units"
+
+    def params(self, layer, in_shapes, out_shape, target, layouts):
+        args = layer.spec.kernel_args(layer, in_shapes, out_shape)
+        lanes, n_in, units = target.lanes, args["IN"], args["OUT"]
+        vectors = -(-units // lanes)
+        kv = min(DENSE_BLOCK_VECTORS, vectors)
+        partial = units % lanes
+        full_blocks = vectors // kv if not partial else (vectors - 1) // kv
+        tail = vectors - full_blocks * kv
+        return DenseBlockedParams(
+            IN=n_in, OUT=units, residual=args["residual"], activation=args["activation"], VL=lanes,
+            VECTOR_BYTES=4 * lanes, KV=kv, FULL_BLOCKS=full_blocks,
+            block_vectors=tuple(Offset(v, v * lanes) for v in range(kv)),
+            tail_vectors=tuple(Offset(v, v * lanes) for v in range(tail)), PARTIAL=partial,
+            BLOCK_UNITS=kv * lanes, BLOCK_FLOATS=kv * lanes * n_in, TAIL_WEIGHTS=full_blocks * kv * lanes * n_in,
+            TAIL_STRIDE=tail * lanes, BLOCKS=full_blocks + (tail > 0),
+            PADDED_UNITS=vectors * lanes, parallel=layer.spec.macs(layer, in_shapes, out_shape) >= PARALLEL_MACS)
+
+    def arrays(self, layer, weights, params):
+        """weight: per block, [IN][vectors·VL] (the last block's units zero-padded); bias [PADDED_UNITS]."""
+        lowered = layer.spec.lower_weights(layer, weights)
+        w = np.zeros((params.PADDED_UNITS, params.IN), np.float32)
+        w[:params.OUT] = lowered["weight"].reshape(params.OUT, params.IN)
+        width = params.KV * params.VL
+        blocks = [w[b * width:(b + 1) * width].T for b in range(params.BLOCKS)]
+        bias = np.zeros(params.PADDED_UNITS, np.float32)
+        if "bias" in lowered:
+            bias[:params.OUT] = lowered["bias"]
+        return {"weight": np.concatenate([blk.reshape(-1) for blk in blocks]), "bias": bias}
 
     def uses_thread_pool(self, params):
         return params.parallel
