@@ -19,7 +19,7 @@ from .errors import ModelError
 from .ir import Graph
 from .kernels import KERNELS
 from .kernels.select import KernelPlan
-from .memory import ALIGN_FLOATS, Arena, Buffer, Slice, plan_memory
+from .memory import ALIGN_FLOATS, Arena, Buffer, computed_in_place, plan_memory
 from .ops.base import fmt_shape
 
 ABI_VERSION = 2
@@ -236,7 +236,8 @@ def lower(graph: Graph, kernels: KernelPlan, arena: Arena | None = None, profile
         offsets = {suffix: blob.add(layer.name, suffix, array) for suffix, array in arrays.items()}
         context = params_context(choice.params)
         if "in_place" in context:  # a kernel that copies nothing for inputs computed in place (concat)
-            context["in_place"] = [arena.slices.get(src, Slice("", -1)).parent == layer.name for src in layer.inputs]
+            context["in_place"] = [computed_in_place(arena.slices, layer.name, src, offset)
+                                   for src, (_, offset) in zip(layer.inputs, context["parts"])]
             context["aliased"] = any(context["in_place"])  # an input's pointer may equal the output's
         check_c_ints(layer, context)
         scratch = _scratch(layer, choice.scratch_floats, arena)

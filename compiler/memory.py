@@ -8,8 +8,11 @@ sample) has its inputs computed in place (opt level 1 and up): each input that a
 the concat's output at its part's offset, so the concat copies nothing for it (Inception, GoogLeNet,
 SqueezeNet). The concat's buffer is placed when its first slice is computed and lives until the last reader of
 it or of any slice; a slice of a concat that is itself a slice (cat(cat(a, b), c)) lies in the outermost one.
-A tensor read by several concats is a slice of the first only (torchvision's DenseNet concatenates all earlier
-features anew in every layer, so there the later concats still copy).
+A tensor read by several concats is a slice of the first only. But a concat whose inputs are the first inputs
+of a later concat, in order and along the same axis, is itself a slice of that one at offset 0 (a prefix):
+torchvision's DenseNet concatenates all earlier features anew in every layer, cat(x0, f1), cat(x0, f1, f2),
+..., so every feature of a dense block is computed once, in place in the block's last concat, and no concat
+of the block copies anything.
 """
 from __future__ import annotations
 
@@ -68,12 +71,20 @@ def concat_slices(graph: Graph, kernels: KernelPlan) -> dict[str, Slice]:
     no other."""
     slices: dict[str, Slice] = {}
     outputs = {storage_root(graph, out) for out in graph.outputs}  # computed in (or copied to) the caller's arrays
+    earlier: list = []  # the contiguous concats so far (candidates to be prefixes of a later one)
     for layer in graph.layers():
         if layer.op != "concat" or layer.name in outputs or layer.name in kernels.layouts:
             continue
         args = layer.spec.kernel_args(layer, graph.in_shapes(layer.name), graph.out_shape(layer.name))
         if not args["contiguous"]:
             continue
+        axis = layer.spec.axis(layer, graph.in_shapes(layer.name))
+        for prefix in earlier:
+            n = len(prefix.inputs)
+            if (prefix.name not in slices and n < len(layer.inputs) and layer.inputs[:n] == prefix.inputs
+                    and prefix.spec.axis(prefix, graph.in_shapes(prefix.name)) == axis):
+                slices[prefix.name] = Slice(layer.name, 0)
+        earlier.append(layer)
         for src, (_, offset) in zip(layer.inputs, args["parts"]):
             producer = graph.layer(src)
             if (layer.inputs.count(src) == 1 and src not in slices and src not in outputs and src not in kernels.layouts
@@ -90,6 +101,18 @@ def _place_in(name: str, slices: dict[str, Slice]) -> tuple[str, int]:
         offset += slices[name].offset
         name = slices[name].parent
     return name, offset
+
+
+def computed_in_place(slices: dict[str, Slice], concat: str, src: str, part_offset: int) -> bool:
+    """Whether tensor `src` already lies in concat's output at `part_offset` (its own part there): it is a slice
+    of the concat, or of a prefix of it, at that offset."""
+    offset = 0
+    while src in slices:
+        offset += slices[src].offset
+        src = slices[src].parent
+        if src == concat:
+            return offset == part_offset
+    return False
 
 
 def _aligned(n: int) -> int:

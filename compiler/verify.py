@@ -265,13 +265,32 @@ def _storage(graph: Graph, arena: Arena, name: str) -> str:
     return name
 
 
+def _check_prefix(graph: Graph, arena: Arena, name: str, piece) -> None:
+    """A concat placed in a later concat that does not read it: it must be a prefix of it (the same first inputs,
+    in order, along the same axis) at offset 0, so that every part of it is the later one's part."""
+    concat, prefix = graph.layer(piece.parent), graph.layer(name)
+    n = len(prefix.inputs)
+    if (prefix.op != "concat" or n >= len(concat.inputs) or concat.inputs[:n] != prefix.inputs or piece.offset != 0
+            or prefix.spec.axis(prefix, graph.in_shapes(name)) != concat.spec.axis(concat, graph.in_shapes(concat.name))):
+        _fail(f"tensor {name!r} is placed in concat {concat.name!r}, which reads it 0 times, and it is not a concat "
+              "of that one's first inputs (a prefix) at offset 0")
+    size = int(np.prod(graph.shape(name)))
+    if arena.buffers[name] != Buffer("arena", arena.buffers[concat.name].index, size):
+        _fail(f"concat {name!r}: buffer {arena.buffers[name]}, but as a prefix of concat {concat.name!r} "
+              f"({arena.buffers[concat.name]}) it starts where that one does")
+
+
 def _check_slices(graph: Graph, arena: Arena) -> None:
     """A tensor computed in place in a concat's output is one of its inputs, once, and lies exactly where the
-    concat would copy it (its part's offset, per sample one contiguous part), 64-byte aligned, in the arena."""
+    concat would copy it (its part's offset, per sample one contiguous part), 64-byte aligned, in the arena; or it
+    is a concat of that concat's first inputs (a prefix), at offset 0."""
     for name, piece in arena.slices.items():
         if piece.parent not in graph.nx or graph.layer(piece.parent).op != "concat":
             _fail(f"tensor {name!r} is placed in {piece.parent!r}, which is not a concat")
         concat = graph.layer(piece.parent)
+        if concat.inputs.count(name) == 0 and graph.layer(name).op == "concat":
+            _check_prefix(graph, arena, name, piece)
+            continue
         if concat.inputs.count(name) != 1:
             _fail(f"tensor {name!r} is placed in concat {concat.name!r}, which reads it {concat.inputs.count(name)} "
                   "times")

@@ -207,6 +207,69 @@ def test_concat_inputs_are_computed_in_their_parts_of_the_outermost_concat():
         assert "memcpy" not in body and "computed in place" in body
 
 
+# torchvision's DenseNet: every layer concatenates all earlier features anew, c1 = [a, b], c2 = [a, b, d], ...
+GROWING = [conv("a", "x", kernel=3), conv("b", "x"), {"name": "c1", "op": "concat", "inputs": ["a", "b"]},
+           relu("r1", "c1"), conv("d", "r1", kernel=3), {"name": "c2", "op": "concat", "inputs": ["a", "b", "d"]},
+           relu("r2", "c2"), conv("e", "r2"), {"name": "c3", "op": "concat", "inputs": ["a", "b", "d", "e"]},
+           conv("out", "c3", filters=8)]
+
+
+def test_each_concat_of_a_growing_block_is_a_prefix_of_the_next():
+    """Every feature is computed once, in its part of the last concat; the earlier concats are its prefixes, so
+    no concat copies anything (before: d and e were copied by every later concat)."""
+    from compiler.memory import Slice
+    for level in (1, 2):
+        graph, plan, arena = planned(GROWING, (8, 8, 8), opt_level=level)
+        assert arena.slices == {"a": Slice("c1", 0), "b": Slice("c1", 1024), "c1": Slice("c2", 0),
+                                "d": Slice("c2", 2048), "c2": Slice("c3", 0), "e": Slice("c3", 3072)}
+        c3 = arena.buffers["c3"]
+        assert arena.buffers["c1"] == Buffer("arena", c3.index, 2048)
+        assert arena.buffers["c2"] == Buffer("arena", c3.index, 3072)
+        assert arena.buffers["e"] == Buffer("arena", c3.index + 3072, 1024)
+        for r in ("r1", "r2"):  # computed while c3's block is live: outside it
+            buf = arena.buffers[r]
+            assert buf.index >= c3.index + 4096 or buf.index + buf.size <= c3.index
+        code = compiler.generate_c(graph, opt_level=level).code
+        for concat in ("c1", "c2", "c3"):
+            body = code[code.index(f" {concat} (concat):"):]
+            body = body[:body.index("\n}\n")]
+            assert "memcpy" not in body and "computed in place" in body
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", compiler.ConvcWarning)
+        source = compiler.load(model_dict(GROWING, shape=(8, 8, 8)))
+    for level in (0, 1, 2):
+        compile_and_check(source, opt_level=level)
+
+
+@pytest.mark.parametrize("second,outputs", [
+    (["b", "a", "d"], None),  # another order: a and b are not c1's parts there
+    (["a", "d", "b"], None),  # c1's inputs, but not first
+    (["a", "b", "d"], ["out", "c1"]),  # c1 is an output (computed in the caller's array)
+], ids=["reordered", "not-first", "prefix-is-output"])
+def test_a_concat_is_a_prefix_only_of_one_that_starts_with_its_inputs(second, outputs):
+    layers = [conv("a", "x", kernel=3), conv("b", "x"), {"name": "c1", "op": "concat", "inputs": ["a", "b"]},
+              relu("r1", "c1"), conv("d", "r1"), {"name": "c2", "op": "concat", "inputs": second},
+              conv("out", "c2", filters=8)]
+    extra = {"outputs": outputs} if outputs else {}
+    graph, plan, arena = planned(layers, (8, 8, 8), opt_level=1, **extra)
+    assert "c1" not in arena.slices
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", compiler.ConvcWarning)
+        source = compiler.load(model_dict(layers, shape=(8, 8, 8), **extra))
+    compile_and_check(source, opt_level=1)
+
+
+def test_verify_memory_checks_a_prefix():
+    from compiler.verify import InvariantError
+    graph, plan, arena = planned(GROWING, (8, 8, 8), opt_level=1)
+    moved = dataclasses.replace(arena, slices={**arena.slices, "c1": dataclasses.replace(arena.slices["c1"], offset=16)})
+    with pytest.raises(InvariantError, match="'c1'.*prefix"):
+        verify_memory(graph, plan, moved)
+    wrong = dataclasses.replace(arena, slices={**arena.slices, "c2": arena.slices["c1"]})  # c2 is no prefix of c2
+    with pytest.raises(InvariantError, match="'c2'"):
+        verify_memory(graph, plan, wrong)
+
+
 @pytest.mark.parametrize("layers,outputs,shape,slices", [
     # the concat is an output: its inputs are copied into the caller's array
     ([conv("a", "x"), conv("b", "x"), {"name": "c", "op": "concat", "inputs": ["a", "b"]}], None, (8, 8, 8), {}),
