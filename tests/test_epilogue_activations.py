@@ -260,3 +260,25 @@ def test_inline_math_is_accurate_to_a_few_ulps(harness, kind, form, flags):
     worst = int(np.argmax(err / allowed))
     assert np.all(err <= allowed), (f"{kind} ({form}, {flags}): x = {x[worst]!r}: got {y[worst]!r}, exact "
                                     f"{want[worst]!r}, {err[worst] / ulp[worst]:.1f} ulps")
+
+
+@pytest.mark.parametrize("target", TARGETS, ids=TARGET_IDS)
+def test_batchnorm_then_an_activation_is_one_pass(target):
+    """A batchnorm no conv absorbs (it reads the model input, as DenseNet's read a concat), then each activation,
+    and one with a residual add before a ReLU: one fused_batchnorm each, against the float64 interpreter."""
+    layers = branches(lambda n: {"name": n, "op": "batchnorm", "inputs": ["x"]})
+    layers += [{"name": "bn", "op": "batchnorm", "inputs": ["x"]}, {"name": "sum", "op": "add", "inputs": ["bn", "x"]},
+               {"name": "relu", "op": "relu", "inputs": ["sum"]}]
+    graph = compiler.load(model_dict(layers, shape=(6, 5, 7), outputs=[*ACTIVATIONS, "relu"]))
+    optimized, plan = kernel_plan(graph, target, 2)
+    fused = {layer.name: layer for layer in optimized.layers() if layer.op == "fused_batchnorm"}
+    assert set(fused) == {*ACTIVATIONS, "relu"} and fused["relu"].inputs == ("x", "x") and fused["relu"].attrs.act_min == 0
+    assert {plan[name].template for name in fused} == {"ops/batchnorm.c.j2"}
+    for scale in (2.0, 60.0):
+        x = eighths(graph.shape("x"), scale)
+        model = compiler.compile(graph, opt_level=2, march=runnable(target))
+        got = model.run({"x": x})
+        ref = compiler.interpret(graph, {"x": x}, dtype=np.float64)
+        for name in fused:
+            assert np.all(np.isfinite(got[name])), name
+            assert_close(got[name], ref[name])

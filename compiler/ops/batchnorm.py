@@ -58,4 +58,5 @@ class BatchNorm(Op):
         return {"scale": scale, "shift": shift}
 
     def kernel_args(self, layer, in_shapes, out_shape):
-        return {"C": out_shape[0], "inner": int(np.prod(out_shape[1:], dtype=np.int64))}
+        return {"C": out_shape[0], "inner": int(np.prod(out_shape[1:], dtype=np.int64)), "residual": False,
+                "activation": ()}

@@ -1,4 +1,4 @@
-"""Internal ops made by the optimization passes: a conv2d or dense with its epilogue fused in.
+"""Internal ops made by the optimization passes: a conv2d, dense or batchnorm with its epilogue fused in.
 
     y = act(conv(x) + bias [+ residual])   with act: leaky slope, then clamp to [act_min, act_max], or one of
                                           the pointwise ops FUSABLE (sigmoid, tanh, silu, hardswish, hardsigmoid,
@@ -19,6 +19,7 @@ import numpy as np
 from ..errors import ModelError, ShapeError
 from . import REGISTRY, register
 from .base import attr, c_float, fmt_shape, parse_optional_float
+from .batchnorm import BatchNorm, BatchNormAttrs
 from .dense import Dense, DenseAttrs
 from .spatial import Conv2d, Conv2dAttrs
 
@@ -52,6 +53,11 @@ class FusedConv2dAttrs(Epilogue, Conv2dAttrs):
 
 @dataclass(frozen=True)
 class FusedDenseAttrs(Epilogue, DenseAttrs):
+    pass
+
+
+@dataclass(frozen=True)
+class FusedBatchNormAttrs(Epilogue, BatchNormAttrs):
     pass
 
 
@@ -151,6 +157,36 @@ class FusedDense(Dense):
     arity = None
     internal = True
     doc = "internal (made by opt passes): dense, + residual (optional 2nd input), then activation"
+
+    def infer_shape(self, layer, in_shapes):
+        out = super().infer_shape(layer, in_shapes[:1])
+        _check_residual(layer, in_shapes, out)
+        return out
+
+    def weight_shapes(self, layer, in_shapes):
+        return super().weight_shapes(layer, in_shapes[:1])
+
+    def macs(self, layer, in_shapes, out_shape):
+        return super().macs(layer, in_shapes[:1], out_shape)
+
+    def reference(self, layer, inputs, weights):
+        return epilogue_reference(layer.attrs, super().reference(layer, inputs[:1], weights), inputs)
+
+    def kernel_args(self, layer, in_shapes, out_shape):
+        args = super().kernel_args(layer, in_shapes[:1], out_shape)
+        args.update(residual=len(in_shapes) > 1, activation=activation_steps(layer.attrs))
+        return args
+
+
+@register
+class FusedBatchNorm(BatchNorm):
+    """A batchnorm the conv before it could not absorb (it reads a concat or a model input: DenseNet's and
+    pre-activation nets' BN-ReLU), with the activation after it: one pass over the tensor instead of two."""
+    name = "fused_batchnorm"
+    Attrs = FusedBatchNormAttrs
+    arity = None
+    internal = True
+    doc = "internal (made by opt passes): batchnorm, + residual (optional 2nd input), then activation"
 
     def infer_shape(self, layer, in_shapes):
         out = super().infer_shape(layer, in_shapes[:1])

@@ -1,4 +1,5 @@
-"""fuse_epilogue: a conv2d/dense, then a residual add, then an activation -> one fused_conv2d/fused_dense.
+"""fuse_epilogue: a conv2d/dense/batchnorm, then a residual add, then an activation -> one fused_conv2d/
+fused_dense/fused_batchnorm (a batchnorm left by fold_batchnorm: one that reads no conv of its own).
 
 The activation is relu, relu6, clip, leaky_relu, or one of ops.fused.FUSABLE (sigmoid, tanh, silu, hardswish,
 hardsigmoid, gelu).
@@ -12,10 +13,11 @@ import dataclasses
 
 from ..ir import Graph, Layer
 from ..ops.base import attrs_to_dict
-from ..ops.fused import FUSABLE, FusedConv2dAttrs, FusedDenseAttrs, has_activation
+from ..ops.fused import FUSABLE, FusedBatchNormAttrs, FusedConv2dAttrs, FusedDenseAttrs, has_activation
 from .rewrite import merge_into, sole_consumer
 
-FUSED = {"conv2d": ("fused_conv2d", FusedConv2dAttrs), "dense": ("fused_dense", FusedDenseAttrs)}
+FUSED = {"conv2d": ("fused_conv2d", FusedConv2dAttrs), "dense": ("fused_dense", FusedDenseAttrs),
+         "batchnorm": ("fused_batchnorm", FusedBatchNormAttrs)}
 
 
 def _as_fused(layer: Layer) -> Layer:
@@ -51,7 +53,8 @@ def _is_residual_add(graph: Graph, add: Layer, source: str) -> bool:
 
 
 def fuse_epilogue(graph: Graph) -> Graph:
-    """Fuse `add` (two inputs, one of them the conv/dense) and then one activation into each conv2d/dense."""
+    """Fuse `add` (two inputs, one of them the conv/dense/batchnorm) and then one activation into each
+    conv2d/dense/batchnorm."""
     for first in graph.layers():
         if first.op not in FUSED:
             continue
