@@ -127,36 +127,12 @@ def _check_residual(layer, in_shapes, out_shape) -> None:
                          f"{fmt_shape(out_shape)}")
 
 
-@register
-class FusedConv2d(Conv2d):
-    name = "fused_conv2d"
-    Attrs = FusedConv2dAttrs
+class WithEpilogue:
+    """What a fused op adds to its base op (listed after it): the input, then an optional residual of the
+    output's size; its shape, weights and MACs are the base op's on the first input, its value the base op's
+    with the epilogue applied, and its kernel arguments say which steps to render."""
     arity = None
     internal = True
-    doc = ("internal (made by opt passes): conv2d, + residual (optional 2nd input), then activation "
-           "(leaky slope, clamp, or one of sigmoid, tanh, silu, hardswish, hardsigmoid, gelu)")
-
-    def infer_shape(self, layer, in_shapes):
-        out = super().infer_shape(layer, in_shapes[:1])
-        _check_residual(layer, in_shapes, out)
-        return out
-
-    def reference(self, layer, inputs, weights):
-        return epilogue_reference(layer.attrs, super().reference(layer, inputs[:1], weights), inputs)
-
-    def kernel_args(self, layer, in_shapes, out_shape):
-        args = super().kernel_args(layer, in_shapes[:1], out_shape)
-        args.update(residual=len(in_shapes) > 1, activation=activation_steps(layer.attrs))
-        return args
-
-
-@register
-class FusedDense(Dense):
-    name = "fused_dense"
-    Attrs = FusedDenseAttrs
-    arity = None
-    internal = True
-    doc = "internal (made by opt passes): dense, + residual (optional 2nd input), then activation"
 
     def infer_shape(self, layer, in_shapes):
         out = super().infer_shape(layer, in_shapes[:1])
@@ -179,30 +155,24 @@ class FusedDense(Dense):
 
 
 @register
-class FusedBatchNorm(BatchNorm):
+class FusedConv2d(WithEpilogue, Conv2d):
+    name = "fused_conv2d"
+    Attrs = FusedConv2dAttrs
+    doc = ("internal (made by opt passes): conv2d, + residual (optional 2nd input), then activation "
+           "(leaky slope, clamp, or one of sigmoid, tanh, silu, hardswish, hardsigmoid, gelu)")
+
+
+@register
+class FusedDense(WithEpilogue, Dense):
+    name = "fused_dense"
+    Attrs = FusedDenseAttrs
+    doc = "internal (made by opt passes): dense, + residual (optional 2nd input), then activation"
+
+
+@register
+class FusedBatchNorm(WithEpilogue, BatchNorm):
     """A batchnorm the conv before it could not absorb (it reads a concat or a model input: DenseNet's and
     pre-activation nets' BN-ReLU), with the activation after it: one pass over the tensor instead of two."""
     name = "fused_batchnorm"
     Attrs = FusedBatchNormAttrs
-    arity = None
-    internal = True
     doc = "internal (made by opt passes): batchnorm, + residual (optional 2nd input), then activation"
-
-    def infer_shape(self, layer, in_shapes):
-        out = super().infer_shape(layer, in_shapes[:1])
-        _check_residual(layer, in_shapes, out)
-        return out
-
-    def weight_shapes(self, layer, in_shapes):
-        return super().weight_shapes(layer, in_shapes[:1])
-
-    def macs(self, layer, in_shapes, out_shape):
-        return super().macs(layer, in_shapes[:1], out_shape)
-
-    def reference(self, layer, inputs, weights):
-        return epilogue_reference(layer.attrs, super().reference(layer, inputs[:1], weights), inputs)
-
-    def kernel_args(self, layer, in_shapes, out_shape):
-        args = super().kernel_args(layer, in_shapes[:1], out_shape)
-        args.update(residual=len(in_shapes) > 1, activation=activation_steps(layer.attrs))
-        return args
