@@ -102,3 +102,20 @@ def test_avx2_wide_kernels_take_two_by_four_blocks(kernel, padding):
     one = next(p for p in convs.values() if p.KW == 1 and p.KH == 1)
     assert (wide.KV, wide.PB) == (2, 4) and (one.KV, one.PB) == (2, 6)
     compile_and_check(graph, batch=2, march=avx2, kernels={"c": "direct", "p": "direct"})
+
+
+@pytest.mark.parametrize("target", TARGETS, ids=TARGET_IDS)
+@pytest.mark.parametrize("filters", [20, 116])
+def test_a_part_filled_last_vector_is_stored_through_transposes(filters, target):
+    """A C×H×W output whose last filter vector is part filled (20 = 16 + 4 or 8 + 8 + 4; shufflenet_v2's 116)
+    goes through the in-register transposes too: the planes past the last filter are skipped in that vector
+    only. With a residual and an activation, in both transposes (shuffles and through memory)."""
+    layers = [conv("c", filters, 1, ["x"]), conv("side", filters, 1, ["x"]),
+              {"name": "sum", "op": "add", "inputs": ["c", "side"]}, {"name": "act", "op": "silu", "inputs": ["sum"]}]
+    graph = compiler.load(model_dict(layers, shape=(24, 7, 9), name="tail", seed=4))
+    plan = kernel_plan(graph, target, kernels={"c": "direct", "side": "direct"})[1]
+    p = plan["act"].params
+    assert p.TRANSPOSE_STORE and p.PARTIAL_LAST and p.residual and plan["act"].layouts == (0, 0, 0)
+    assert all(len(sv.planes) == p.LASTN and len(sv.tail) == p.VL - p.LASTN for sv in p.store_vectors)
+    for cflags in ([], ["-DCONVC_HAS_SHUFFLE=0"]):
+        compile_and_check(graph, batch=2, march=target, kernels={"c": "direct", "side": "direct"}, cflags=cflags)

@@ -50,20 +50,24 @@ def store_chunks(n: int, lanes: int) -> tuple[StoreChunk, ...]:
 
 @dataclass(frozen=True)
 class StoreVector:
-    """Filter vector `index` of a register block: per lane l, its channel plane's offset (v·VL + l)·OH·OW."""
+    """Filter vector `index` of a register block: per lane l, its channel plane's offset (v·VL + l)·OH·OW; the
+    lanes from LASTN on (tail) exist only where this is not the last, part-filled filter vector."""
     index: int
     planes: tuple[Offset, ...]
+    tail: tuple[Offset, ...] = ()
 
     @classmethod
-    def of_block(cls, kv: int, lanes: int, ohw: int) -> tuple["StoreVector", ...]:
-        return tuple(cls(v, tuple(Offset(l, (v * lanes + l) * ohw) for l in range(lanes))) for v in range(kv))
+    def of_block(cls, kv: int, lanes: int, ohw: int, lastn: int) -> tuple["StoreVector", ...]:
+        return tuple(cls(v, tuple(Offset(l, (v * lanes + l) * ohw) for l in range(lastn)),
+                         tuple(Offset(l, (v * lanes + l) * ohw) for l in range(lastn, lanes))) for v in range(kv))
 
 
-def store_fields(transposed: bool, y_lanes: int, activation: tuple, kv: int, lanes: int, ohw: int) -> dict:
-    """The output-store fields of the direct and grouped kernels' records: a C×H×W output of whole vectors goes
-    through in-register transposes (TRANSPOSE_STORE); convc_splat and convc_ivec are needed by those and by a
-    vector epilogue with an activation."""
-    return dict(TRANSPOSE_STORE=transposed, store_vectors=StoreVector.of_block(kv, lanes, ohw),
+def store_fields(transposed: bool, y_lanes: int, activation: tuple, kv: int, lanes: int, ohw: int,
+                 lastn: int) -> dict:
+    """The output-store fields of the direct and grouped kernels' records: a C×H×W output goes through
+    in-register transposes (TRANSPOSE_STORE), the planes past the last filter skipped in the last vector;
+    convc_splat and convc_ivec are needed by those and by a vector epilogue with an activation."""
+    return dict(TRANSPOSE_STORE=transposed, store_vectors=StoreVector.of_block(kv, lanes, ohw, lastn),
                 transpose=transpose_stages(lanes) if transposed else (),
                 SPLAT=transposed or bool(y_lanes and activation), IVEC=bool((transposed or y_lanes) and activation))
 
@@ -257,7 +261,10 @@ class Direct(Kernel):
         pixel_stride = x_lanes or 1
         ckk = c * kh * kw
         lastn = k - (k_blocks - 1) * lanes
-        transposed = not y_lanes and lastn == lanes  # C×H×W output of whole vectors: stored through transposes
+        # C×H×W output: stored through transposes, except a single part-filled vector (a scalar store each).
+        # With a part-filled last vector among several, scalar stores made shufflenet_v2's 116 -> 116 1×1 convs
+        # at 14×14 2.7× slower on the AVX2 build (160 -> 60 us).
+        transposed = not y_lanes and (lastn == lanes or k_blocks > 1)
         segments = pixel_blocks(geometry, kv, pb, pixel_stride, ckk, store_lanes=lanes if transposed else 0)
         chunk, rows = channel_chunks(c, kh * kw, kv, lanes, x_lanes, oh, ow, target)
         row_items = -(-oh // rows)
@@ -268,7 +275,7 @@ class Direct(Kernel):
             XB=x_lanes, X_NESTED=bool(x_lanes) and c % x_lanes == 0, CG_XBLOCKS=c // x_lanes if x_lanes else 0,
             X_BLOCK_FLOATS=h * w * x_lanes, TAP_STEP=geometry["DW"] * pixel_stride,
             YB=y_lanes, Y_BLOCK_FLOATS=oh * ow * lanes, segments=segments,
-            **store_fields(transposed, y_lanes, geometry["activation"], kv, lanes, oh * ow),
+            **store_fields(transposed, y_lanes, geometry["activation"], kv, lanes, oh * ow, lastn),
             ROWS_INSIDE=all(lo == 0 and hi == kh for lo, hi in zip(geometry["row_lo"], geometry["row_hi"])),
             rows_outer=chunk == c and reread_weights < reread_input, CHUNKED=chunk < c, CHUNK=chunk,
             CHUNK_BYTES=chunk * kh * kw * kv * lanes * 4, ROWS=rows, ROW_ITEMS=row_items, PART_VECTORS=kv * rows * ow,

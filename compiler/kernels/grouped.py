@@ -118,7 +118,7 @@ class Grouped(Kernel):
         cgkk = cg * g["KHW"]
         pixel_stride = x_lanes or 1
         blocks = kbg // kv
-        transposed = not y_lanes and lastn == lanes
+        transposed = not y_lanes and lastn == lanes  # (groups narrower than a vector: a scalar store each)
         segments = pixel_blocks(g, kv, pb, pixel_stride, cgkk, store_lanes=lanes if transposed else 0)
         return GroupedParams(
             **g, G=groups, VL=lanes, VECTOR_BYTES=4 * lanes, KBG=kbg, KB=groups * kbg, LAST_KB=kbg - 1,
@@ -128,7 +128,7 @@ class Grouped(Kernel):
             XB=x_lanes, X_NESTED=bool(x_lanes) and cg % x_lanes == 0, CG_XBLOCKS=cg // x_lanes if x_lanes else 0,
             X_BLOCK_FLOATS=g["HW"] * x_lanes, TAP_STEP=g["DW"] * pixel_stride,
             YB=y_lanes, Y_BLOCK_FLOATS=g["OHW"] * y_lanes, segments=segments,
-            **store_fields(transposed, y_lanes, g["activation"], kv, lanes, g["OHW"]), CHUNKED=False,
+            **store_fields(transposed, y_lanes, g["activation"], kv, lanes, g["OHW"], lastn), CHUNKED=False,
             ITEMS=groups * g["OH"] * blocks,
             parallel=layer.spec.macs(layer, in_shapes, out_shape) >= PARALLEL_MACS)
 
