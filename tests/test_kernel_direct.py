@@ -119,3 +119,27 @@ def test_a_part_filled_last_vector_is_stored_through_transposes(filters, target)
     assert all(len(sv.planes) == p.LASTN and len(sv.tail) == p.VL - p.LASTN for sv in p.store_vectors)
     for cflags in ([], ["-DCONVC_HAS_SHUFFLE=0"]):
         compile_and_check(graph, batch=2, march=target, kernels={"c": "direct", "side": "direct"}, cflags=cflags)
+
+
+def test_avx2_register_blocks_by_filter_vectors():
+    """AVX2 (16 registers), by the number of 8-filter vectors: 4 × 3 where they split into 4, else 3 × 4 where
+    into 3, else 2 × 6 (2 × 4 under kernels wider than a column), else 1 × 12; AVX-512 2 × 12 or 1 × 16."""
+    from compiler.kernels.common import block_shape
+    assert [block_shape(kb, 16) for kb in (4, 8, 3, 6, 9, 2, 10, 5, 1)] == [
+        (4, 3), (4, 3), (3, 4), (3, 4), (3, 4), (2, 6), (2, 6), (1, 12), (1, 12)]
+    assert [block_shape(kb, 32) for kb in (2, 3, 6)] == [(2, 12), (1, 16), (2, 12)]
+
+
+@pytest.mark.parametrize("kernel", [1, 3])
+def test_avx2_three_filter_vectors_take_three_by_four_blocks(kernel):
+    """24 filters on AVX2: 3 × 4 blocks (1 × 12 read 12 input values per weight vector), into a channel-blocked
+    output and into the model's C×H×W one."""
+    layers = [conv("c", 24, kernel, ["x"], padding=kernel // 2), {"name": "r", "op": "relu", "inputs": ["c"]},
+              conv("p", 24, 3, ["r"], padding=1)]
+    graph = compiler.load(model_dict(layers, shape=(16, 9, 14), name="three", seed=2))
+    avx2 = TARGETS[0]
+    forced = {"c": "direct", "p": "direct"}
+    plan = kernel_plan(graph, avx2, kernels=forced)[1]
+    assert all((c.params.KV, c.params.PB) == (3, 4) for c in plan.choices.values())
+    assert plan["r"].layouts[-1] == 8 and plan["p"].layouts[-1] == 0
+    compile_and_check(graph, batch=2, march=avx2, kernels=forced)

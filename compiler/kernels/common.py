@@ -81,11 +81,15 @@ def block_shape(k_blocks: int, registers: int) -> tuple[int, int]:
     weights GCC reads as FMA memory operands. 2 × 6 there held every register (12 accumulators, 2 weights, 1
     input) and ran slower at every row length measured (ResNet-18's AVX2 build: layer4's 7×7 3×3 convs 65 ->
     92 GFLOP/s, its 28-pixel rows at stride 2 1.74 -> 1.36 ms), so it is left for K that does not split
-    into 4 vectors."""
+    into 4 vectors. Then 3 × 4 where K splits into 3 vectors: 1 × 12 read 12 input values for each weight
+    vector (the AVX2 build, against 1 × 12 or 2 × 6: 96 -> 24 1×1 at 56×56 0.66, 88 -> 24 3×3 0.90, 144 -> 48
+    1×1 0.88, 480 -> 144 1×1 0.94)."""
     if registers >= 32:
         return (2, 12) if k_blocks % 2 == 0 else (1, 16)
     if k_blocks % 4 == 0:
         return 4, 3
+    if k_blocks % 3 == 0:
+        return 3, 4
     return (2, 6) if k_blocks % 2 == 0 else (1, 12)
 
 
