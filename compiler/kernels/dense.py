@@ -104,14 +104,18 @@ class DenseBlocked(Kernel):
     def arrays(self, layer, weights, params):
         """weight: per block, [IN][vectors·VL] (the last block's units zero-padded); bias [PADDED_UNITS]."""
         lowered = layer.spec.lower_weights(layer, weights)
-        w = np.zeros((params.PADDED_UNITS, params.IN), np.float32)
-        w[:params.OUT] = lowered["weight"].reshape(params.OUT, params.IN)
-        width = params.KV * params.VL
-        blocks = [w[b * width:(b + 1) * width].T for b in range(params.BLOCKS)]
+        rows = lowered["weight"].reshape(params.OUT, params.IN)
+        packed = np.zeros(params.PADDED_UNITS * params.IN, np.float32)  # written in place: VGG's is 411 MB
+        for b in range(params.BLOCKS):
+            lo = b * params.BLOCK_UNITS
+            width = min(params.BLOCK_UNITS, params.PADDED_UNITS - lo)
+            block = packed[lo * params.IN:(lo + width) * params.IN].reshape(params.IN, width)
+            units = rows[lo:lo + width]
+            block[:, :len(units)] = units.T
         bias = np.zeros(params.PADDED_UNITS, np.float32)
         if "bias" in lowered:
             bias[:params.OUT] = lowered["bias"]
-        return {"weight": np.concatenate([blk.reshape(-1) for blk in blocks]), "bias": bias}
+        return {"weight": packed, "bias": bias}
 
     def uses_thread_pool(self, params):
         return params.parallel
