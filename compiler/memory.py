@@ -68,7 +68,7 @@ def concat_slices(graph: Graph, kernels: KernelPlan) -> dict[str, Slice]:
     output (the op's kernel_args say so; C×H×W tensors, none channel-blocked), at an offset that keeps 64-byte
     alignment; the concat computes a tensor of its own in the arena (not a view, not an output); the input is
     computed by a layer (not a model input, constant, view or output), read once by this concat and in place in
-    no other."""
+    no other. An earlier such concat of this one's first inputs (same order, same axis) is a slice at offset 0."""
     slices: dict[str, Slice] = {}
     outputs = {storage_root(graph, out) for out in graph.outputs}  # computed in (or copied to) the caller's arrays
     earlier: list = []  # the contiguous concats so far (candidates to be prefixes of a later one)
