@@ -252,6 +252,8 @@ def test_the_plan_as_data():
 
 @pytest.mark.parametrize("registers,hw,ow,kv,pb,row", [
     (16, 49, 7, 2, 6, 49),  # AVX2: 7 × (6 + 1) -> 8 × 6 + 1
+    (16, 49, 7, 4, 3, 49),  # AVX2's 4 × 3 blocks: 7 × (3 + 3 + 1) -> 16 × 3 + 1 (past 16 blocks)
+    (16, 784, 28, 4, 3, 56),  # 28 × (9 × 3 + 1) -> 14 × 18 × 3 + 2
     (32, 49, 7, 2, 12, 7),  # AVX-512: a 7-pixel block keeps 14 accumulators: rows stay
     (32, 196, 14, 2, 12, 28),  # 14 × (12 + 2) -> 7 × (12 + 12 + 4)
     (32, 3136, 56, 2, 12, 56),  # no better cut: rows stay
