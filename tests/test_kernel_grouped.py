@@ -155,6 +155,18 @@ def test_register_blocks_fit_the_targets_registers(target):
     assert 4 in shapes if target.vector_registers < 32 else 2 in shapes  # the widths with 4 vectors a group
 
 
+def test_avx2_groups_of_two_vectors_take_two_by_four_blocks_under_wide_kernels():
+    """AVX2, 16-filter groups (2 vectors, regnet_x_400mf's): a 3×3 conv takes the direct kernel's 2 × 4 blocks
+    (kernels.direct.narrow_wide_kernel), a 1×1 conv keeps 2 × 6."""
+    graph = load([conv("g", 96, 3, ["x"], 6, padding=1), {"name": "r", "op": "relu", "inputs": ["g"]},
+                  conv("p", 96, 1, ["r"], 6)], (96, 28, 30))
+    plan = kernel_plan(graph, AVX2)[1]
+    wide, one = plan["r"].params, plan["p"].params
+    assert plan["r"].kernel == plan["p"].kernel == "grouped"
+    assert (wide.KV, wide.PB) == (2, 4) and (one.KV, one.PB) == (2, 6)
+    compile_and_check(graph, batch=2, march=AVX2)
+
+
 def test_depthwise_and_groups_of_one_are_not_its():
     graph = load([conv("d", 16, 3, ["x"], 16, padding=1), conv("g", 16, 1, ["d"], 1),
                   conv("m", 32, 3, ["g"], 16, padding=1)], (16, 8, 8))

@@ -23,7 +23,7 @@ import numpy as np
 
 from . import Kernel, register_kernel
 from .common import PARALLEL_MACS, ConvParams, Offset, TransposeStage, block_shape, conv_fields, conv_weights
-from .direct import CONV_OPS, PixelBlock, StoreVector, pixel_blocks, store_fields
+from .direct import CONV_OPS, PixelBlock, StoreVector, narrow_wide_kernel, pixel_blocks, store_fields
 
 NARROW_LANES = (8, 4)  # the vector widths below the target's for groups of fewer filters
 
@@ -113,7 +113,7 @@ class Grouped(Kernel):
         if y_lanes and (lastn != lanes or y_lanes % lanes):
             raise ValueError(f"{layer.where}: a channel-blocked output needs whole {lanes}-lane vectors of filters "
                              f"per group inside {y_lanes}-lane blocks, got {kg} filters per group")
-        kv, pb = block_shape(kbg, target.vector_registers)
+        kv, pb = narrow_wide_kernel(block_shape(kbg, target.vector_registers), g["KW"])
         pb = balanced_block(g["OW"], pb)
         cgkk = cg * g["KHW"]
         pixel_stride = x_lanes or 1
