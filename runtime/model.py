@@ -22,6 +22,7 @@ from . import __version__
 from .cpu import missing_features
 from .elf import check_library, check_library_bytes, stamp
 from .errors import LibraryError
+from .scratch import scratch
 
 ABI_VERSION = 2
 _ffi = cffi.FFI()
@@ -182,7 +183,7 @@ class Model:
         except IndexError:
             arena = None
         if arena is None or arena.size < need:
-            arena = np.empty(need, np.float32)
+            arena = scratch(need)
         in_ptrs = _ffi.new("const float *[]", [_ffi.from_buffer("float[]", x) for x in xs])
         out_ptrs = _ffi.new("float *[]", [_ffi.from_buffer("float[]", y, require_writable=True) for y in outs])
         rc = self._lib.convc_run(batch, in_ptrs, out_ptrs, _ffi.from_buffer("float[]", arena, require_writable=True),

@@ -95,3 +95,37 @@ def test_pickle_carries_the_library():
     clone = pickle.loads(pickle.dumps(model))
     x = random_input((1, 6, 6))
     np.testing.assert_array_equal(clone(x), model(x))
+
+
+@pytest.mark.parametrize("floats", [1, 100, 100_003, 524_288, 3_000_001])
+def test_scratch_is_aligned_writable_float32(floats):
+    """runtime.scratch: 64-byte aligned always, 2 MB aligned (huge pages advised) from 2 MB on where the platform
+    has MADV_HUGEPAGE; a plain C-contiguous float32 array either way."""
+    import mmap
+    from runtime.scratch import HUGE_PAGE, scratch
+    a = scratch(floats)
+    assert a.dtype == np.float32 and a.shape == (floats,) and a.flags.c_contiguous and a.flags.writeable
+    assert a.ctypes.data % 64 == 0
+    if 4 * floats >= HUGE_PAGE and hasattr(mmap, "MADV_HUGEPAGE"):
+        assert a.ctypes.data % HUGE_PAGE == 0
+    a[:] = 3.0
+    assert float(a[-1]) == 3.0 and float(a.sum()) == 3.0 * floats
+
+
+def test_the_arena_a_call_runs_on_is_aligned():
+    """NumPy puts a large array 16 bytes past a page; the arena (runtime.scratch) starts on a cache line, so the
+    memory planner's 64-byte offsets are 64-byte addresses, and an arena of 2 MB or more on a huge page."""
+    import mmap
+    from runtime.scratch import HUGE_PAGE
+    layers = [{"name": "c", "op": "conv2d", "filters": 9, "kernel": 3, "padding": 1}, {"op": "relu"},
+              {"name": "d", "op": "conv2d", "filters": 2, "kernel": 1}]
+    model = compiler.compile(model_dict(layers, shape=(2, 256, 256)))
+    assert 4 * model.arena_floats >= HUGE_PAGE
+    x = random_input((2, 256, 256))
+    want = model(x)
+    (arena,) = model._arenas
+    assert arena.ctypes.data % 64 == 0
+    if hasattr(mmap, "MADV_HUGEPAGE"):
+        assert arena.ctypes.data % HUGE_PAGE == 0
+    np.testing.assert_array_equal(model(x), want)  # the arena reused
+    assert model._arenas[0] is arena
