@@ -69,11 +69,42 @@ def test_chunked_conv_matches_the_interpreter(net, target):
     compile_and_check(graph, batch=2, march=small, kernels=direct)
 
 
-@pytest.mark.parametrize("target", TARGETS, ids=TARGET_IDS)
-def test_weights_that_fit_l2_are_not_chunked(target):
+def test_weights_that_fit_l2_are_not_chunked_with_32_registers():
+    avx512 = TARGETS[1]
     graph = compiler.load(model_dict(NETS["3x3-padded"][1], shape=NETS["3x3-padded"][0], name="whole"))
-    plan = kernel_plan(graph, target, kernels={"c": "direct"})[1]
+    plan = kernel_plan(graph, avx512, kernels={"c": "direct"})[1]
     assert not plan["c"].params.CHUNKED and plan["c"].params.CHUNK == plan["c"].params.C
+
+
+def test_avx2_chunks_weights_that_outgrow_l1():
+    """With 16 registers (4 × 3 blocks) the rule holds one level down: weights past 2 × L1 (64 KB) in chunks of
+    at most half of L1, for items of two rows or more. ResNet-50's 1024 -> 256 1×1 at 14×14: 128 KB a block, 128
+    channels (16 KB) a chunk, all 14 rows an item; its 2048 -> 512 1×1 at 7×7 cut into one row of 49: none."""
+    avx2 = TARGETS[0]
+    assert avx2.vector_registers == 16 and avx2.l1d_bytes == 32 * 1024
+    assert channel_chunks(1024, 1, 4, 8, 8, 14, 14, avx2) == (128, 14)
+    assert channel_chunks(512, 9, 4, 8, 8, 7, 7, avx2) == (8, 7)  # 3×3: 1,152 bytes a channel
+    assert channel_chunks(2048, 1, 4, 8, 8, 1, 49, avx2) == (2048, 1)  # one row an item
+    assert channel_chunks(256, 1, 4, 8, 8, 14, 14, avx2) == (256, 1)  # 32 KB: stays in L1
+    assert channel_chunks(1024, 1, 2, 16, 16, 14, 14, TARGETS[1]) == (1024, 1)  # AVX-512: fits L2
+
+
+@pytest.mark.parametrize("shape", [(640, 10, 12), (96, 14, 14)])
+def test_avx2_l1_chunks_match_the_interpreter(shape):
+    """A 1×1 conv chunked for L1 (640 channels: 80 KB a block, chunks of 128) between channel-blocked tensors
+    with a residual, and a 3×3 one from the model's C×H×W input (96 channels: 108 KB, chunks of 8)."""
+    avx2 = TARGETS[0]
+    c = shape[0]
+    layers = ([conv("e", c, 1, ["x"]), {"name": "er", "op": "relu", "inputs": ["e"]}, conv("c", 32, 1, ["er"]),
+               conv("side", 32, 1, ["er"]), {"name": "s", "op": "add", "inputs": ["c", "side"]},
+               {"name": "sr", "op": "relu", "inputs": ["s"]}, conv("p", 16, 1, ["sr"])] if c == 640 else
+              [conv("c", 32, 3, ["x"], padding=1), {"name": "r", "op": "relu", "inputs": ["c"]}])
+    graph = compiler.load(model_dict(layers, shape=shape, name="l1chunks", seed=7))
+    direct = {n: "direct" for n in (("e", "c", "side", "p") if c == 640 else ("r",))}
+    plan = kernel_plan(graph, avx2, kernels=direct)[1]
+    p = next(ch.params for n, ch in plan.choices.items() if ch.kernel == "direct" and ch.params.C == c and ch.params.K == 32)
+    assert p.CHUNKED and p.CHUNK_BYTES <= avx2.l1d_bytes // 2 and p.ROWS >= 2
+    compile_and_check(graph, batch=2, march=avx2, kernels=direct)
 
 
 def test_chunk_sizes():

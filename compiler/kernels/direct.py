@@ -6,7 +6,8 @@ is cut into blocks of pixels; interior blocks loop over every tap, border blocks
 the input. It reads its input in either layout and writes, with whole vectors of filters, channel-blocked outputs (one
 vector store per pixel) or C×H×W outputs through VL×VL tiles transposed in registers (vector stores); a
 C×H×W output whose last vector is part empty is stored one value at a time. A layer whose register block's
-weights outgrow L2 takes its input channels in chunks (channel_chunks), each chunk over several output rows.
+weights outgrow L2 (with 16 registers, L1) takes its input channels in chunks (channel_chunks), each chunk
+over several output rows.
 """
 from __future__ import annotations
 
@@ -207,6 +208,14 @@ def direct_block_shape(k_blocks: int, registers: int, geometry: dict, pointwise:
 # weights take at most CHUNK_L2_SHARE of L2, and an item's partial sums at most PART_BYTES (stack).
 CHUNK_L2_SHARE = 0.25
 PART_BYTES = 32 * 1024
+# With 16 vector registers (AVX2) a block holds 3 or 4 pixels, so its weights are read again every 3-4 pixels:
+# past L1_CHUNK_FACTOR × L1 they come from L2 each time, and chunks whose weights take at most CHUNK_L1_SHARE
+# of L1 serve the item's rows from L1. ResNet-50, AVX2 build, 1 thread, per layer: 512 -> 512 3×3 at 7×7 0.90,
+# 1024 -> 256 1×1 at 14×14 0.93-0.95; whole model 0.97 (ResNeXt-50 0.98). Not with 32 registers (AVX-512's
+# 12-pixel blocks: ResNet-50 1.03, its 1×1 convs at 7×7 1.10), nor for an item of one row (a 7×7 1×1 conv cut
+# into one row of 49: 1.10).
+L1_CHUNK_FACTOR = 2
+CHUNK_L1_SHARE = 0.5
 
 
 def channel_chunks(c: int, khw: int, kv: int, lanes: int, x_lanes: int, oh: int, ow: int, target) -> tuple[int, int]:
@@ -215,16 +224,21 @@ def channel_chunks(c: int, khw: int, kv: int, lanes: int, x_lanes: int, oh: int,
     row. Cut into chunks of channels whose weights stay in L2, each chunk serves all the blocks of the item's
     rows, the partial sums kept between chunks. The chunk is the largest divisor of c, a multiple of the
     input's blocks, that fits; (c, 1): no chunking, when the weights fit L2, no divisor does or one output
-    row's partial sums would pass PART_BYTES.
+    row's partial sums would pass PART_BYTES. With 16 registers the same holds one level down, for weights
+    past L1_CHUNK_FACTOR × L1 and items of two rows or more (see CHUNK_L1_SHARE).
     fcn_resnet50's 3×3 head over 2,048 channels (2.4 MB of weights per register block), 1 thread: AVX2 build
     228 -> 164 ms from a channel-blocked input, 203 -> 167 from C×H×W (AVX2's 3-pixel blocks re-read the
     weights 10 times a row); AVX-512 138 -> 132 and 132 -> 131 ms."""
     vector_bytes = khw * kv * lanes * 4  # per input channel
-    if c * vector_bytes <= target.l2_bytes:
+    rows = min(oh, PART_BYTES // (kv * ow * lanes * 4))
+    if c * vector_bytes > target.l2_bytes:
+        budget = target.l2_bytes * CHUNK_L2_SHARE
+    elif target.vector_registers < 32 and c * vector_bytes > L1_CHUNK_FACTOR * target.l1d_bytes and rows >= 2:
+        budget = target.l1d_bytes * CHUNK_L1_SHARE
+    else:
         return c, 1
     step = max(8, x_lanes)
-    fits = [d for d in range(step, c, step) if c % d == 0 and d * vector_bytes <= target.l2_bytes * CHUNK_L2_SHARE]
-    rows = min(oh, PART_BYTES // (kv * ow * lanes * 4))
+    fits = [d for d in range(step, c, step) if c % d == 0 and d * vector_bytes <= budget]
     if not fits or rows < 1:
         return c, 1
     return max(fits), rows
