@@ -173,7 +173,10 @@ def pixel_rows(geometry: dict, kv: int, pb: int) -> dict:
 # AVX-512's register blocks besides block_shape's 2 × 12: 4 × 6 cuts 14-pixel rows 6 + 6 + 2 where 2 × 12
 # cuts them 12 + 2. Where both fill a row equally (28 and 56 pixels), 4 × 6, listed first, takes it: 10 loads
 # for 24 FMAs instead of 14. fcn_resnet50, whose layer3, layer4 and head run at 28×28, 1 thread: 0.983; ResNet-50
-# 0.98; DenseNet-121, GoogLeNet and RegNetY-400MF unchanged.
+# 0.98; DenseNet-121, GoogLeNet and RegNetY-400MF unchanged. Its cost: a C×H×W output is stored through one
+# 16 × 16 transpose per filter vector and block, four tiles for 6 pixels where 2 × 12 has two for 12, so
+# DenseNet-121's C grew 4.1 -> 6.4 MB and its cold compile 5.1 -> 7.2 s (Inception v3 4.5 -> 5.7 s). Putting
+# 2 × 12 first for C×H×W outputs undoes that, and also fcn_resnet50's gain (its head writes C×H×W).
 WIDE_BLOCK_SHAPES = ((4, 6), (2, 12))
 
 # AVX2's block for an even number of filter vectors that does not split into 4, under kernels wider than one
