@@ -174,3 +174,22 @@ def test_avx2_three_filter_vectors_take_three_by_four_blocks(kernel):
     assert all((c.params.KV, c.params.PB) == (3, 4) for c in plan.choices.values())
     assert plan["r"].layouts[-1] == 8 and plan["p"].layouts[-1] == 0
     compile_and_check(graph, batch=2, march=avx2, kernels=forced)
+
+
+@pytest.mark.parametrize("channels, blocked_output, block", [(32, False, (2, 12)), (512, False, (4, 6)),
+                                                            (32, True, (4, 6))])
+def test_avx512_transposed_stores_of_small_layers_keep_two_by_twelve(channels, blocked_output, block):
+    """AVX-512, 64 filters (4 vectors), 28-pixel rows, which 4 × 6 and 2 × 12 fill equally: 4 × 6 wins the tie
+    (fewer loads per FMA), except for a C×H×W output of C·KH·KW < TRANSPOSED_WIDE_CKK, stored through one
+    16 × 16 transpose per filter vector and block, whose code 4 × 6 doubles (DenseNet-121's C 4.2 -> 6.5 MB)."""
+    layers = [conv("c", 64, 3, ["x"], padding=1)]
+    if blocked_output:
+        layers += [{"name": "r", "op": "relu", "inputs": ["c"]}, conv("p", 16, 1, ["r"])]
+    graph = compiler.load(model_dict(layers, shape=(channels, 6, 28), name="tie", seed=6))
+    forced = {"c": "direct", "p": "direct"} if blocked_output else {"c": "direct"}
+    avx512 = TARGETS[1]
+    plan = kernel_plan(graph, avx512, kernels=forced)[1]
+    conv_choice = plan["r" if blocked_output else "c"]
+    assert (conv_choice.params.KV, conv_choice.params.PB) == block
+    assert bool(conv_choice.layouts[-1]) == blocked_output
+    compile_and_check(graph, batch=2, march=avx512, kernels=forced)

@@ -176,8 +176,13 @@ def pixel_rows(geometry: dict, kv: int, pb: int) -> dict:
 # 0.98; DenseNet-121, GoogLeNet and RegNetY-400MF unchanged. Its cost: a C×H×W output is stored through one
 # 16 × 16 transpose per filter vector and block, four tiles for 6 pixels where 2 × 12 has two for 12, so
 # DenseNet-121's C grew 4.1 -> 6.4 MB and its cold compile 5.1 -> 7.2 s (Inception v3 4.5 -> 5.7 s). Putting
-# 2 × 12 first for C×H×W outputs undoes that, and also fcn_resnet50's gain (its head writes C×H×W).
+# 2 × 12 first for every C×H×W output undoes that, and also fcn_resnet50's gain (its head writes C×H×W), so
+# C×H×W outputs of layers under TRANSPOSED_WIDE_CKK input values per output (C·KH·KW) keep 2 × 12 first: the
+# store's code is the same for any C·KH·KW, its share of the run time falls with it. Cold compile, AVX-512:
+# DenseNet-121 7.0 -> 4.8 s (C 6.5 -> 4.2 MB), Inception v3 6.0 -> 4.5 s, GoogLeNet 6.1 -> 4.8 s; 1 thread:
+# fcn_resnet50 0.99, ResNet-50 and DenseNet-121 1.00, GoogLeNet 1.01 (its 14×14 1×1 convs into concats).
 WIDE_BLOCK_SHAPES = ((4, 6), (2, 12))
+TRANSPOSED_WIDE_CKK = 4096
 
 # AVX2's block for an even number of filter vectors that does not split into 4, under kernels wider than one
 # column: GCC shares each input broadcast across the unrolled kernel columns, and 2 × 6's 12 accumulators
@@ -195,12 +200,17 @@ def narrow_wide_kernel(shape: tuple[int, int], kw: int) -> tuple[int, int]:
     return NARROW_WIDE_KERNEL_BLOCK if shape == (2, 6) and kw > 1 else shape
 
 
-def direct_block_shape(k_blocks: int, registers: int, geometry: dict, pointwise: bool) -> tuple[tuple[int, int], dict]:
+def direct_block_shape(k_blocks: int, registers: int, geometry: dict, pointwise: bool,
+                       transposed_store: bool) -> tuple[tuple[int, int], dict]:
     """The register block (KV, PB), and the geometry it runs on (a stride-1 unpadded 1×1 conv's pixels re-cut
     into rows: pixel_rows). With 32 registers, of WIDE_BLOCK_SHAPES the one that wastes least on this layer's
-    rows (block_cost per filter vector; the first of equals); else block_shape's, but NARROW_WIDE_KERNEL_BLOCK
-    for its 2 × 6 under kernels wider than one column."""
-    shapes = [(kv, pb) for kv, pb in WIDE_BLOCK_SHAPES if k_blocks % kv == 0] if registers >= 32 else []
+    rows (block_cost per filter vector; the first of equals, 2 × 12 first for a transposed store of
+    C·KH·KW < TRANSPOSED_WIDE_CKK); else block_shape's, but NARROW_WIDE_KERNEL_BLOCK for its 2 × 6 under
+    kernels wider than one column."""
+    order = WIDE_BLOCK_SHAPES
+    if transposed_store and geometry["CG"] * geometry["KHW"] < TRANSPOSED_WIDE_CKK:
+        order = order[::-1]
+    shapes = [(kv, pb) for kv, pb in order if k_blocks % kv == 0] if registers >= 32 else []
     if not shapes:
         shapes = [narrow_wide_kernel(block_shape(k_blocks, registers), geometry["KW"])]
 
@@ -283,7 +293,12 @@ class Direct(Kernel):
         k_blocks = -(-k // lanes)
         # stride 1, unpadded 1×1: the pixels may be cut into rows of a better length
         pointwise = (kh, kw) == (1, 1) and (geometry["OH"], geometry["OW"]) == (geometry["H"], geometry["W"])
-        (kv, pb), geometry = direct_block_shape(k_blocks, target.vector_registers, geometry, pointwise)
+        lastn = k - (k_blocks - 1) * lanes
+        # C×H×W output: stored through transposes, except a single part-filled vector (a scalar store each).
+        # With a part-filled last vector among several, scalar stores made shufflenet_v2's 116 -> 116 1×1 convs
+        # at 14×14 2.7× slower on the AVX2 build (160 -> 60 us).
+        transposed = not y_lanes and (lastn == lanes or k_blocks > 1)
+        (kv, pb), geometry = direct_block_shape(k_blocks, target.vector_registers, geometry, pointwise, transposed)
         oh, ow, h, w = geometry["OH"], geometry["OW"], geometry["H"], geometry["W"]
         # Loop order: which would be re-read from beyond L2 more, the input (once per channel group)
         # or the weights (once per output row)?
@@ -292,11 +307,6 @@ class Direct(Kernel):
         reread_weights = weight_bytes * oh if weight_bytes > cache_bytes(target) else 0
         pixel_stride = x_lanes or 1
         ckk = c * kh * kw
-        lastn = k - (k_blocks - 1) * lanes
-        # C×H×W output: stored through transposes, except a single part-filled vector (a scalar store each).
-        # With a part-filled last vector among several, scalar stores made shufflenet_v2's 116 -> 116 1×1 convs
-        # at 14×14 2.7× slower on the AVX2 build (160 -> 60 us).
-        transposed = not y_lanes and (lastn == lanes or k_blocks > 1)
         segments = pixel_blocks(geometry, kv, pb, pixel_stride, ckk, store_lanes=lanes if transposed else 0)
         chunk, rows = channel_chunks(c, kh * kw, kv, lanes, x_lanes, oh, ow, target)
         row_items = -(-oh // rows)
