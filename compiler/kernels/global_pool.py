@@ -6,10 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from . import Kernel, register_kernel
-from .common import PARALLEL_MACS
+from .common import PARALLEL_READS
 
 PARTIALS = 4  # partial sums per lane in the average pool: four adds in flight instead of one chain
-PARALLEL_READS = PARALLEL_MACS // 4  # a pool reads each value once, from memory: worth threads sooner than a conv
 
 
 @dataclass(frozen=True)

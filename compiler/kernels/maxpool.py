@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from . import Kernel, register_kernel
-from .common import PARALLEL_MACS, WindowParams, record_fields
+from .common import PARALLEL_READS, WindowParams, record_fields
 
 
 @dataclass(frozen=True)
@@ -50,7 +50,7 @@ class MaxPoolInterior(Kernel):
         return InteriorParams(**g, ROW_STEP=g["SH"] * g["W"],
                               window_offsets=tuple(i * g["DH"] * g["W"] + j * g["DW"]
                                                    for i in range(g["KH"]) for j in range(g["KW"]) if i or j),
-                              parallel=reads >= PARALLEL_MACS)
+                              parallel=reads >= PARALLEL_READS)
 
     def uses_thread_pool(self, params):
         return True

@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from . import KERNELS, Kernel, register_kernel
-from .common import PARALLEL_MACS, STACK_BUFFER_BYTES, ColumnTap, WindowParams, column_taps, record_fields
+from .common import PARALLEL_READS, STACK_BUFFER_BYTES, ColumnTap, WindowParams, column_taps, record_fields
 
 
 @dataclass(frozen=True)
@@ -84,7 +84,7 @@ def split_pool_params(layer, in_shapes, out_shape, average: bool) -> SplitPoolPa
                            col_taps_in_row=tuple(j * g["DW"] for j in range(g["KW"])),
                            P_A=oh_a * g["OW"] + ow_a, P_B=(oh_b - 1) * g["OW"] + ow_b,
                            SHIFT=-g["PT"] * g["W"] - g["PL"], col_taps=column_taps(g),
-                           frame_cols=frame_cols, parallel=reads >= PARALLEL_MACS)
+                           frame_cols=frame_cols, parallel=reads >= PARALLEL_READS)
 
 
 @register_kernel
