@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import compiler
-from compiler.kernels.dense import DENSE_BLOCK_VECTORS
+from compiler.kernels.dense import DENSE_BLOCK_VECTORS, DENSE_PREFETCH_BYTES
 from conftest import AVX512, TARGET_IDS, TARGETS, compile_and_check, kernel_plan, model_dict
 
 
@@ -41,6 +41,10 @@ def test_blocked_dense_matches_the_interpreter(units, target):
     assert plan["fc"].kernel == "dense_blocked"
     assert p.KV == min(DENSE_BLOCK_VECTORS, -(-units // target.lanes)) and p.PARTIAL == units % target.lanes
     assert p.FULL_BLOCKS * p.BLOCK_UNITS + len(p.tail_vectors) * p.VL >= units
+    # AVX-512 prefetches every line of a row DENSE_PREFETCH_BYTES ahead, AVX2 nothing
+    ahead = DENSE_PREFETCH_BYTES // 4 if target.lanes == 16 else None
+    for lines, stride in ((p.prefetch, p.BLOCK_UNITS), (p.tail_prefetch, len(p.tail_vectors) * p.VL)):
+        assert lines == (tuple(range(ahead, ahead + stride, 16)) if ahead else ())
     compile_and_check(graph, batch=3, march=target)
 
 

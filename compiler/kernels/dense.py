@@ -47,6 +47,21 @@ class DenseVector(Kernel):
 
 # Unit vectors per block: 8 independent FMA chains keep both FMA ports busy through the 4-cycle latency.
 DENSE_BLOCK_VECTORS = 8
+# At batch 1 a dense layer streams its weights once, memory-bound. With AVX-512 (a block's row of weights: 8
+# vectors, 512 B) a software prefetch DENSE_PREFETCH_BYTES ahead, one per cache line, helps the hardware's:
+# AlexNet's 9216 -> 4096, 4096 -> 4096 and 4096 -> 1000 layers, 1 thread, 4.95 -> 4.49, 2.37 -> 2.01 and
+# 0.60 -> 0.51 ms (VGG-11's 25088 -> 4096 13.6 -> 12.9 ms); 2 KB ahead or 8 KB gained less. Not with AVX2
+# (256-B rows): 4% slower at 2 and at 4 KB.
+DENSE_PREFETCH_BYTES = 4096
+CACHE_LINE_FLOATS = 16
+
+
+def prefetch_offsets(stride: int, lanes: int) -> tuple[int, ...]:
+    """Per row of `stride` floats of packed weights: the offsets of the lines to prefetch (none for AVX2)."""
+    if lanes < 16:
+        return ()
+    ahead = DENSE_PREFETCH_BYTES // 4
+    return tuple(ahead + line for line in range(0, stride, CACHE_LINE_FLOATS))
 
 
 @dataclass(frozen=True)
@@ -69,6 +84,8 @@ class DenseBlockedParams:
     BLOCKS: int  # the tail counted
     PADDED_UNITS: int  # OUT zero-padded to whole vectors
     parallel: bool
+    prefetch: tuple[int, ...]  # per row of a whole block: lines to prefetch, floats ahead of the row
+    tail_prefetch: tuple[int, ...]  # the same for the last block's rows
 
 
 @register_kernel
@@ -99,7 +116,8 @@ class DenseBlocked(Kernel):
             tail_vectors=tuple(Offset(v, v * lanes) for v in range(tail)), PARTIAL=partial,
             BLOCK_UNITS=kv * lanes, BLOCK_FLOATS=kv * lanes * n_in, TAIL_WEIGHTS=full_blocks * kv * lanes * n_in,
             TAIL_STRIDE=tail * lanes, BLOCKS=full_blocks + (tail > 0),
-            PADDED_UNITS=vectors * lanes, parallel=layer.spec.macs(layer, in_shapes, out_shape) >= PARALLEL_MACS)
+            PADDED_UNITS=vectors * lanes, parallel=layer.spec.macs(layer, in_shapes, out_shape) >= PARALLEL_MACS,
+            prefetch=prefetch_offsets(kv * lanes, lanes), tail_prefetch=prefetch_offsets(tail * lanes, lanes))
 
     def arrays(self, layer, weights, params):
         """weight: per block, [IN][vectors·VL] (the last block's units zero-padded); bias [PADDED_UNITS]."""
