@@ -40,6 +40,7 @@ class UnitKernel:
     args: tuple[str, ...]
     unit: str
     aliased: bool = False  # its pointer arguments may be equal (no restrict)
+    rows: bool = False  # a batched form: its first argument is the number of rows n
 
 
 KERNELS_PER_UNIT = 8  # fewer kernel functions than this per unit: a separate cc process does not pay off
@@ -81,9 +82,10 @@ def _split_kernels(model: LoweredModel, env: jinja2.Environment, units: int) -> 
         c = k.context
         body_fn = f"{c['fn']}_body"
         body = env.get_template(k.template).render(**{**c, "fn": body_fn}).rstrip()
-        args = (*c["inputs"], "y", *c["weights"], *(("scratch",) if c["scratch"] else ()))
+        rows = bool(c.get("rows_form"))  # a batched form (dense_rows.c.j2), not a kernel's own `rows`
+        args = (*(("n",) if rows else ()), *c["inputs"], "y", *c["weights"], *(("scratch",) if c["scratch"] else ()))
         entries.append(UnitKernel(c["fn"], body_fn, body, tuple(c["inputs"]), tuple(c["weights"]),
-                                  bool(c["scratch"]), args, "", bool(c.get("aliased"))))
+                                  bool(c["scratch"]), args, "", bool(c.get("aliased")), rows))
     groups: list[list[UnitKernel]] = [[] for _ in range(units)]
     sizes = [0] * units
     for e in sorted(entries, key=lambda e: -len(e.body)):
@@ -115,6 +117,8 @@ def render(model: LoweredModel, weights_mode: str = "incbin", jobs: int = 1) -> 
         version=__version__,
         io_comment=c_comment("; ".join(io) + "  output(s): " + "; ".join(io_out)),
         arena_floats=model.arena.floats,
+        group_floats=model.tail.floats if model.tail else 0,
+        tail_comment=c_comment(", ".join(c_name(n) for n in model.tail.layers)) if model.tail else "",
         weight_floats=blob.size,
         embedded_weights=mode == "incbin",
         array_weights=mode == "array",

@@ -19,10 +19,10 @@ from .errors import ModelError
 from .ir import Graph
 from .kernels import KERNELS
 from .kernels.select import KernelPlan
-from .memory import ALIGN_FLOATS, Arena, Buffer, computed_in_place, plan_memory
+from .memory import ALIGN_FLOATS, Arena, Buffer, computed_in_place, group_row_floats, plan_memory
 from .ops.base import fmt_shape
 
-ABI_VERSION = 2
+ABI_VERSION = 3  # 3: convc_group_floats() and the group area after the arena slots
 MAX_KERNEL_ARRAYS = 4  # constant arrays one kernel reads: struct convc_task's w[] (templates/threads.c.j2)
 INDEX_LIMIT = 2**31 - 1  # kernels index with C int
 
@@ -97,6 +97,35 @@ class Copy:
 
 
 @dataclass(frozen=True)
+class RowsCall:
+    """A call of the batched tail over rows 0..n-1 of a group: a kernel's batched form `fn(n, ...)`, or (batched
+    False) its per-sample function once per row, each pointer moved by its `step` floats per row."""
+    fn: str
+    args: tuple[Pointer, ...]
+    batched: bool
+
+
+@dataclass(frozen=True)
+class LoweredTail:
+    """The batched tail (compiler/batching.py) as the C runs it: the head (the first `head_calls` of the
+    model's calls, then its copies) runs per sample and copies `source` (`source_floats`, per sample) to its row
+    in the group area (rows from `source_rows`, `source_stride` apart); `calls` then run once per group of at
+    most `group` samples. `output`: the y<i> the last call writes; `head_tensors`: the sample tensors the head
+    reads or writes."""
+    layers: tuple[str, ...]
+    group: int
+    floats: int
+    source: Pointer
+    source_floats: int
+    source_rows: int
+    source_stride: int  # floats from one row of the source to the next
+    head_calls: int
+    head_tensors: tuple["SampleTensor", ...]
+    output: "SampleTensor"
+    calls: tuple[RowsCall, ...]
+
+
+@dataclass(frozen=True)
 class SampleTensor:
     """A model input or output: `name` (x<i> / y<i>) points at sample b of the caller's array `index`."""
     name: str
@@ -126,6 +155,7 @@ class LoweredModel:
     weights: WeightBlob
     metadata: dict[str, Any]
     layouts: dict[str, int] = field(default_factory=dict)  # channel-blocked tensors -> lanes (kernels/layouts.py)
+    tail: LoweredTail | None = None  # run once per group of samples when a batch has more than one
 
     @property
     def metadata_bytes(self) -> bytes:
@@ -225,6 +255,7 @@ def lower(graph: Graph, kernels: KernelPlan, arena: Arena | None = None, profile
                  for suffix, array in layer.spec.lower_weights(layer, graph.layer_weights(layer.name)).items()]
     profiled: list[str] = []
     shared: dict[tuple, KernelInstance] = {}  # a kernel configuration -> its one function
+    contexts: dict[str, tuple[int, dict]] = {}  # per layer: its index and its kernel's configuration
     for index, layer in enumerate(graph.layers()):
         if layer.name not in kernels:
             continue
@@ -243,6 +274,7 @@ def lower(graph: Graph, kernels: KernelPlan, arena: Arena | None = None, profile
         scratch = _scratch(layer, choice.scratch_floats, arena)
         context.update(inputs=[f"x{i}" for i in range(len(layer.inputs))], scratch=bool(scratch),
                        w={suffix: f"w_{suffix}" for suffix in arrays}, weights=[f"w_{suffix}" for suffix in arrays])
+        contexts[layer.name] = index, dict(context)
         # Layers of one configuration (template and every value it renders) share one C function: the
         # constant arrays are arguments, so nothing else differs.
         key = (choice.template, repr(sorted(context.items())))
@@ -271,6 +303,11 @@ def lower(graph: Graph, kernels: KernelPlan, arena: Arena | None = None, profile
     sample_tensors = [SampleTensor(f"x{i}", i, int(np.prod(graph.shape(n))), True) for i, n in enumerate(graph.inputs)]
     sample_tensors += [SampleTensor(f"y{i}", i, int(np.prod(graph.shape(n))), False)
                        for i, n in enumerate(graph.outputs)]
+    tail = None
+    if arena.tail is not None:
+        if profile:
+            raise ValueError("a profiling build runs samples one after another: plan its memory without a tail")
+        tail = _lower_tail(graph, kernels, arena, calls, copies, sample_tensors, contexts, shared, instances)
     metadata = {
         "abi": ABI_VERSION,
         "convc_version": __version__,
@@ -284,4 +321,51 @@ def lower(graph: Graph, kernels: KernelPlan, arena: Arena | None = None, profile
     if profile:
         metadata["profile_layers"] = profiled
     return LoweredModel(graph.name, instances, sample_tensors, calls, copies, arena, blob, metadata,
-                        dict(kernels.layouts))
+                        dict(kernels.layouts), tail)
+
+
+def _lower_tail(graph: Graph, kernels: KernelPlan, arena: Arena, calls: list[Call], copies: list[Copy],
+                sample_tensors: list[SampleTensor], contexts: dict[str, tuple[int, dict]],
+                shared: dict[tuple, KernelInstance], instances: list[KernelInstance]) -> LoweredTail:
+    """The batched tail's calls over the group area, with the batched form of each kernel that has one (a
+    function of its own, shared like the others by layers of one configuration)."""
+    plan = arena.tail
+    head = calls[:len(calls) - len(plan.layers)]
+    out = sample_tensors[len(graph.inputs) + graph.outputs.index(plan.layers[-1])]
+    rows: list[RowsCall] = []
+    src = arena.group[plan.source]
+    for name, call in zip(plan.layers, calls[len(head):]):
+        layer, choice = graph.layer(name), kernels[name]
+        index, context = contexts[name]
+        in_floats = int(np.prod(graph.shape(layer.inputs[0])))
+        out_floats = int(np.prod(graph.shape(name)))
+        last = name == plan.layers[-1]
+        x_stride = group_row_floats(in_floats)
+        y_stride = out_floats if last else group_row_floats(out_floats)  # the last writes the caller's rows
+        dst = Pointer(out.name) if last else Pointer("group", arena.group[name])
+        weights = call.args[2:]  # after the input and the output
+        template = KERNELS[choice.kernel].rows_template_for(layer, choice.params)
+        if template is None:  # its per-sample function, once per row
+            rows.append(RowsCall(call.fn, (Pointer("group", src, x_stride), dataclasses.replace(dst, step=y_stride),
+                                           *weights), False))
+        else:
+            context = {**context, "rows_form": True, "GROUP": plan.group, "X_STRIDE": x_stride,
+                       "Y_STRIDE": y_stride}
+            key = (template, repr(sorted(context.items())))
+            instance = shared.get(key)
+            if instance is None:
+                header = header_lines(graph, index, layer, choice.layouts) + (c_comment(
+                    f"batched: rows 0..n-1 of [n][{in_floats}] -> [n][{out_floats}], n <= {plan.group}"),)
+                context.update(fn=f"{c_identifier(index, layer.primary)}_rows", header=header)
+                instance = KernelInstance(layer.name, choice.kernel, template, context, choice.uses_thread_pool)
+                shared[key] = instance
+                instances.append(instance)
+            rows.append(RowsCall(instance.context["fn"], (Pointer("group", src), dst, *weights), True))
+        src = dst.offset
+    used = {p.base for c in head for p in c.args} | {p.base for c in copies for p in (c.dst, c.src)}
+    source = _pointer(arena.buffers[plan.source], [])
+    used.add(source.base)
+    floats = int(np.prod(graph.shape(plan.source)))
+    return LoweredTail(plan.layers, plan.group, arena.group_floats, source, floats, arena.group[plan.source],
+                       group_row_floats(floats), len(head), tuple(t for t in sample_tensors if t.name in used), out,
+                       tuple(rows))

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .batching import BatchTail
 from .ir import Graph
 from .kernels.select import KernelPlan
 
@@ -50,6 +51,9 @@ class Arena:
     copies: list[tuple[str, str]]  # (output, tensor) pairs an output needs copied from a view's storage
     scratch: dict[str, Buffer] = field(default_factory=dict)  # per layer: arena block live only during its call
     slices: dict[str, Slice] = field(default_factory=dict)  # concat inputs computed in place in its output
+    tail: BatchTail | None = None  # layers run once per group of samples (compiler/batching.py)
+    group: dict[str, int] = field(default_factory=dict)  # the tail's tensors: where their rows start in the group area
+    group_floats: int = 0  # the group area: tail.group rows of each of those tensors
 
     @property
     def bytes(self) -> int:
@@ -119,9 +123,19 @@ def _aligned(n: int) -> int:
     return -(-n // ALIGN_FLOATS) * ALIGN_FLOATS
 
 
-def plan_memory(graph: Graph, kernels: KernelPlan | None = None) -> Arena:
+def group_row_floats(floats: int) -> int:
+    """The stride of a tensor's rows in the group area (compiler/batching.py)."""
+    return _aligned(floats)
+
+
+def plan_memory(graph: Graph, kernels: KernelPlan | None = None, tail: BatchTail | None = None) -> Arena:
     """kernels: the layers' chosen kernels, whose scratch (if any) is planned beside their live tensors
-    (None: no kernel needs scratch, as at opt levels 0 and 1)."""
+    (None: no kernel needs scratch, as at opt levels 0 and 1).
+    tail: a batched tail (compiler/batching.py): besides the per-sample arena (where its layers still run for a
+    batch of one) a group area holds tail.group rows of the tensor it starts from and of every tail tensor but
+    the last, which is the caller's output array. Each row is group_row_floats long: aligned as the arena's
+    tensors, so that a kernel called once per row reads its row as it reads the sample's tensor in the arena
+    (a vectorized reduction's first aligned element, and so its sum, does not change)."""
     layers = graph.layers()
     order = {layer.name: i for i, layer in enumerate(layers)}
     slices = concat_slices(graph, kernels) if kernels is not None and kernels.opt_level >= 1 else {}
@@ -181,7 +195,13 @@ def plan_memory(graph: Graph, kernels: KernelPlan | None = None) -> Arena:
         if root != layer.name:  # a view shares its input's storage; a slice lies inside its concat's
             buffers[layer.name] = dataclasses.replace(buffers[root], index=buffers[root].index + offset,
                                                       size=size[layer.name])
-    return Arena(buffers, peak, copies, scratch, slices)
+    group: dict[str, int] = {}
+    group_floats = 0
+    if tail is not None:
+        for name in (tail.source, *tail.layers[:-1]):  # rows 64-byte aligned, as the arena's tensors are
+            group[name] = group_floats
+            group_floats += tail.group * group_row_floats(size[name])
+    return Arena(buffers, peak, copies, scratch, slices, tail, group, group_floats)
 
 
 def _first_fit(live: list[tuple[int, int, str]], length: int) -> int:

@@ -10,6 +10,7 @@ from typing import Any, Mapping
 import runtime
 from runtime.build import build_jobs, build_library, compile_flags
 
+from .batching import plan_batch_tail
 from .codegen import CSource, render
 from .errors import ModelError
 from .frontends.description import parse_description, parse_file
@@ -97,7 +98,8 @@ def generate_c(graph: Graph, *, opt_level: int = DEFAULT_OPT_LEVEL, march: str |
     graph = optimize(graph, opt_level)
     progress("generate")
     plan = select_kernels(graph, target, opt_level, kernels)
-    return render(lower(graph, plan, plan_memory(graph, plan), profile), weights_mode=weights_mode, jobs=jobs)
+    tail = None if profile else plan_batch_tail(graph, plan)  # a profile times each sample's layers alone
+    return render(lower(graph, plan, plan_memory(graph, plan, tail), profile), weights_mode=weights_mode, jobs=jobs)
 
 
 def plan_kernels(model: Graph | str | os.PathLike | dict[str, Any], *, opt_level: int = DEFAULT_OPT_LEVEL,

@@ -24,12 +24,13 @@ from .elf import check_library, check_library_bytes, stamp
 from .errors import LibraryError
 from .scratch import scratch
 
-ABI_VERSION = 2
+ABI_VERSION = 3
 _ffi = cffi.FFI()
 _ffi.cdef("""
 int convc_abi_version(void);
 const unsigned char *convc_metadata(size_t *size);
 size_t convc_arena_floats(void);
+size_t convc_group_floats(void);
 int convc_run(size_t batch, const float *const *inputs, float *const *outputs, float *arena, size_t arenas);
 void convc_set_threads(int n);
 int convc_get_threads(void);
@@ -77,6 +78,9 @@ class Model:
         # False: a whole-tensor model; its calls take exactly input_shapes (no batch axis added).
         self.batched: bool = bool(self.metadata.get("batched", True))
         self.arena_floats = int(self._lib.convc_arena_floats())
+        # A batch of more than one sample also needs this after the arena slots: the group area where the
+        # batched tail's layers (compiler/batching.py) run once per group of samples.
+        self.group_floats = int(self._lib.convc_group_floats())
         self.build_info = None  # set by compiler.compile: runtime.build.BuildResult
         self._arenas: list[np.ndarray] = []  # scratch reused across calls; each call takes its own
         if threads is not None:
@@ -177,7 +181,7 @@ class Model:
         outs = [np.empty((*lead, *self.output_shapes[n]), np.float32) for n in self.output_names]
         # One arena slot per sample that may run at once: a batch's samples run in parallel, one per thread.
         slots = max(1, min(batch, self.threads))
-        need = max(slots * self.arena_floats, 1)
+        need = max(slots * self.arena_floats + (self.group_floats if batch > 1 else 0), 1)
         try:
             arena = self._arenas.pop()  # atomic: concurrent calls never share scratch
         except IndexError:

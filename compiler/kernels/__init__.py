@@ -56,6 +56,12 @@ class Kernel:
     def template_for(self, layer, params: Any) -> str:
         return self.template
 
+    def rows_template_for(self, layer, params: Any) -> str | None:
+        """The template of its batched form, `fn_rows(n, ...)`: the layer over rows 0..n-1 of [n][...] arrays,
+        each row with the same bits as `fn` gives that sample (the batched tail, compiler/batching.py).
+        None: it has none."""
+        return None
+
     def params(self, layer, in_shapes: list[Shape], out_shape: Shape, target: Target,
                layouts: tuple[int, ...]) -> Any:
         """The frozen record its template renders. layouts: per input, then the output, 0 for C×H×W or L for

@@ -4,6 +4,8 @@ dense_blocked (templates/ops/dense_blocked.c.j2): vectors along the units. Weigh
 KV·VL units, [IN][KV·VL]; each input x[i] is broadcast once and multiplies KV weight vectors into KV
 accumulators, so every weight is read once per sample with no horizontal sums. Threaded over the blocks
 when large.
+dense_rows (templates/ops/dense_rows.c.j2): dense_blocked over the rows of a group of samples (the batched
+tail, compiler/batching.py), reading the same packed weights once per group instead of once per sample.
 dense_vector (templates/ops/dense.c.j2): one unit at a time, a dot product vectorized over the inputs; it
 keeps the layers with fewer units than a vector has lanes.
 """
@@ -56,6 +58,30 @@ DENSE_PREFETCH_BYTES = 4096
 CACHE_LINE_FLOATS = 16
 
 
+# The batched form: a register tile of ROWS_PER_TILE samples × a few unit vectors (half the register file in
+# accumulators), over chunks of the inputs whose packed weights (about DENSE_CHUNK_BYTES) stay in L1 while every
+# tile of the group reads them; partial sums wait on the stack between chunks.
+ROWS_PER_TILE = 4
+DENSE_CHUNK_BYTES = 32768
+
+
+@dataclass(frozen=True)
+class RowTile:
+    """A register tile's unit vectors (index, offset in floats), and the offsets it prefetches per row: the lines
+    its vectors read, one chunk ahead."""
+    vectors: tuple[Offset, ...]
+    prefetch: tuple[int, ...]
+
+
+def row_tiles(vectors: int, lanes: int, per_tile: int, ahead: int) -> tuple[RowTile, ...]:
+    """The unit vectors 0..vectors-1 in tiles of `per_tile`; `ahead`: floats from a row to its next chunk's."""
+    tiles = []
+    for lo in range(0, vectors, per_tile):
+        tile = tuple(Offset(v, v * lanes) for v in range(lo, min(lo + per_tile, vectors)))
+        tiles.append(RowTile(tile, tuple(ahead + vec.offset for vec in tile if vec.offset % CACHE_LINE_FLOATS == 0)))
+    return tuple(tiles)
+
+
 def prefetch_offsets(stride: int, lanes: int) -> tuple[int, ...]:
     """Per row of `stride` floats of packed weights: the offsets of the lines to prefetch (none for AVX2)."""
     if lanes < 16:
@@ -86,6 +112,12 @@ class DenseBlockedParams:
     parallel: bool
     prefetch: tuple[int, ...]  # per row of a whole block: lines to prefetch, floats ahead of the row
     tail_prefetch: tuple[int, ...]  # the same for the last block's rows
+    # The batched form (dense_rows.c.j2):
+    ROW_TILE: int  # samples per register tile
+    row_remainders: tuple[int, ...]  # the smaller tiles a group's last samples take: ROW_TILE-1 .. 1
+    block_tiles: tuple[RowTile, ...]  # a whole block's unit vectors, per register tile
+    tail_tiles: tuple[RowTile, ...]  # the last block's
+    IN_CHUNK: int  # inputs per chunk: IN_CHUNK·BLOCK_UNITS weights, about DENSE_CHUNK_BYTES
 
 
 @register_kernel
@@ -106,6 +138,8 @@ class DenseBlocked(Kernel):
         lanes, n_in, units = target.lanes, args["IN"], args["OUT"]
         vectors = -(-units // lanes)
         kv = min(DENSE_BLOCK_VECTORS, vectors)
+        per_tile = max(1, target.vector_registers // 2 // ROWS_PER_TILE)
+        chunk = max(1, min(n_in, DENSE_CHUNK_BYTES // (4 * kv * lanes)))
         partial = units % lanes
         full_blocks = vectors // kv if not partial else (vectors - 1) // kv
         tail = vectors - full_blocks * kv
@@ -117,7 +151,10 @@ class DenseBlocked(Kernel):
             BLOCK_UNITS=kv * lanes, BLOCK_FLOATS=kv * lanes * n_in, TAIL_WEIGHTS=full_blocks * kv * lanes * n_in,
             TAIL_STRIDE=tail * lanes, BLOCKS=full_blocks + (tail > 0),
             PADDED_UNITS=vectors * lanes, parallel=layer.spec.macs(layer, in_shapes, out_shape) >= PARALLEL_MACS,
-            prefetch=prefetch_offsets(kv * lanes, lanes), tail_prefetch=prefetch_offsets(tail * lanes, lanes))
+            prefetch=prefetch_offsets(kv * lanes, lanes), tail_prefetch=prefetch_offsets(tail * lanes, lanes),
+            ROW_TILE=ROWS_PER_TILE, row_remainders=tuple(range(ROWS_PER_TILE - 1, 0, -1)),
+            block_tiles=row_tiles(kv, lanes, per_tile, chunk * kv * lanes),
+            tail_tiles=row_tiles(tail, lanes, per_tile, chunk * tail * lanes), IN_CHUNK=chunk)
 
     def arrays(self, layer, weights, params):
         """weight: per block, [IN][vectors·VL] (the last block's units zero-padded); bias [PADDED_UNITS]."""
@@ -137,3 +174,6 @@ class DenseBlocked(Kernel):
 
     def uses_thread_pool(self, params):
         return params.parallel
+
+    def rows_template_for(self, layer, params):
+        return None if params.residual else "ops/dense_rows.c.j2"
