@@ -91,7 +91,7 @@ def test_bench_zoo_times_a_torchvision_model_against_onnxruntime(tmp_path):
     assert main(["--zoo", "squeezenet1_1", "--quick", "--budget", "0.2", "--engines", "onnxruntime",
                  "--output", str(out)]) == 0
     text = out.read_text()
-    assert "convc built for" in text and "— torchvision zoo" in text
+    assert "convc built for" in text and "— torchvision zoo, batch 1\n" in text
     row = next(line for line in text.splitlines() if line.startswith("| squeezenet1_1 | 1 | 2 |"))
     assert float(row.split("|")[-3]) > 0  # convc/ORT
     facts = next(line for line in text.splitlines() if line.startswith("| squeezenet1_1 | 349.2 |"))
