@@ -58,10 +58,12 @@ DENSE_PREFETCH_BYTES = 4096
 CACHE_LINE_FLOATS = 16
 
 
-# The batched form: a register tile of ROWS_PER_TILE samples × a few unit vectors (half the register file in
-# accumulators), over chunks of the inputs whose packed weights (about DENSE_CHUNK_BYTES) stay in L1 while every
-# tile of the group reads them; partial sums wait on the stack between chunks.
-ROWS_PER_TILE = 4
+# The batched form: register tiles of samples × unit vectors (ROW_TILE_SHAPES, by vector registers), over
+# chunks of the inputs whose packed weights (about DENSE_CHUNK_BYTES) stay in L1 while every tile of the group
+# reads them; partial sums wait on the stack between chunks. Measured on AlexNet's classifier at batch 8, one
+# thread, Zen 4: AVX-512 4 × 4 16.4–18 ms (4 × 6 the same, 3 × 8 17.6–19, 6 × 4 23, 2 × 8 20); AVX2 3 × 4
+# 18.5 ms (4 × 2 21.7, 4 × 3 21–24, 6 × 2 21, 2 × 6 21, 8 × 1 34); 16 KB and 64 KB chunks were slower than 32 KB.
+ROW_TILE_SHAPES = {32: (4, 4), 16: (3, 4)}  # vector registers -> (samples, unit vectors) per tile
 DENSE_CHUNK_BYTES = 32768
 
 
@@ -138,7 +140,7 @@ class DenseBlocked(Kernel):
         lanes, n_in, units = target.lanes, args["IN"], args["OUT"]
         vectors = -(-units // lanes)
         kv = min(DENSE_BLOCK_VECTORS, vectors)
-        per_tile = max(1, target.vector_registers // 2 // ROWS_PER_TILE)
+        tile_rows, per_tile = ROW_TILE_SHAPES[32 if target.vector_registers >= 32 else 16]
         chunk = max(1, min(n_in, DENSE_CHUNK_BYTES // (4 * kv * lanes)))
         partial = units % lanes
         full_blocks = vectors // kv if not partial else (vectors - 1) // kv
@@ -152,7 +154,7 @@ class DenseBlocked(Kernel):
             TAIL_STRIDE=tail * lanes, BLOCKS=full_blocks + (tail > 0),
             PADDED_UNITS=vectors * lanes, parallel=layer.spec.macs(layer, in_shapes, out_shape) >= PARALLEL_MACS,
             prefetch=prefetch_offsets(kv * lanes, lanes), tail_prefetch=prefetch_offsets(tail * lanes, lanes),
-            ROW_TILE=ROWS_PER_TILE, row_remainders=tuple(range(ROWS_PER_TILE - 1, 0, -1)),
+            ROW_TILE=tile_rows, row_remainders=tuple(range(tile_rows - 1, 0, -1)),
             block_tiles=row_tiles(kv, lanes, per_tile, chunk * kv * lanes),
             tail_tiles=row_tiles(tail, lanes, per_tile, chunk * tail * lanes), IN_CHUNK=chunk)
 
