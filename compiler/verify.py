@@ -12,6 +12,8 @@ layer or tensor and what is wrong:
   64-byte alignment;
 - `verify_lowered`: lower's records: one kernel and one call per computed layer, in order, with the memory
   plan's pointers; the copies the plan asks for;
+- `verify_batch_tail`: the batched tail (compiler/batching.py): a trailing chain, its group area's rows
+  apart and inside it, and its calls reading and writing those rows in order, the last the model's output;
 - `verify_pipeline`: optimize (pass by pass) -> select_kernels -> plan_memory -> lower with every check.
 
 The checks recompute what they compare against (storage roots, lifetimes, pointers) from the graph, not
@@ -28,12 +30,13 @@ from typing import Any
 import networkx as nx
 import numpy as np
 
+from .batching import BatchTail, plan_batch_tail
 from .errors import ModelError
 from .ir import Graph, Layer
 from .kernels import KERNELS
 from .kernels.select import KernelPlan, computes, layout_name, select_kernels
 from .lower import Copy, LoweredModel, Pointer, SampleTensor, lower
-from .memory import ALIGN_FLOATS, Arena, Buffer, plan_memory
+from .memory import ALIGN_FLOATS, Arena, Buffer, group_row_floats, plan_memory
 from .ops.base import fmt_shape
 from .passes import PIPELINES
 from .target import Target
@@ -462,7 +465,7 @@ def _check_calls(graph: Graph, plan: KernelPlan, arena: Arena, lowered: LoweredM
     functions = {k.context.get("fn"): k for k in lowered.kernels}
     if len(functions) != len(lowered.kernels):
         _fail(f"{len(lowered.kernels)} kernel functions under {len(functions)} names")
-    firsts = [k.layer for k in lowered.kernels]
+    firsts = [k.layer for k in lowered.kernels if not k.context.get("rows_form")]  # batched forms: the tail's
     if firsts != [n for n in names if n in firsts]:
         _fail(f"kernel functions {firsts} are not in the topological order of their first layers")
     for layer, call in zip(computed, lowered.calls):
@@ -518,6 +521,59 @@ def _check_sample_io(graph: Graph, arena: Arena, lowered: LoweredModel) -> None:
             _fail(f"metadata {what} {meta.get(what)}, expected {want}")
 
 
+def verify_batch_tail(graph: Graph, plan: KernelPlan, tail: BatchTail | None, arena: Arena,
+                      lowered: LoweredModel) -> None:
+    """The tail is the last computed layers, each reading the one before (through views), the first reading
+    `source`, the last a model output nothing reads; the group area holds tail.group rows of the source and of
+    every tail tensor but the last, 64-byte aligned, apart, inside group_floats; the lowered tail's calls read
+    and write those rows in order (the last writes the output's rows), batched forms with n, others per row."""
+    if tail is None:
+        if arena.tail is not None or arena.group or arena.group_floats or lowered.tail is not None:
+            _fail("no batched tail was planned, but the memory plan or the lowered model has one")
+        return
+    if arena.tail != tail or lowered.tail is None:
+        _fail(f"the batched tail {tail.layers} is not the memory plan's ({arena.tail}) or was not lowered")
+    computed = [layer.name for layer in graph.layers() if layer.name in plan.choices]
+    if list(tail.layers) != computed[len(computed) - len(tail.layers):]:
+        _fail(f"batched tail {tail.layers}: not the last computed layers {computed[-len(tail.layers):]}")
+    last = tail.layers[-1]
+    if graph.outputs.count(last) != 1 or list(graph.nx.successors(last)):
+        _fail(f"batched tail: its last layer {last!r} is not a model output that nothing reads")
+    reads = (tail.source, *tail.layers[:-1])
+    for name, before in zip(tail.layers, reads):
+        layer = graph.layer(name)
+        if len(layer.inputs) != 1 or _root(graph, layer.inputs[0]) != _root(graph, before):
+            _fail(f"{layer.where}: in the batched tail it must read {before!r} alone, it reads {layer.inputs}")
+    rows = {name: tail.group * group_row_floats(_floats(graph.shape(name))) for name in reads}
+    if set(arena.group) != set(reads):
+        _fail(f"the group area holds {sorted(arena.group)}, the tail reads {sorted(reads)}")
+    spans = sorted((arena.group[name], arena.group[name] + rows[name], name) for name in reads)
+    for (start, end, name), after in zip(spans, spans[1:] + [(arena.group_floats, 0, "its end")]):
+        if start % ALIGN_FLOATS or start < 0 or end > after[0]:
+            _fail(f"group area: {name!r}'s rows at floats {start}..{end} overlap {after[2]!r} or are not aligned")
+    lowered_tail = lowered.tail
+    if lowered_tail.head_calls != len(lowered.calls) - len(tail.layers) or len(lowered_tail.calls) != len(tail.layers):
+        _fail(f"batched tail: head of {lowered_tail.head_calls} calls and {len(lowered_tail.calls)} tail calls for "
+              f"{len(lowered.calls)} calls and {len(tail.layers)} tail layers")
+    functions = {k.context.get("fn"): k for k in lowered.kernels}
+    output = f"y{graph.outputs.index(last)}"
+    for name, before, call, sample_call in zip(tail.layers, reads, lowered_tail.calls,
+                                               lowered.calls[lowered_tail.head_calls:]):
+        choice = plan.choices[name]
+        batched = KERNELS[choice.kernel].rows_template_for(graph.layer(name), choice.params) is not None
+        src_step = 0 if batched else group_row_floats(_floats(graph.shape(before)))
+        dst_step = 0 if batched else (_floats(graph.shape(name)) if name == last
+                                      else group_row_floats(_floats(graph.shape(name))))
+        dst = Pointer(output, None, dst_step) if name == last else Pointer("group", arena.group[name], dst_step)
+        want = (Pointer("group", arena.group[before], src_step), dst, *sample_call.args[2:])
+        instance = functions.get(call.fn)
+        if call.batched != batched or instance is None or bool(instance.context.get("rows_form")) != batched:
+            _fail(f"{graph.layer(name).where}: tail call {call.fn} (batched {call.batched}); its kernel "
+                  f"{choice.kernel!r} {'has' if batched else 'has no'} batched form")
+        if tuple(call.args) != want:
+            _fail(f"{graph.layer(name).where}: tail call {call.fn} takes {call.args}, expected {want}")
+
+
 # ---------------------------------------------------------------- the whole back end
 def _snapshot(graph: Graph) -> Any:
     """What a pass must leave unchanged in its input graph."""
@@ -528,9 +584,9 @@ def _snapshot(graph: Graph) -> Any:
 
 def verify_pipeline(graph: Graph, target: Target, opt_level: int,
                     kernels: Mapping[str, str] | None = None) -> LoweredModel:
-    """optimize (each pass of the level in turn) -> select_kernels -> plan_memory -> lower, checking the graph
-    before and after every pass (and that the pass left its input alone and kept the model's interface), then
-    each stage's output. Returns the LoweredModel (render and cc are not run)."""
+    """optimize (each pass of the level in turn) -> select_kernels -> plan_batch_tail -> plan_memory -> lower,
+    checking the graph before and after every pass (and that the pass left its input alone and kept the model's
+    interface), then each stage's output. Returns the LoweredModel (render and cc are not run)."""
     verify_graph(graph)
     current = graph
     for run_pass in PIPELINES[opt_level]:
@@ -546,8 +602,10 @@ def verify_pipeline(graph: Graph, target: Target, opt_level: int,
         current = result
     plan = select_kernels(current, target, opt_level, kernels)
     verify_kernel_plan(current, plan)
-    arena = plan_memory(current, plan)
+    tail = plan_batch_tail(current, plan)
+    arena = plan_memory(current, plan, tail)
     verify_memory(current, plan, arena)
     lowered = lower(current, plan, arena)
     verify_lowered(current, plan, arena, lowered)
+    verify_batch_tail(current, plan, tail, arena, lowered)
     return lowered

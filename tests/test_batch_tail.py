@@ -8,12 +8,16 @@ scalar path gives the interpreter's values.
 """
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
 import compiler
 from compiler.batching import GROUP_SAMPLES, plan_batch_tail
+from compiler.lower import lower
 from compiler.memory import plan_memory
+from compiler.verify import InvariantError, verify_batch_tail, verify_pipeline
 from conftest import AVX2, AVX512, TARGET_IDS, TARGETS, assert_close, kernel_plan, model_dict, random_input, runnable
 
 
@@ -161,3 +165,39 @@ def test_a_model_built_in_units_calls_the_batched_form_through_its_entry_point()
     model = compiler.compile(graph, march=runnable(AVX2))
     assert model.group_floats > 0
     check_every_batch_size(model, graph, batches=(1, 4, 9), threads=(2,))
+
+
+@pytest.mark.parametrize("target", TARGETS, ids=TARGET_IDS)
+@pytest.mark.parametrize("graph", [head_and_tail, lambda: head_and_tail(units=400, last_units=10, softmax=False,
+                                                                       outputs=["fc2", "flat"])],
+                         ids=["softmax", "two-outputs"])
+def test_the_pipeline_keeps_the_tail_invariants(graph, target):
+    lowered = verify_pipeline(graph(), target, 2)
+    assert lowered.tail is not None and len(lowered.tail.calls) == len(lowered.tail.layers)
+
+
+def _tail_stages():
+    optimized, plan, tail = tail_of(head_and_tail())
+    arena = plan_memory(optimized, plan, tail)
+    return optimized, plan, tail, arena, lower(optimized, plan, arena)
+
+
+def test_verify_batch_tail_catches_a_wrong_row_or_overlap():
+    optimized, plan, tail, arena, lowered = _tail_stages()
+    verify_batch_tail(optimized, plan, tail, arena, lowered)
+    # the first tail call reading the group area one row late
+    first = lowered.tail.calls[0]
+    moved = dataclasses.replace(first, args=(dataclasses.replace(first.args[0], offset=first.args[0].offset + 16),
+                                             *first.args[1:]))
+    bad = dataclasses.replace(lowered, tail=dataclasses.replace(lowered.tail, calls=(moved, *lowered.tail.calls[1:])))
+    with pytest.raises(InvariantError, match="tail call"):
+        verify_batch_tail(optimized, plan, tail, arena, bad)
+    # two tensors' rows overlapping in the group area
+    group = dict(arena.group)
+    group[tail.layers[0]] = group[tail.source] + 16
+    with pytest.raises(InvariantError, match="overlap"):
+        verify_batch_tail(optimized, plan, tail, dataclasses.replace(arena, group=group), lowered)
+    # a tail that is not the model's last layers
+    short = dataclasses.replace(tail, layers=tail.layers[:-1])
+    with pytest.raises(InvariantError, match="last computed layers"):
+        verify_batch_tail(optimized, plan, short, dataclasses.replace(arena, tail=short), lowered)
