@@ -5,7 +5,8 @@ At batch 1 a dense layer streams its weights from memory (on one thread AlexNet'
 them again for every sample. So when a batch has more than one sample, the layers up to the tail (the head)
 run per sample as before, one sample per thread, each leaving the tensor the tail starts from in its row of
 a group area; then each tail layer runs once over the group's rows: a kernel with a batched form
-(Kernel.rows_template_for: dense_blocked's reads every weight once per group) takes them all in one call,
+(KernelChoice.rows_template, from Kernel.rows_template_for: dense_blocked's reads every weight once per
+group) takes them all in one call,
 any other is called once per row. Every row gets the bits its sample gets alone, so a result does not depend
 on the batch size or the thread count.
 
@@ -25,7 +26,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from .ir import Graph
-from .kernels import KERNELS
 from .kernels.select import KernelPlan
 
 GROUP_SAMPLES = 8  # samples per group: how many rows a batched kernel reads each weight for
@@ -56,11 +56,6 @@ def _tail_layer(graph: Graph, kernels: KernelPlan, name: str) -> bool:
     return len(layer.inputs) == 1 and graph.repeats(name) == 1 and choice.scratch_floats == 0
 
 
-def _batched(graph: Graph, kernels: KernelPlan, name: str) -> bool:
-    choice = kernels[name]
-    return KERNELS[choice.kernel].rows_template_for(graph.layer(name), choice.params) is not None
-
-
 def plan_batch_tail(graph: Graph, kernels: KernelPlan, group: int = GROUP_SAMPLES) -> BatchTail | None:
     """The model's batched tail (module doc), or None if it has none worth running per group."""
     if not graph.batched:
@@ -86,7 +81,7 @@ def plan_batch_tail(graph: Graph, kernels: KernelPlan, group: int = GROUP_SAMPLE
         source = graph.layer(root).inputs[0]
     while chain != computed[len(computed) - len(chain):]:  # a head layer placed between two of the chain's
         chain.pop(0)
-    while chain and not _batched(graph, kernels, chain[0]):  # the tail starts at a batched layer
+    while chain and kernels[chain[0]].rows_template is None:  # the tail starts at a batched layer
         chain.pop(0)
     if not chain:
         return None

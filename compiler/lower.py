@@ -344,7 +344,7 @@ def _lower_tail(graph: Graph, kernels: KernelPlan, arena: Arena, calls: list[Cal
         y_stride = out_floats if last else group_row_floats(out_floats)  # the last writes the caller's rows
         dst = Pointer(out.name) if last else Pointer("group", arena.group[name])
         weights = call.args[2:]  # after the input and the output
-        template = KERNELS[choice.kernel].rows_template_for(layer, choice.params)
+        template = choice.rows_template
         if template is None:  # its per-sample function, once per row
             rows.append(RowsCall(call.fn, (Pointer("group", src, x_stride), dataclasses.replace(dst, step=y_stride),
                                            *weights), False))

@@ -198,6 +198,9 @@ def _check_choice(graph: Graph, plan: KernelPlan, layer: Layer) -> None:
     if choice.template != kernel.template_for(layer, choice.params):
         _fail(f"{layer.where}: template {choice.template!r}; kernel {kernel.name!r} renders "
               f"{kernel.template_for(layer, choice.params)!r}")
+    if choice.rows_template != kernel.rows_template_for(layer, choice.params):
+        _fail(f"{layer.where}: batched template {choice.rows_template!r}; kernel {kernel.name!r} renders "
+              f"{kernel.rows_template_for(layer, choice.params)!r}")
     if choice.scratch_floats != kernel.scratch_floats(choice.params) or choice.scratch_floats < 0:
         _fail(f"{layer.where}: scratch_floats {choice.scratch_floats}; kernel {kernel.name!r} needs "
               f"{kernel.scratch_floats(choice.params)}")
@@ -560,7 +563,7 @@ def verify_batch_tail(graph: Graph, plan: KernelPlan, tail: BatchTail | None, ar
     for name, before, call, sample_call in zip(tail.layers, reads, lowered_tail.calls,
                                                lowered.calls[lowered_tail.head_calls:]):
         choice = plan.choices[name]
-        batched = KERNELS[choice.kernel].rows_template_for(graph.layer(name), choice.params) is not None
+        batched = choice.rows_template is not None
         src_step = 0 if batched else group_row_floats(_floats(graph.shape(before)))
         dst_step = 0 if batched else (_floats(graph.shape(name)) if name == last
                                       else group_row_floats(_floats(graph.shape(name))))

@@ -75,13 +75,11 @@ class RowTile:
     prefetch: tuple[int, ...]
 
 
-def row_tiles(vectors: int, lanes: int, per_tile: int, ahead: int) -> tuple[RowTile, ...]:
-    """The unit vectors 0..vectors-1 in tiles of `per_tile`; `ahead`: floats from a row to its next chunk's."""
-    tiles = []
-    for lo in range(0, vectors, per_tile):
-        tile = tuple(Offset(v, v * lanes) for v in range(lo, min(lo + per_tile, vectors)))
-        tiles.append(RowTile(tile, tuple(ahead + vec.offset for vec in tile if vec.offset % CACHE_LINE_FLOATS == 0)))
-    return tuple(tiles)
+def row_tiles(vectors: tuple[Offset, ...], per_tile: int, ahead: int) -> tuple[RowTile, ...]:
+    """A block's unit vectors in tiles of `per_tile`; `ahead`: floats from a row to its next chunk's."""
+    tiles = [vectors[lo:lo + per_tile] for lo in range(0, len(vectors), per_tile)]
+    return tuple(RowTile(tile, tuple(ahead + vec.offset for vec in tile if vec.offset % CACHE_LINE_FLOATS == 0))
+                 for tile in tiles)
 
 
 def prefetch_offsets(stride: int, lanes: int) -> tuple[int, ...]:
@@ -145,18 +143,18 @@ class DenseBlocked(Kernel):
         partial = units % lanes
         full_blocks = vectors // kv if not partial else (vectors - 1) // kv
         tail = vectors - full_blocks * kv
+        block_vectors = tuple(Offset(v, v * lanes) for v in range(kv))
         return DenseBlockedParams(
             IN=n_in, OUT=units, residual=args["residual"], activation=args["activation"], VL=lanes,
-            VECTOR_BYTES=4 * lanes, KV=kv, FULL_BLOCKS=full_blocks,
-            block_vectors=tuple(Offset(v, v * lanes) for v in range(kv)),
-            tail_vectors=tuple(Offset(v, v * lanes) for v in range(tail)), PARTIAL=partial,
+            VECTOR_BYTES=4 * lanes, KV=kv, FULL_BLOCKS=full_blocks, block_vectors=block_vectors,
+            tail_vectors=block_vectors[:tail], PARTIAL=partial,
             BLOCK_UNITS=kv * lanes, BLOCK_FLOATS=kv * lanes * n_in, TAIL_WEIGHTS=full_blocks * kv * lanes * n_in,
             TAIL_STRIDE=tail * lanes, BLOCKS=full_blocks + (tail > 0),
             PADDED_UNITS=vectors * lanes, parallel=layer.spec.macs(layer, in_shapes, out_shape) >= PARALLEL_MACS,
             prefetch=prefetch_offsets(kv * lanes, lanes), tail_prefetch=prefetch_offsets(tail * lanes, lanes),
             ROW_TILE=tile_rows, row_remainders=tuple(range(tile_rows - 1, 0, -1)),
-            block_tiles=row_tiles(kv, lanes, per_tile, chunk * kv * lanes),
-            tail_tiles=row_tiles(tail, lanes, per_tile, chunk * tail * lanes), IN_CHUNK=chunk)
+            block_tiles=row_tiles(block_vectors, per_tile, chunk * kv * lanes),
+            tail_tiles=row_tiles(block_vectors[:tail], per_tile, chunk * tail * lanes), IN_CHUNK=chunk)
 
     def arrays(self, layer, weights, params):
         """weight: per block, [IN][vectors·VL] (the last block's units zero-padded); bias [PADDED_UNITS]."""

@@ -43,6 +43,7 @@ class KernelChoice:
     layouts: tuple[int, ...]  # per input, then the output: 0 for C×H×W, L for channel-blocked [C/L][H][W][L]
     scratch_floats: int
     reason: str  # why this kernel: "forced", or its rule
+    rows_template: str | None = None  # its batched form's template (the batched tail), None: it has none
 
     @property
     def uses_thread_pool(self) -> bool:
@@ -186,5 +187,5 @@ def select_kernels(graph: Graph, target: Target, opt_level: int = 2,
         params = kernel.params(layer, ins, out, target, lay)
         choices[name] = KernelChoice(name, layer.sources, layer.op, tuple(out), kernel.name,
                                      kernel.template_for(layer, params), params, lay, kernel.scratch_floats(params),
-                                     reason)
+                                     reason, kernel.rows_template_for(layer, params))
     return KernelPlan(target, opt_level, MappingProxyType(choices), MappingProxyType(dict(layouts)))
