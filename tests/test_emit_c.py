@@ -20,13 +20,14 @@ EXAMPLE_FILES = sorted(EXAMPLES.glob("*.yaml"))
 OPT_LEVELS = sorted(PIPELINES)
 FAST_LEVEL = max(OPT_LEVELS)
 # One layer for each fast kernel of opt level 2: rowvec (C <= 8), blocked (large enough for the thread
-# pool), depthwise, Winograd, pointwise, grouped, both max-pool kernels, and the vectorized dense.
+# pool), depthwise, both Winograd kernels, pointwise, grouped, both max-pool kernels, and the vectorized dense.
 EVERY_FAST_KERNEL = model_dict(
     [{"name": "rowvec", "op": "conv2d", "filters": 16, "kernel": 3, "padding": 1}, {"op": "relu"},
      # the row-vector kernel writes C×H×W, so the depthwise conv takes the plane kernel on either target
      {"name": "depthwise", "op": "conv2d", "filters": 16, "kernel": 3, "padding": 1, "groups": 16},
      {"name": "direct", "op": "conv2d", "filters": 24, "kernel": 3, "padding": 2, "dilation": 2},
-     {"name": "winograd", "op": "conv2d", "filters": 32, "kernel": 3, "padding": 1},
+     {"name": "winograd", "op": "conv2d", "filters": 64, "kernel": 3, "padding": 1},
+     {"name": "winograd_planes", "op": "conv2d", "filters": 64, "kernel": 3, "padding": 2, "dilation": 2},
      {"name": "pointwise", "op": "conv2d", "filters": 20, "kernel": 1},
      # 5 groups of 4: vectors of 4 filters of a group (C×H×W in and out)
      {"name": "grouped", "op": "conv2d", "filters": 20, "kernel": 3, "padding": 1, "groups": 5},
@@ -116,8 +117,8 @@ def test_fast_kernels_serial_threaded_and_scalar(defines, threads, target, tmp_p
     graph = compiler.load(EVERY_FAST_KERNEL)
     main_c = every_kernel_program(tmp_path, graph, march=target)
     templates = {c.template for c in kernel_plan(graph, target, FAST_LEVEL)[1].choices.values()}
-    assert {f"ops/conv2d_{kind}.c.j2" for kind in ("rowvec", "direct", "winograd", "depthwise", "pointwise",
-                                                   "depthwise_blocked", "grouped")} <= templates
+    assert {f"ops/conv2d_{kind}.c.j2" for kind in ("rowvec", "direct", "winograd", "winograd_planes", "depthwise",
+                                                   "pointwise", "depthwise_blocked", "grouped")} <= templates
     assert "convc_parallel(L" in (tmp_path / "model.c").read_text()  # the pool has a layer to split
     # The switches select what the compiler sees: vector code, and pthreads only with NET_THREADS.
     seen = subprocess.run([default_cc(), "-std=c99", "-E", *defines, str(tmp_path / "model.c")],

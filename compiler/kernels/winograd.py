@@ -143,6 +143,16 @@ def transform_weights(weight: np.ndarray, lanes: int) -> tuple[np.ndarray, int]:
     return np.ascontiguousarray(packed, np.float32), k_blocks
 
 
+def winograd_arrays(weights: dict[str, np.ndarray], lanes: int) -> dict[str, np.ndarray]:
+    """The transformed weights and the bias zero-padded to whole vectors."""
+    w = conv_weights(weights)
+    packed, k_blocks = transform_weights(w["weight"], lanes)
+    bias = np.zeros(k_blocks * lanes, np.float32)
+    if "bias" in w:
+        bias[:w["weight"].shape[0]] = w["bias"]
+    return {"weight": packed, "bias": bias}
+
+
 @dataclass(frozen=True)
 class Tile:
     r: int  # tile row within the item
@@ -286,12 +296,7 @@ class Winograd(Kernel):
         return params.SCRATCH
 
     def arrays(self, layer, weights, params):
-        w = conv_weights(weights)
-        packed, k_blocks = transform_weights(w["weight"], params.VL)
-        bias = np.zeros(k_blocks * params.VL, np.float32)
-        if "bias" in w:
-            bias[:w["weight"].shape[0]] = w["bias"]
-        return {"weight": packed, "bias": bias}
+        return winograd_arrays(weights, params.VL)
 
     def uses_thread_pool(self, params):
         return True
