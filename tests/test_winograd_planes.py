@@ -4,6 +4,7 @@ transformed weights outgrow the cache, against the float64 interpreter on both t
 Most cases force the kernel on every layer it can take, so small odd shapes and every dilation phase
 pattern reach it; the last tests check which layers the cost model gives it.
 """
+import dataclasses
 import re
 import warnings
 
@@ -98,6 +99,20 @@ def test_planes_random_shapes(c, k, h, w, padding, dh, dw, target):
         return
     assert [k for k, _ in chosen(graph, target, ALWAYS).values()] == ["winograd_planes"]
     compile_and_check(graph, batch=2, seed=c + k, opt_level=2, threads=2, march=target, kernels=ALWAYS)
+
+
+@pytest.mark.parametrize("target", TARGETS, ids=TARGET_IDS)
+def test_channel_groups_and_chunks(target, monkeypatch):
+    """A small L2 and V budget: 40 input channels in chunks of 14 (14, 14, 12), transformed and multiplied one
+    chunk per group, the partial sums carried in M across groups."""
+    monkeypatch.setattr(winograd_planes, "V_BUDGET_BYTES", 1)
+    small = dataclasses.replace(target, l2_bytes=4096)
+    graph = load_quietly(model_dict([conv(24, padding=2, dilation=2), {"op": "relu"}], shape=(40, 13, 11)))
+    (choice,) = kernel_plan(graph, small, 2, ALWAYS)[1].choices.values()
+    p = choice.params
+    assert (p.CC, p.CC_LAST, p.GC, p.GC_LAST) == (14, 12, 14, 12)
+    for threads in (1, 2):
+        compile_and_check(graph, batch=2, seed=5, opt_level=2, threads=threads, march=small, kernels=ALWAYS)
 
 
 def test_tiles_of_every_phase_are_numbered_once():

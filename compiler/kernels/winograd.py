@@ -196,7 +196,10 @@ class TileOutput:
 
 
 @dataclass(frozen=True)
-class WinogradParams(ConvParams):
+class WinogradVectors(ConvParams):
+    """What both Winograd kernels' templates read besides the geometry (templates/ops/_winograd.c.j2): the
+    vectors of output channels, the register block's filter vectors, a tile's four outputs (two DH apart by two
+    DW apart) and how their lanes are stored."""
     VL: int
     VECTOR_BYTES: int
     KB: int
@@ -205,6 +208,26 @@ class WinogradParams(ConvParams):
     LASTN: int
     PARTIAL_LAST: bool
     filter_vectors: tuple[Offset, ...]  # per filter vector q of a block: its weights' offset q·C
+    lane_stores: tuple[LaneStore, ...]
+    tile_outputs: tuple[TileOutput, ...]
+    VECTOR_ACTIVATION: bool  # the activation runs on the output vectors before the lanes are stored (no residual)
+
+
+def vector_fields(g: dict, lanes: int, k_blocks: int, kv: int, k: int, c: int) -> dict:
+    """The WinogradVectors fields of a layer of ConvParams `g`."""
+    lastn = k - (k_blocks - 1) * lanes
+    dh_ow = g["DH"] * g["OW"]
+    return dict(
+        VL=lanes, VECTOR_BYTES=4 * lanes, KB=k_blocks, LAST_KB=k_blocks - 1, KV=kv, LASTN=lastn,
+        PARTIAL_LAST=lastn != lanes, filter_vectors=tuple(Offset(q, q * c) for q in range(kv)),
+        lane_stores=tuple(LaneStore(l, l * g["OHW"], lastn != lanes and l >= lastn) for l in range(lanes)),
+        tile_outputs=(TileOutput("y00", 0), TileOutput("y01", g["DW"]), TileOutput("y10", dh_ow),
+                      TileOutput("y11", dh_ow + g["DW"])),
+        VECTOR_ACTIVATION=bool(g["activation"]) and not g["residual"])
+
+
+@dataclass(frozen=True)
+class WinogradParams(WinogradVectors):
     TH: int  # tile rows
     TW: int  # tile columns
     R: int  # tile rows per item
@@ -224,9 +247,6 @@ class WinogradParams(ConvParams):
     blocks: tuple[TileBlock, ...]
     NTMAX: int
     M_SLOTS: int  # KV·NTMAX
-    lane_stores: tuple[LaneStore, ...]
-    tile_outputs: tuple[TileOutput, ...]
-    VECTOR_ACTIVATION: bool  # the activation runs on the output vectors before the lanes are stored (no residual)
     ITEMS: int
     parallel: bool
 
@@ -234,7 +254,7 @@ class WinogradParams(ConvParams):
 def winograd_params(geometry: dict, p: Plan, k: int, c: int, macs: int) -> WinogradParams:
     """The template record of a layer of ConvParams `geometry` with plan p."""
     k_blocks = p.k_blocks
-    pl, w, ow, ohw = geometry["PL"], geometry["W"], geometry["OW"], geometry["OHW"]
+    pl, w = geometry["PL"], geometry["W"]
     # the split input rows: padded column 2j (+ 1) is input column 2j (+ 1) - PL
     blocks: list[dict] = []  # consecutive equal blocks of one tile row become one C loop
     for b in p.blocks:
@@ -244,12 +264,10 @@ def winograd_params(geometry: dict, p: Plan, k: int, c: int, macs: int) -> Winog
             last["count"] += 1
         else:
             blocks.append({"tw0": b[0][1], "count": 1, "tiles": tiles, "cols": len(b) // p.rows_per_item})
-    lastn = k - (k_blocks - 1) * p.lanes
     cb = min(c, max(1, -(-PAD_ROW_FLOATS // (4 * (p.row_width + p.lanes)))))
     ntmax = max(len(b) for b in p.blocks)
     return WinogradParams(
-        **geometry, VL=p.lanes, VECTOR_BYTES=4 * p.lanes, KB=k_blocks, LAST_KB=k_blocks - 1, KV=p.kv, LASTN=lastn,
-        PARTIAL_LAST=lastn != p.lanes, filter_vectors=tuple(Offset(q, q * c) for q in range(p.kv)),
+        **geometry, **vector_fields(geometry, p.lanes, k_blocks, p.kv, k, c),
         TH=p.tile_rows, TW=p.tile_cols, R=p.rows_per_item, XW=p.row_width, XB=p.row_width + p.lanes,
         RXW=p.rows_per_item * p.row_width, XI_STRIDE=p.xi_stride(c), ITEM_FLOATS=p.item_floats(c),
         SCRATCH=scratch_floats(p, c),
@@ -259,10 +277,7 @@ def winograd_params(geometry: dict, p: Plan, k: int, c: int, macs: int) -> Winog
                                tuple(Slot(q, j, q * len(b["tiles"]) + j)
                                      for q in range(p.kv) for j in range(len(b["tiles"]))))
                      for b in blocks),
-        NTMAX=ntmax, M_SLOTS=p.kv * ntmax,
-        lane_stores=tuple(LaneStore(l, l * ohw, lastn != p.lanes and l >= lastn) for l in range(p.lanes)),
-        tile_outputs=(TileOutput("y00", 0), TileOutput("y01", 1), TileOutput("y10", ow), TileOutput("y11", ow + 1)),
-        VECTOR_ACTIVATION=bool(geometry["activation"]) and not geometry["residual"], ITEMS=p.items, parallel=macs >= PARALLEL_MACS)
+        NTMAX=ntmax, M_SLOTS=p.kv * ntmax, ITEMS=p.items, parallel=macs >= PARALLEL_MACS)
 
 
 @register_kernel

@@ -5,12 +5,12 @@ the item-wise `winograd` kernel leaves: dilated ones, and ones whose transformed
 The item-wise kernel reads every transformed weight once per register block of tiles, which is cheap while
 the weights stay in L2. FCN's and DeepLab's classifier head (2048 -> 512 channels at 28×28: 67 MB of
 transformed weights) or VGG's 512-channel layers would stream them from memory dozens of times. This kernel
-reads them once per sample, in three passes over the layer:
-1. transform: per input channel, V = Bᵀ d B of every tile into the scratch, laid out [16][C][T + VL];
-2. products: per plane ξ (16 work items), M[ξ] = U[ξ] · V[ξ] as a blocked matrix product over chunks of
+reads them once per sample, in passes over the layer. Per group of GC input channels (V_BUDGET_BYTES of V):
+1. transform: per input channel, V = Bᵀ d B of every tile into the scratch, laid out [16][GC][T + VL];
+2. products: per plane ξ (16 work items), M[ξ] += U[ξ] · V[ξ] as a blocked matrix product over chunks of
    input channels, so each chunk of V (and the weights of a pair of filter vectors) stays in cache while
    every filter vector (every tile) passes over it; M [16][K/VL][T][VL] collects the partial sums;
-3. outputs: per vector of output channels, Y = Aᵀ M A + bias (+ residual, activation), stored to C×H×W.
+then 3. outputs: per vector of output channels, Y = Aᵀ M A + bias (+ residual, activation), stored to C×H×W.
 
 A dilated conv (dilation DH×DW) is DH·DW undilated convs on the phases of its map: output rows py, py + DH,
 py + 2·DH, ... read only input rows of the same phase. A tile is two outputs DH apart by two DW apart; per
@@ -24,15 +24,18 @@ from dataclasses import dataclass
 
 from ..target import Target
 from . import Kernel, register_kernel
-from .common import PARALLEL_MACS, STACK_BUFFER_BYTES, ConvParams, Offset, cache_bytes, conv_fields
+from .common import PARALLEL_MACS, STACK_BUFFER_BYTES, Offset, cache_bytes, conv_fields
 from .direct import CONV_OPS
 from .winograd import (DIRECT_EFFICIENCY, DIRECT_ONE_VECTOR_SLOWDOWN, GEMM_EFFICIENCY, MAX_WEIGHT_BYTES, MIN_CHANNELS,
-                       OUTPUT_CYCLES, TRANSFORM_CYCLES, LaneStore, TileOutput, _row_blocks, weight_bytes,
+                       OUTPUT_CYCLES, TRANSFORM_CYCLES, WinogradVectors, _row_blocks, vector_fields, weight_bytes,
                        winograd_arrays)
 
 MAX_DILATION = 4  # more phases than 4×4 leave each too few tiles (DeepLab's ASPP at 12–36 keeps the direct kernel)
 MEMORY_BYTES_PER_CYCLE = 8.0  # one core streaming from memory (the cost model's term for U, V and M)
 MIN_CHUNK = 16  # input channels per chunk of the products at the least
+# V of a group of input channels: FCN's head (2048 channels, 196 tiles) would hold 28 MB of it at once; in groups
+# its scratch is this plus M (6.4 MB), and M is re-read once per group.
+V_BUDGET_BYTES = 8 << 20
 # Below this the direct kernel's one pass costs about what the three passes save (a dilated 32 -> 32 conv at
 # 32×32, 9.4 M multiply-adds, one thread: 0.17 against 0.18 ms on the AVX-512 host, 0.19 against 0.15 ms for the
 # AVX2 build; 64 -> 64 at 28×28, 29 M: 0.49 against 0.45, 0.53 against 0.34 ms).
@@ -92,15 +95,8 @@ class FillRows:
 
 
 @dataclass(frozen=True)
-class Pass:
-    """One of the kernel's three passes: its function's suffix and its number of work items."""
-    name: str
-    items: int
-
-
-@dataclass(frozen=True)
 class TileRun:
-    """`count` equal register blocks of n tiles from tile t0; slots: where accumulator a<q>_<j> goes."""
+    """`count` equal register blocks of n tiles from tile t0; tiles: accumulator a<q>_<j> and its offset j from t0."""
     t0: int
     n: int
     count: int
@@ -136,6 +132,7 @@ class Plan:
     tiles: int  # T
     tile_stride: int  # TS: floats per channel in a plane of V (T + VL: the last vector store runs past)
     chunk: int  # CC: input channels per chunk of the products
+    group: int  # GC: input channels transformed before their products, a whole number of chunks
     runs: tuple[tuple[int, int, int], ...]  # (t0, n, count) register blocks over the tiles
     phases: tuple[tuple[int, int, int, int], ...]
 
@@ -159,45 +156,45 @@ def plan(args: dict, c: int, k: int, target: Target) -> Plan:
         else:
             runs.append([start, n, 1])
         start += n
-    return Plan(lanes, k_blocks, kv, tiles, stride, -(-c // chunks), tuple(tuple(r) for r in runs), phases)
+    chunk = -(-c // chunks)
+    group = min(c, chunk * max(1, V_BUDGET_BYTES // (16 * 4 * stride * chunk)))
+    return Plan(lanes, k_blocks, kv, tiles, stride, chunk, group, tuple(tuple(r) for r in runs), phases)
 
 
 def scratch_parts(p: Plan, c: int) -> tuple[int, int]:
-    """Floats of V [16][C][TS] (rounded to whole 64-byte lines) and of M [16][KB][T][VL]."""
-    v = -(-16 * c * p.tile_stride // 16) * 16
+    """Floats of V [16][GC][TS] (rounded to whole 64-byte lines) and of M [16][KB][T][VL]."""
+    v = -(-16 * p.group * p.tile_stride // 16) * 16
     return v, 16 * p.k_blocks * p.tiles * p.lanes
 
 
 def predicted_cycles(p: Plan, c: int, k: int, args: dict, target: Target) -> tuple[float, float]:
     """(direct, winograd_planes) cycles per sample, the cost model of compiler/kernels/winograd.py plus the
-    memory traffic of the three passes where their data outgrow L2 (U read once, V and M written and read
-    once)."""
+    memory traffic of the passes where their data outgrow L2 (U read once, V written and read once, M written
+    and read once per group of input channels)."""
     direct = k * args["OH"] * args["OW"] * c * 9 / (p.lanes * DIRECT_EFFICIENCY)
     if p.kv == 1:
         direct *= DIRECT_ONE_VECTOR_SLOWDOWN
     gemm = sum(16 * c * n * count * p.k_blocks / GEMM_EFFICIENCY / min(1.0, p.kv * n / 8) for _, n, count in p.runs)
     transform = c * sum(r * -(-w // p.lanes) for _, _, r, w in p.phases) * TRANSFORM_CYCLES
     output = p.k_blocks * p.lanes * p.tiles * 4 * OUTPUT_CYCLES
-    u_bytes, vm_bytes = weight_bytes(c, k, p.lanes), 4 * sum(scratch_parts(p, c))
-    memory = (u_bytes if u_bytes > target.l2_bytes * 3 // 4 else 0) + (2 * vm_bytes if vm_bytes > target.l2_bytes else 0)
+    v, m = scratch_parts(p, c)
+    u_bytes, vm_bytes = weight_bytes(c, k, p.lanes), 4 * (v + m)
+    groups = -(-c // p.group)
+    memory = (u_bytes if u_bytes > target.l2_bytes * 3 // 4 else 0)
+    if vm_bytes > target.l2_bytes:
+        memory += 2 * vm_bytes + 2 * 4 * m * (groups - 1)
     memory /= MEMORY_BYTES_PER_CYCLE
     return direct, gemm + transform + output + memory
 
 
 @dataclass(frozen=True)
-class PlanesParams(ConvParams):
-    VL: int
-    VECTOR_BYTES: int
-    KB: int
-    LAST_KB: int
-    KV: int
-    LASTN: int
-    PARTIAL_LAST: bool
-    filter_vectors: tuple[Offset, ...]  # per filter vector q of a block: its weights' offset q·C
+class PlanesParams(WinogradVectors):
     T: int  # tiles, all phases
     TS: int  # floats per input channel in a plane of V
-    V_PLANE: int  # C·TS
+    V_PLANE: int  # GC·TS
     V_FLOATS: int  # 16 planes of V, rounded to whole lines (M follows)
+    GC: int  # input channels per group
+    GC_LAST: int  # in the last group
     M_PLANE: int  # KB·T·VL
     SCRATCH: int
     CC: int  # input channels per chunk of the products
@@ -211,12 +208,6 @@ class PlanesParams(ConvParams):
     BUFFER: int  # floats of the split input buffer
     fill_rows: tuple[FillRows, ...]
     fill_columns: tuple[FillColumns, ...]
-    TILE_ROW_STEP: int  # 2·DH·OW: output offset between a phase's tile rows
-    TILE_COL_STEP: int  # 2·DW
-    lane_stores: tuple[LaneStore, ...]
-    tile_outputs: tuple[TileOutput, ...]
-    VECTOR_ACTIVATION: bool
-    passes: tuple[Pass, ...]
     parallel: bool
 
 
@@ -241,21 +232,15 @@ def planes_params(g: dict, p: Plan, k: int, c: int, macs: int) -> PlanesParams:
                 fill_columns.append(FillColumns((2 * px + parity) * xb, inside[0], inside[-1] + 1,
                                                 px + dw * (2 * inside[0] + parity) - pl, 2 * dw))
     v_floats, m_floats = scratch_parts(p, c)
-    lastn = k - (p.k_blocks - 1) * p.lanes
-    ow, ohw = g["OW"], g["OHW"]
     return PlanesParams(
-        **g, VL=p.lanes, VECTOR_BYTES=4 * p.lanes, KB=p.k_blocks, LAST_KB=p.k_blocks - 1, KV=p.kv, LASTN=lastn,
-        PARTIAL_LAST=lastn != p.lanes, filter_vectors=tuple(Offset(q, q * c) for q in range(p.kv)),
-        T=p.tiles, TS=p.tile_stride, V_PLANE=c * p.tile_stride, V_FLOATS=v_floats, M_PLANE=m_floats // 16,
-        SCRATCH=v_floats + m_floats, CC=p.chunk, CC_LAST=c - (-(-c // p.chunk) - 1) * p.chunk,
+        **g, **vector_fields(g, p.lanes, p.k_blocks, p.kv, k, c),
+        T=p.tiles, TS=p.tile_stride, V_PLANE=p.group * p.tile_stride, V_FLOATS=v_floats,
+        GC=p.group, GC_LAST=c - (-(-c // p.group) - 1) * p.group, M_PLANE=m_floats // 16,
+        SCRATCH=max(v_floats + m_floats, 16 * c),  # the portable path: V of one tile [16][C]
+        CC=p.chunk, CC_LAST=c - (-(-c // p.chunk) - 1) * p.chunk,
         runs=tuple(TileRun(t0, n, count, tuple(Offset(j, j) for j in range(n))) for t0, n, count in p.runs),
         phases=tuple(phases), PHASES=len(phases), SR=sr, XB=xb, ROW_STRIDE=row_stride, BUFFER=dh * sr * row_stride,
-        fill_rows=tuple(fill_rows), fill_columns=tuple(fill_columns), TILE_ROW_STEP=2 * dh * ow, TILE_COL_STEP=2 * dw,
-        lane_stores=tuple(LaneStore(l, l * ohw, lastn != p.lanes and l >= lastn) for l in range(p.lanes)),
-        tile_outputs=(TileOutput("y00", 0), TileOutput("y01", dw), TileOutput("y10", dh * ow),
-                      TileOutput("y11", dh * ow + dw)),
-        VECTOR_ACTIVATION=bool(g["activation"]) and not g["residual"],
-        passes=(Pass("transform", c), Pass("products", 16), Pass("outputs", p.k_blocks)), parallel=macs >= PARALLEL_MACS)
+        fill_rows=tuple(fill_rows), fill_columns=tuple(fill_columns), parallel=macs >= PARALLEL_MACS)
 
 
 @register_kernel
