@@ -79,8 +79,8 @@ class Plan:
         return 16 * self.xi_stride(c)
 
 
-def _row_blocks(tw: int, nt: int) -> list[int]:
-    """A row of tw tiles cut into register blocks of at most nt tiles, as equal as possible."""
+def equal_blocks(tw: int, nt: int) -> list[int]:
+    """tw tiles cut into register blocks of at most nt tiles, as equal as possible."""
     n = -(-tw // nt)
     return [tw // n + (1 if i < tw % n else 0) for i in range(n)]
 
@@ -97,7 +97,7 @@ def plan(args: dict, c: int, k: int, target: Target) -> Plan:
         rows = max(range(1, min(th, nt // tw) + 1), key=lambda r: (-(-(-th // r) * r - th), r))
     if rows == 1:
         blocks, start = [], 0
-        for n in _row_blocks(tw, nt):
+        for n in equal_blocks(tw, nt):
             blocks.append(tuple((0, start + j) for j in range(n)))
             start += n
     else:

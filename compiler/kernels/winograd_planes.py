@@ -27,7 +27,7 @@ from . import Kernel, register_kernel
 from .common import PARALLEL_MACS, STACK_BUFFER_BYTES, Offset, cache_bytes, conv_fields
 from .direct import CONV_OPS
 from .winograd import (DIRECT_EFFICIENCY, DIRECT_ONE_VECTOR_SLOWDOWN, GEMM_EFFICIENCY, MAX_WEIGHT_BYTES, MIN_CHANNELS,
-                       OUTPUT_CYCLES, TRANSFORM_CYCLES, WinogradVectors, _row_blocks, vector_fields, weight_bytes,
+                       OUTPUT_CYCLES, TRANSFORM_CYCLES, WinogradVectors, equal_blocks, vector_fields, weight_bytes,
                        winograd_arrays)
 
 MAX_DILATION = 4  # more phases than 4×4 leave each too few tiles (DeepLab's ASPP at 12–36 keeps the direct kernel)
@@ -61,15 +61,13 @@ def why_not_eligible(attrs, c: int, args: dict) -> str | None:
 @dataclass(frozen=True)
 class TilePhase:
     """The tiles of output phase (py, px): rows py, py + DH, ... and columns px, px + DW, ..., two by two:
-    `rows` × `cols` tiles numbered from `first`; `buffer`: its parity-0 split row 0 in the input buffer;
-    `output`: its first output's offset py·OW + px."""
+    `rows` × `cols` tiles numbered from `first`; `buffer`: its parity-0 split row 0 in the input buffer."""
     py: int
     px: int
     rows: int
     cols: int
     first: int
     buffer: int
-    output: int
 
 
 @dataclass(frozen=True)
@@ -150,7 +148,7 @@ def plan(args: dict, c: int, k: int, target: Target) -> Plan:
     chunks = -(-c // most)
     runs: list[list[int]] = []
     start = 0
-    for n in _row_blocks(tiles, nt):
+    for n in equal_blocks(tiles, nt):
         if runs and runs[-1][1] == n:
             runs[-1][2] += 1
         else:
@@ -179,10 +177,9 @@ def predicted_cycles(p: Plan, c: int, k: int, args: dict, target: Target) -> tup
     output = p.k_blocks * p.lanes * p.tiles * 4 * OUTPUT_CYCLES
     v, m = scratch_parts(p, c)
     u_bytes, vm_bytes = weight_bytes(c, k, p.lanes), 4 * (v + m)
-    groups = -(-c // p.group)
     memory = (u_bytes if u_bytes > target.l2_bytes * 3 // 4 else 0)
-    if vm_bytes > target.l2_bytes:
-        memory += 2 * vm_bytes + 2 * 4 * m * (groups - 1)
+    if vm_bytes > target.l2_bytes:  # every channel's V and, per group, M written and read
+        memory += 2 * 4 * (16 * c * p.tile_stride + m * -(-c // p.group))
     memory /= MEMORY_BYTES_PER_CYCLE
     return direct, gemm + transform + output + memory
 
@@ -217,7 +214,7 @@ def planes_params(g: dict, p: Plan, k: int, c: int, macs: int) -> PlanesParams:
     sr, xb, row_stride = buffer_shape(g, p.lanes)
     phases, first = [], 0
     for py, px, rows, cols in p.phases:
-        phases.append(TilePhase(py, px, rows, cols, first, py * sr * row_stride + px * 2 * xb, py * g["OW"] + px))
+        phases.append(TilePhase(py, px, rows, cols, first, py * sr * row_stride + px * 2 * xb))
         first += rows * cols
     fill_rows = []
     for py in range(dh):  # sub-row i of row phase py: padded row py + DH·i, input row py + DH·i − PT
