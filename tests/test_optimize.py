@@ -449,7 +449,8 @@ def test_benchmark_profile_names_each_layers_kernel():
     assert proc.returncode == 0, proc.stderr[-2000:]
     table, totals = proc.stdout.split("\n\n")[:2]
     rows = {line.split()[0]: line.split() for line in table.splitlines()[2:]}
-    assert totals.startswith("convc ms by op: fused_conv2d ") and " dense " in totals
+    # ops by time, largest first: which comes first depends on the run (lenet5's layers take microseconds)
+    assert totals.startswith("convc ms by op: ") and " fused_conv2d " in totals and " dense " in totals
     # after fusion: two convs with their relus, two max-pools, three dense layers (flatten is a view)
     assert len(rows) == 7, proc.stdout
     assert rows["relu_2"][1:3] == ["fused_conv2d", "rowvec"]
