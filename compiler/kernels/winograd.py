@@ -16,6 +16,7 @@ products over C in registers (like the blocked kernel), and turns them into outp
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 
@@ -280,23 +281,23 @@ def winograd_params(geometry: dict, p: Plan, k: int, c: int, macs: int) -> Winog
         NTMAX=ntmax, M_SLOTS=p.kv * ntmax, ITEMS=p.items, parallel=macs >= PARALLEL_MACS)
 
 
-@register_kernel
-class Winograd(Kernel):
-    name = "winograd"
+class WinogradFamily(Kernel):
+    """What the two Winograd kernels share: their ops, transformed weights, scratch and thread pool, and how a
+    layer's plan, cost and template record come from the kernel module's functions (set per kernel)."""
     ops = CONV_OPS
-    template = "ops/conv2d_winograd.c.j2"
-    priority = 30
+    eligibility: ClassVar  # why_not_eligible(attrs, c, args)
+    planner: ClassVar  # plan(args, c, k, target)
+    cost: ClassVar  # predicted_cycles(plan, c, k, args, target) -> (direct, this kernel)
+    record: ClassVar  # the params record from (geometry, plan, k, c, macs)
 
     def unsuitable(self, layer, in_shapes, out_shape, target):
-        return why_not_eligible(layer.attrs, in_shapes[0][0], layer.spec.kernel_args(layer, in_shapes, out_shape))
+        return self.eligibility(layer.attrs, in_shapes[0][0], layer.spec.kernel_args(layer, in_shapes, out_shape))
 
-    def wanted(self, layer, in_shapes, out_shape, target):
-        """Where the cost model predicts it beats the direct kernel, and its transformed weights stay in cache."""
+    def cost_reason(self, layer, in_shapes, out_shape, target) -> str | None:
+        """Why it takes the layer, if its cost model predicts it beats the direct kernel (None: it does not)."""
         c, k = in_shapes[0][0], layer.attrs.filters
-        if weight_bytes(c, k, target.lanes) > MAX_WEIGHT_BYTES:
-            return None
         args = layer.spec.kernel_args(layer, in_shapes, out_shape)
-        direct, wino = predicted_cycles(plan(args, c, k, target), c, k, args, target)
+        direct, wino = self.cost(self.planner(args, c, k, target), c, k, args, target)
         if wino >= direct:
             return None
         return f"cost model: {wino / 1e3:.0f}k cycles against {direct / 1e3:.0f}k for the direct kernel"
@@ -304,8 +305,8 @@ class Winograd(Kernel):
     def params(self, layer, in_shapes, out_shape, target, layouts):
         geometry = conv_fields(layer, in_shapes, out_shape)
         c, k = in_shapes[0][0], layer.attrs.filters
-        p = plan(geometry, c, k, target)
-        return winograd_params(geometry, p, k, c, layer.spec.macs(layer, in_shapes, out_shape))
+        return self.record(geometry, self.planner(geometry, c, k, target), k, c,
+                           layer.spec.macs(layer, in_shapes, out_shape))
 
     def scratch_floats(self, params):
         return params.SCRATCH
@@ -315,3 +316,18 @@ class Winograd(Kernel):
 
     def uses_thread_pool(self, params):
         return True
+
+
+@register_kernel
+class Winograd(WinogradFamily):
+    name = "winograd"
+    template = "ops/conv2d_winograd.c.j2"
+    priority = 30
+    eligibility, planner = staticmethod(why_not_eligible), staticmethod(plan)
+    cost, record = staticmethod(predicted_cycles), staticmethod(winograd_params)
+
+    def wanted(self, layer, in_shapes, out_shape, target):
+        """Where the cost model predicts it beats the direct kernel, and its transformed weights stay in cache."""
+        if weight_bytes(in_shapes[0][0], layer.attrs.filters, target.lanes) > MAX_WEIGHT_BYTES:
+            return None
+        return self.cost_reason(layer, in_shapes, out_shape, target)

@@ -23,12 +23,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..target import Target
-from . import Kernel, register_kernel
-from .common import PARALLEL_MACS, STACK_BUFFER_BYTES, Offset, cache_bytes, conv_fields
-from .direct import CONV_OPS
+from . import register_kernel
+from .common import PARALLEL_MACS, STACK_BUFFER_BYTES, Offset, cache_bytes
 from .winograd import (DIRECT_EFFICIENCY, DIRECT_ONE_VECTOR_SLOWDOWN, GEMM_EFFICIENCY, MAX_WEIGHT_BYTES, MIN_CHANNELS,
-                       OUTPUT_CYCLES, TRANSFORM_CYCLES, WinogradVectors, equal_blocks, vector_fields, weight_bytes,
-                       winograd_arrays)
+                       OUTPUT_CYCLES, TRANSFORM_CYCLES, WinogradFamily, WinogradVectors, equal_blocks, vector_fields,
+                       weight_bytes)
 
 MAX_DILATION = 4  # more phases than 4×4 leave each too few tiles (DeepLab's ASPP at 12–36 keeps the direct kernel)
 MEMORY_BYTES_PER_CYCLE = 8.0  # one core streaming from memory (the cost model's term for U, V and M)
@@ -241,14 +240,12 @@ def planes_params(g: dict, p: Plan, k: int, c: int, macs: int) -> PlanesParams:
 
 
 @register_kernel
-class WinogradPlanes(Kernel):
+class WinogradPlanes(WinogradFamily):
     name = "winograd_planes"
-    ops = CONV_OPS
     template = "ops/conv2d_winograd_planes.c.j2"
     priority = 25  # after `winograd`, which takes the undilated layers whose weights stay in cache
-
-    def unsuitable(self, layer, in_shapes, out_shape, target):
-        return why_not_eligible(layer.attrs, in_shapes[0][0], layer.spec.kernel_args(layer, in_shapes, out_shape))
+    eligibility, planner = staticmethod(why_not_eligible), staticmethod(plan)
+    cost, record = staticmethod(predicted_cycles), staticmethod(planes_params)
 
     def wanted(self, layer, in_shapes, out_shape, target):
         """Dilated layers, and layers whose transformed weights outgrow the item-wise kernel's limit, of at least
@@ -258,22 +255,4 @@ class WinogradPlanes(Kernel):
             return None
         if layer.spec.macs(layer, in_shapes, out_shape) < MIN_MACS:
             return None
-        args = layer.spec.kernel_args(layer, in_shapes, out_shape)
-        direct, wino = predicted_cycles(plan(args, c, k, target), c, k, args, target)
-        if wino >= direct:
-            return None
-        return f"cost model: {wino / 1e3:.0f}k cycles against {direct / 1e3:.0f}k for the direct kernel"
-
-    def params(self, layer, in_shapes, out_shape, target, layouts):
-        geometry = conv_fields(layer, in_shapes, out_shape)
-        c, k = in_shapes[0][0], layer.attrs.filters
-        return planes_params(geometry, plan(geometry, c, k, target), k, c, layer.spec.macs(layer, in_shapes, out_shape))
-
-    def scratch_floats(self, params):
-        return params.SCRATCH
-
-    def arrays(self, layer, weights, params):
-        return winograd_arrays(weights, params.VL)
-
-    def uses_thread_pool(self, params):
-        return True
+        return self.cost_reason(layer, in_shapes, out_shape, target)
