@@ -6,7 +6,7 @@ order, kernel cost models) reads a `Target`, which the caller passes explicitly 
 -march name:
 
 - "native": the host. This module is the only place that looks at the host CPU (through archspec, which
-  reads /proc/cpuinfo, and sysconf for the caches); the runtime's ISA check is the only other reader.
+  reads /proc/cpuinfo, and Linux's sysfs for the caches); the runtime's ISA check is the only other reader.
 - "x86-64-v3" (AVX2 + FMA: 8 lanes, 16 vector registers), "x86-64-v4" (AVX-512: 16 lanes, 32 registers),
   or any other -march name: archspec's tables when it knows the name (zen4, skylake_avx512, haswell, ...),
   else the instruction-set macros the C compiler defines for `-march=NAME`.
@@ -23,6 +23,7 @@ import re
 import subprocess
 from dataclasses import dataclass, field
 from functools import lru_cache
+from pathlib import Path
 
 KIB, MIB = 1024, 1024 * 1024
 
@@ -122,6 +123,33 @@ def baseline_target() -> Target:
     return _make("none", None, arch, _family_features(arch), TYPICAL_CACHES, None)
 
 
+CACHE_SYSFS = Path("/sys/devices/system/cpu/cpu0/cache")
+
+
+def _sysfs_size(text: str) -> int | None:
+    """"32K", "512K", "32768K", "1M" (Linux's cache sizes) in bytes."""
+    match = re.fullmatch(r"(\d+)\s*([KMG]?)", text.strip())
+    if not match:
+        return None
+    return int(match[1]) * {"": 1, "K": KIB, "M": MIB, "G": 1024 * MIB}[match[2]]
+
+
+def _sysfs_caches(root: Path = CACHE_SYSFS) -> dict[int, int]:
+    """{level: bytes} of the data and unified caches one core sees, from Linux's sysfs (what getconf reads;
+    Python's os.sysconf has no cache names)."""
+    caches: dict[int, int] = {}
+    for index in sorted(root.glob("index[0-9]*")):
+        try:
+            level = int((index / "level").read_text())
+            kind = (index / "type").read_text().strip()
+            size = _sysfs_size((index / "size").read_text())
+        except (OSError, ValueError):
+            continue
+        if kind in ("Data", "Unified") and size:
+            caches[level] = size
+    return caches
+
+
 def _sysconf(name: str, default: int) -> int:
     try:
         value = os.sysconf(name)
@@ -130,16 +158,23 @@ def _sysconf(name: str, default: int) -> int:
     return value if value and value > 0 else default
 
 
+def host_caches(root: Path = CACHE_SYSFS) -> tuple[int, int, int]:
+    """L1d, L2 (per core) and L3 of the host: sysfs, else sysconf, else Target.TYPICAL_CACHES."""
+    found = _sysfs_caches(root)
+    names = ("SC_LEVEL1_DCACHE_SIZE", "SC_LEVEL2_CACHE_SIZE", "SC_LEVEL3_CACHE_SIZE")
+    return tuple(found.get(level) or _sysconf(name, typical)  # type: ignore[return-value]
+                 for level, name, typical in zip((1, 2, 3), names, TYPICAL_CACHES))
+
+
 @lru_cache(maxsize=None)
 def host_target() -> Target:
-    """The machine running this process ("native"): features from archspec, caches from sysconf."""
+    """The machine running this process ("native"): features from archspec, caches from sysfs."""
     import archspec.cpu
 
     host = archspec.cpu.host()
     arch = _host_arch()
     features = frozenset(host.features) | _family_features(arch)
-    caches = (_sysconf("SC_LEVEL1_DCACHE_SIZE", TYPICAL_CACHES[0]), _sysconf("SC_LEVEL2_CACHE_SIZE", TYPICAL_CACHES[1]),
-              _sysconf("SC_LEVEL3_CACHE_SIZE", TYPICAL_CACHES[2]))
+    caches = host_caches()
     threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return _make("native", "native", arch, features, caches, threads, host.name)
 

@@ -7,7 +7,7 @@ import pytest
 
 import compiler
 from compiler.cli import main
-from compiler.target import Target
+from compiler.target import Target, host_caches
 from conftest import EXAMPLES, ROOT, host_lacks
 from runtime.cpu import cpu_flags
 
@@ -105,3 +105,18 @@ def test_build_writes_the_library_without_loading_it(tmp_path):
     out = compiler.build(EXAMPLES / "lenet5.yaml", tmp_path / "m.so", march="x86-64-v3", cache_dir=tmp_path / "c")
     assert out == tmp_path / "m.so" and out.stat().st_size > 0
     assert runtime.load(out).output_shapes["fc3"] == (10,)  # stamped: runtime.load's checks accept it
+
+
+def test_the_host_caches_come_from_sysfs(tmp_path):
+    # Python's os.sysconf has no cache names; Linux lists each cache one core sees under cpu0/cache.
+    for index, (level, kind, size) in enumerate([(1, "Data", "32K"), (1, "Instruction", "32K"),
+                                                 (2, "Unified", "512K"), (3, "Unified", "32768K")]):
+        folder = tmp_path / f"index{index}"
+        folder.mkdir()
+        (folder / "level").write_text(f"{level}\n")
+        (folder / "type").write_text(f"{kind}\n")
+        (folder / "size").write_text(f"{size}\n")
+    assert host_caches(tmp_path) == (32 * 1024, 512 * 1024, 32 * 1024 * 1024)
+    (tmp_path / "index2" / "size").write_text("garbled\n")  # an unreadable level falls back, never raises
+    l1, l2, l3 = host_caches(tmp_path)
+    assert (l1, l3) == (32 * 1024, 32 * 1024 * 1024) and l2 > 0
