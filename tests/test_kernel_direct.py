@@ -77,21 +77,24 @@ def test_weights_that_fit_l2_are_not_chunked_with_32_registers():
 
 
 def test_avx2_chunks_weights_that_outgrow_l1():
-    """With 16 registers (4 × 3 blocks) the rule holds one level down: weights past 2 × L1 (64 KB) in chunks of
-    at most half of L1, for items of two rows or more. ResNet-50's 1024 -> 256 1×1 at 14×14: 128 KB a block, 128
-    channels (16 KB) a chunk, all 14 rows an item; its 2048 -> 512 1×1 at 7×7 cut into one row of 49: none."""
+    """With 16 registers (4 × 3 blocks) the rule holds one level down: weights past half of L1 (16 KB) in chunks
+    of an eighth of L1 (4 KB: 32 channels of a 1×1 conv) or, for a 3×3 kernel, one step of 8 channels (9 KB),
+    for items of two rows or more whose partial sums take at most half of L1. ResNet-50's 1024 -> 256 1×1 at
+    14×14: 128 KB a block, 32 channels a chunk, 9 rows (16 KB of sums) an item; its 2048 -> 512 1×1 at 7×7 cut
+    into one row of 49: none; 128 -> 512 (16 KB): none."""
     avx2 = TARGETS[0]
     assert avx2.vector_registers == 16 and avx2.l1d_bytes == 32 * 1024
-    assert channel_chunks(1024, 1, 4, 8, 8, 14, 14, avx2) == (128, 14)
+    assert channel_chunks(1024, 1, 4, 8, 8, 14, 14, avx2) == (32, 9)
+    assert channel_chunks(256, 1, 4, 8, 8, 56, 56, avx2) == (32, 2)  # 56-pixel rows: two rows of sums in 14 KB
     assert channel_chunks(512, 9, 4, 8, 8, 7, 7, avx2) == (8, 7)  # 3×3: 1,152 bytes a channel
     assert channel_chunks(2048, 1, 4, 8, 8, 1, 49, avx2) == (2048, 1)  # one row an item
-    assert channel_chunks(256, 1, 4, 8, 8, 14, 14, avx2) == (256, 1)  # 32 KB: stays in L1
+    assert channel_chunks(128, 1, 4, 8, 8, 14, 14, avx2) == (128, 1)  # 16 KB: stays in L1
     assert channel_chunks(1024, 1, 2, 16, 16, 14, 14, TARGETS[1]) == (1024, 1)  # AVX-512: fits L2
 
 
 @pytest.mark.parametrize("shape", [(640, 10, 12), (96, 14, 14)])
 def test_avx2_l1_chunks_match_the_interpreter(shape):
-    """A 1×1 conv chunked for L1 (640 channels: 80 KB a block, chunks of 128) between channel-blocked tensors
+    """A 1×1 conv chunked for L1 (640 channels: 80 KB a block, chunks of 32) between channel-blocked tensors
     with a residual, and a 3×3 one from the model's C×H×W input (96 channels: 108 KB, chunks of 8)."""
     avx2 = TARGETS[0]
     c = shape[0]
@@ -104,6 +107,7 @@ def test_avx2_l1_chunks_match_the_interpreter(shape):
     plan = kernel_plan(graph, avx2, kernels=direct)[1]
     p = next(ch.params for n, ch in plan.choices.items() if ch.kernel == "direct" and ch.params.C == c and ch.params.K == 32)
     assert p.CHUNKED and p.CHUNK_BYTES <= avx2.l1d_bytes // 2 and p.ROWS >= 2
+    assert p.PART_VECTORS * 32 <= avx2.l1d_bytes // 2  # the partial sums: at most half of L1
     compile_and_check(graph, batch=2, march=avx2, kernels=direct)
 
 

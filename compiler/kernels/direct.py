@@ -221,13 +221,22 @@ def direct_block_shape(k_blocks: int, registers: int, geometry: dict, pointwise:
 CHUNK_L2_SHARE = 0.25
 PART_BYTES = 32 * 1024
 # With 16 vector registers (AVX2) a block holds 3 or 4 pixels, so its weights are read again every 3-4 pixels:
-# past L1_CHUNK_FACTOR × L1 they come from L2 each time, and chunks whose weights take at most CHUNK_L1_SHARE
-# of L1 serve the item's rows from L1. ResNet-50, AVX2 build, 1 thread, per layer: 512 -> 512 3×3 at 7×7 0.90,
-# 1024 -> 256 1×1 at 14×14 0.93-0.95; whole model 0.97 (ResNeXt-50 0.98). Not with 32 registers (AVX-512's
-# 12-pixel blocks: ResNet-50 1.03, its 1×1 convs at 7×7 1.10), nor for an item of one row (a 7×7 1×1 conv cut
-# into one row of 49: 1.10).
-L1_CHUNK_FACTOR = 2
-CHUNK_L1_SHARE = 0.5
+# past L1_CHUNK_FACTOR × L1 they come from L2 each time, and small chunks (their weights at most CHUNK_L1_SHARE
+# of L1, or one step of channels up to CHUNK_L1_MAX_SHARE for a 3×3 kernel's larger step) serve the item's rows
+# from L1 next to its partial sums (at most PART_L1_SHARE of L1). Not with 32 registers (AVX-512's 12-pixel
+# blocks: ResNet-50 1.03, its 1×1 convs at 7×7 1.10), nor for an item of one row (a 7×7 1×1 conv cut into one
+# row of 49: 1.10). Measured on an AVX2-only Zen 3 (L1d 32 KiB, L2 512 KiB), 1 thread, against onnxruntime per
+# layer in alternating rounds: the rule's first form (weights past 2 × L1, chunks of half of L1, 32 KB of
+# partial sums) left the 256-channel 1×1 convs at 56×56 unchunked and had a 16 KB chunk and 28 KB of sums
+# share L1: ResNeXt-50's direct layers (all 1×1) took 1.44 × onnxruntime's time, 1.34 with this rule (the
+# model 245 -> 200 ms; 1.62 / 1.36 -> 1.35 / 1.22 in two earlier paired rounds); ResNet-50's 1.51 / 1.39 ->
+# 1.43 / 1.36; DenseNet-121's 1.51 -> 1.56 (24 of its 117 ms). Chunks of 2 KB were slower again. On the
+# AVX-512 host's Zen 4 the first form had measured ResNet-50's 512 -> 512 3×3 at 7×7 0.90 and 1024 -> 256
+# 1×1 at 14×14 0.93-0.95 against no chunking; this rule was not measured there.
+L1_CHUNK_FACTOR = 0.5
+CHUNK_L1_SHARE = 0.125
+CHUNK_L1_MAX_SHARE = 0.5
+PART_L1_SHARE = 0.5
 
 
 def channel_chunks(c: int, khw: int, kv: int, lanes: int, x_lanes: int, oh: int, ow: int, target) -> tuple[int, int]:
@@ -237,19 +246,22 @@ def channel_chunks(c: int, khw: int, kv: int, lanes: int, x_lanes: int, oh: int,
     rows, the partial sums kept between chunks. The chunk is the largest divisor of c, a multiple of the
     input's blocks, that fits; (c, 1): no chunking, when the weights fit L2, no divisor does or one output
     row's partial sums would pass PART_BYTES. With 16 registers the same holds one level down, for weights
-    past L1_CHUNK_FACTOR × L1 and items of two rows or more (see CHUNK_L1_SHARE).
+    past L1_CHUNK_FACTOR × L1 and items of two rows or more, with smaller chunks and sums (see CHUNK_L1_SHARE).
     fcn_resnet50's 3×3 head over 2,048 channels (2.4 MB of weights per register block), 1 thread: AVX2 build
     228 -> 164 ms from a channel-blocked input, 203 -> 167 from C×H×W (AVX2's 3-pixel blocks re-read the
     weights 10 times a row); AVX-512 138 -> 132 and 132 -> 131 ms."""
     vector_bytes = khw * kv * lanes * 4  # per input channel
-    rows = min(oh, PART_BYTES // (kv * ow * lanes * 4))
+    row_bytes = kv * ow * lanes * 4  # one output row's partial sums
+    step = max(8, x_lanes)
+    rows = min(oh, PART_BYTES // row_bytes)
+    l1_rows = min(oh, int(PART_L1_SHARE * target.l1d_bytes) // row_bytes)
     if c * vector_bytes > target.l2_bytes:
         budget = target.l2_bytes * CHUNK_L2_SHARE
-    elif target.vector_registers < 32 and c * vector_bytes > L1_CHUNK_FACTOR * target.l1d_bytes and rows >= 2:
-        budget = target.l1d_bytes * CHUNK_L1_SHARE
+    elif target.vector_registers < 32 and c * vector_bytes > L1_CHUNK_FACTOR * target.l1d_bytes and l1_rows >= 2:
+        budget = max(target.l1d_bytes * CHUNK_L1_SHARE, min(step * vector_bytes, target.l1d_bytes * CHUNK_L1_MAX_SHARE))
+        rows = l1_rows
     else:
         return c, 1
-    step = max(8, x_lanes)
     fits = [d for d in range(step, c, step) if c % d == 0 and d * vector_bytes <= budget]
     if not fits or rows < 1:
         return c, 1
