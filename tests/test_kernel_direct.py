@@ -77,11 +77,11 @@ def test_weights_that_fit_l2_are_not_chunked_with_32_registers():
 
 
 def test_avx2_chunks_weights_that_outgrow_l1():
-    """With 16 registers (4 × 3 blocks) the rule holds one level down: weights past half of L1 (16 KB) in chunks
-    of an eighth of L1 (4 KB: 32 channels of a 1×1 conv) or, for a 3×3 kernel, one step of 8 channels (9 KB),
-    for items of two rows or more whose partial sums take at most half of L1. ResNet-50's 1024 -> 256 1×1 at
-    14×14: 128 KB a block, 32 channels a chunk, 9 rows (16 KB of sums) an item; its 2048 -> 512 1×1 at 7×7 cut
-    into one row of 49: none; 128 -> 512 (16 KB): none."""
+    """With 16 registers the rule holds one level down: weights past half of L1 (16 KB) in chunks of an eighth of
+    L1 (4 KB: 32 channels of a 1×1 conv) or, for a 3×3 kernel, one step of 8 channels (9 KB), for items of two
+    rows or more whose partial sums take at most half of L1. With 4 × 3 blocks, a 1024 -> 256 1×1 at 14×14:
+    128 KB a block, 32 channels a chunk, 9 rows (16 KB of sums) an item; a 2048 -> 512 1×1 at 7×7 cut into one
+    row of 49: none; 128 -> 512 (16 KB): none."""
     avx2 = TARGETS[0]
     assert avx2.vector_registers == 16 and avx2.l1d_bytes == 32 * 1024
     assert channel_chunks(1024, 1, 4, 8, 8, 14, 14, avx2) == (32, 9)
@@ -163,6 +163,40 @@ def test_avx2_register_blocks_by_filter_vectors():
     assert [block_shape(kb, 16) for kb in (4, 8, 3, 6, 9, 2, 10, 5, 1)] == [
         (4, 3), (4, 3), (3, 4), (3, 4), (3, 4), (2, 6), (2, 6), (1, 12), (1, 12)]
     assert [block_shape(kb, 32) for kb in (2, 3, 6)] == [(2, 12), (1, 16), (2, 12)]
+
+
+def test_avx2_one_column_kernels_take_blocks_whose_weights_stay_in_registers():
+    """AVX2, kernels one column wide: of 3 × 4, 2 × 6 and 1 × 12 (weights pinned in registers) the block with the
+    least FMA time per filter vector, the zero padding of the last block counted: 3 × 4 for K = 256 (32
+    vectors: 11 blocks, one vector of padding), 2 × 6 for 4, 8 or 16 vectors, where 3 × 4 would pad more."""
+    from compiler.kernels.direct import narrow_one_column_block
+    assert {kb: narrow_one_column_block(kb) for kb in (1, 2, 3, 4, 5, 8, 9, 16, 32, 128)} == {
+        1: (1, 12), 2: (2, 6), 3: (3, 4), 4: (2, 6), 5: (3, 4), 8: (2, 6), 9: (3, 4), 16: (2, 6), 32: (3, 4),
+        128: (3, 4)}
+
+
+@pytest.mark.parametrize("target", TARGETS, ids=TARGET_IDS)
+@pytest.mark.parametrize("filters, kernel", [(40, 1), (36, [7, 1]), (40, [7, 1])])
+def test_a_padded_last_register_block_is_not_stored(filters, kernel, target):
+    """40 filters (5 vectors) on AVX2: 3 × 4 blocks, the second holding one zero vector of padding whose sums
+    are not stored; 36 = 4 × 8 + 4 adds a part-filled last vector. Into a channel-blocked output with a residual
+    and into the model's C×H×W one, against the interpreter. AVX-512 (2 × 12 or 1 × 16 blocks) pins nothing."""
+    layers = [conv("e", 16, 1, ["x"]), {"name": "er", "op": "relu", "inputs": ["e"]},
+              conv("c", filters, kernel, ["er"], padding=[k // 2 for k in kernel] if isinstance(kernel, list) else 0),
+              conv("side", filters, 1, ["er"]), {"name": "s", "op": "add", "inputs": ["c", "side"]},
+              {"name": "sr", "op": "relu", "inputs": ["s"]}, conv("p", filters, 1, ["sr"])]
+    graph = compiler.load(model_dict(layers, shape=(16, 11, 13), name="padded", seed=8))
+    forced = {n: "direct" for n in ("e", "c", "side", "p")}
+    plan = kernel_plan(graph, target, kernels=forced)[1]
+    convs = [c.params for c in plan.choices.values() if c.kernel == "direct" and c.params.K == filters]
+    assert any(not p.YB for p in convs) and (any(p.YB for p in convs) or filters % target.lanes)
+    for p in convs:
+        if target.vector_registers == 16:
+            assert (p.KV, p.PB) == (3, 4) and p.PADDED and p.KB_PACKED == 6 and p.padding_vectors == (False, False, True)
+            assert p.PIN_WEIGHTS
+        else:
+            assert not p.PIN_WEIGHTS
+    compile_and_check(graph, batch=2, march=target, kernels=forced)
 
 
 @pytest.mark.parametrize("kernel", [1, 3])

@@ -18,6 +18,16 @@ PARALLEL_READS = PARALLEL_MACS // 4
 STACK_BUFFER_BYTES = 96 * 1024
 
 
+def pin_condition(target: Target, registers: int) -> str:
+    """The C condition under which a register block that needs `registers` vector registers (accumulators and
+    the values it reuses) may pin those values in registers with an empty asm statement: GCC otherwise reads
+    them again as FMA memory operands, one load per FMA. Only on x86 with 16 registers, and only when the block
+    fits them ("": never); 32-byte vectors need AVX in the compiler's flags to sit in a register."""
+    if target.arch != "x86_64" or target.vector_registers >= 32 or registers > target.vector_registers:
+        return ""
+    return "defined(__x86_64__) && defined(__AVX__)" if target.lanes == 8 else "defined(__x86_64__)"
+
+
 def cache_bytes(target: Target) -> int:
     """Data this size stays in a core's L2 (about half of it) between passes."""
     return target.l2_bytes // 2

@@ -13,9 +13,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from . import Kernel, register_kernel
 from .common import (PARALLEL_MACS, ConvParams, Offset, PixelRun, block_shape, cache_bytes, conv_fields,
-                     TransposeStage, conv_weights, pack_filter_blocks, row_segments, transpose_stages)
+                     TransposeStage, conv_weights, pack_filter_blocks, pin_condition, row_segments, transpose_stages)
 
 CONV_OPS = ("conv2d", "fused_conv2d")
 
@@ -87,11 +89,15 @@ class DirectParams(ConvParams):
     VL: int  # output channels per vector
     VECTOR_BYTES: int
     KB: int  # vectors of output channels (K zero-padded)
+    KB_PACKED: int  # of them packed: KB, zero vectors completing the last register block (GROUPS·KV)
     KBG: int  # of them per group (one group: KB)
     LAST_KB: int  # the last vector's index within its group
     KV: int  # filter vectors per register block
     PB: int  # output pixels per register block
-    GROUPS: int  # register blocks of filter vectors: KB / KV
+    GROUPS: int  # register blocks of filter vectors: ceil(KB / KV)
+    PADDED: bool  # KV does not divide KB: the last register block ends in zero vectors, not stored
+    padding_vectors: tuple[bool, ...]  # per filter vector v of a block: the last block's is zero padding
+    PIN_WEIGHTS: str  # the C condition under which the block's weight vectors are held in registers ("": never)
     LASTN: int  # filters in the last vector
     PARTIAL_LAST: bool  # LASTN < VL
     CKK: int
@@ -197,19 +203,39 @@ def narrow_wide_kernel(shape: tuple[int, int], kw: int) -> tuple[int, int]:
     return NARROW_WIDE_KERNEL_BLOCK if shape == (2, 6) and kw > 1 else shape
 
 
+# AVX2 (16 registers), kernels one column wide (1×1, 7×1): register blocks whose weight vectors fit in registers
+# beside the accumulators (common.pin_condition), with their speed relative to 3 × 4's. The last register block is
+# completed with zero filter vectors (not stored) where KV does not divide the filter vectors: 3 × 4 takes K =
+# 256 as 11 blocks, one of them 1/3 padding. Measured on an AVX2-only Zen 3, 1 thread, per layer in alternating
+# rounds against 4 × 3 with its weights read as FMA memory operands: ResNet-50's direct layers (1×1, three 3×3
+# at stride 2) 0.77 with 3 × 4 and 0.85 with 2 × 6 everywhere; 3 × 4 on 1×1 convs only: 0.82 (ResNet-50),
+# 0.79 (GoogLeNet), 0.92 (Inception v3). 3×3 convs keep 4 × 3 (ResNet-18's at stride 2 from C×H×W: 1.20 with
+# 3 × 4). 1 × 12's factor is a guess that only decides K of one vector (where it is the only block without
+# padding).
+ONE_COLUMN_BLOCKS = ((3, 4, 1.0), (2, 6, 0.9), (1, 12, 0.8))
+
+
+def narrow_one_column_block(k_blocks: int) -> tuple[int, int]:
+    """(KV, PB) of ONE_COLUMN_BLOCKS for k_blocks filter vectors: the least FMA time per filter vector, the
+    padding vectors counted."""
+    kv, pb, _ = min(ONE_COLUMN_BLOCKS, key=lambda s: -(-k_blocks // s[0]) * s[0] / s[2])
+    return kv, pb
+
+
 def direct_block_shape(k_blocks: int, registers: int, geometry: dict, pointwise: bool,
                        transposed_store: bool) -> tuple[tuple[int, int], dict]:
     """The register block (KV, PB), and the geometry it runs on (a stride-1 unpadded 1×1 conv's pixels re-cut
     into rows: pixel_rows). With 32 registers, of WIDE_BLOCK_SHAPES the one that wastes least on this layer's
     rows (block_cost per filter vector; the first of equals, 2 × 12 first for a transposed store of
-    C·KH·KW < TRANSPOSED_WIDE_CKK); else block_shape's, but NARROW_WIDE_KERNEL_BLOCK for its 2 × 6 under
-    kernels wider than one column."""
+    C·KH·KW < TRANSPOSED_WIDE_CKK); with 16, narrow_one_column_block's for kernels one column wide, else
+    block_shape's, but NARROW_WIDE_KERNEL_BLOCK for its 2 × 6 under kernels wider than one column."""
     order = WIDE_BLOCK_SHAPES
     if transposed_store and geometry["CG"] * geometry["KHW"] < TRANSPOSED_WIDE_CKK:
         order = order[::-1]
     shapes = [(kv, pb) for kv, pb in order if k_blocks % kv == 0] if registers >= 32 else []
     if not shapes:
-        shapes = [narrow_wide_kernel(block_shape(k_blocks, registers), geometry["KW"])]
+        shapes = [narrow_one_column_block(k_blocks) if registers < 32 and geometry["KW"] == 1
+                  else narrow_wide_kernel(block_shape(k_blocks, registers), geometry["KW"])]
 
     runs = {shape: pixel_rows(geometry, *shape) if pointwise else geometry for shape in shapes}
     best = min(shapes, key=lambda s: runs[s]["OH"] * block_cost(runs[s]["OW"], *s) / s[0])
@@ -308,11 +334,13 @@ class Direct(Kernel):
         # at 14×14 2.7× slower on the AVX2 build (160 -> 60 us).
         transposed = not y_lanes and (lastn == lanes or k_blocks > 1)
         (kv, pb), geometry = direct_block_shape(k_blocks, target.vector_registers, geometry, pointwise, transposed)
+        groups = -(-k_blocks // kv)
+        real_in_last = k_blocks - (groups - 1) * kv
         oh, ow, h, w = geometry["OH"], geometry["OW"], geometry["H"], geometry["W"]
         # Loop order: which would be re-read from beyond L2 more, the input (once per channel group)
         # or the weights (once per output row)?
         input_bytes, weight_bytes = 4 * c * h * w, 4 * k_blocks * lanes * c * kh * kw
-        reread_input = input_bytes * (k_blocks // kv) if input_bytes > cache_bytes(target) else 0
+        reread_input = input_bytes * groups if input_bytes > cache_bytes(target) else 0
         reread_weights = weight_bytes * oh if weight_bytes > cache_bytes(target) else 0
         pixel_stride = x_lanes or 1
         ckk = c * kh * kw
@@ -320,7 +348,9 @@ class Direct(Kernel):
         chunk, rows = channel_chunks(c, kh * kw, kv, lanes, x_lanes, oh, ow, target)
         row_items = -(-oh // rows)
         return DirectParams(
-            **geometry, VL=lanes, VECTOR_BYTES=4 * lanes, KB=k_blocks, KBG=k_blocks, LAST_KB=k_blocks - 1, KV=kv, PB=pb, GROUPS=k_blocks // kv,
+            **geometry, VL=lanes, VECTOR_BYTES=4 * lanes, KB=k_blocks, KBG=k_blocks, LAST_KB=k_blocks - 1, KV=kv, PB=pb, GROUPS=groups,
+            KB_PACKED=groups * kv, PADDED=groups * kv > k_blocks, padding_vectors=tuple(v >= real_in_last for v in range(kv)),
+            PIN_WEIGHTS=pin_condition(target, kv * pb + kv + 1),
             LASTN=lastn, PARTIAL_LAST=lastn != lanes, CKK=ckk,
             filter_vectors=tuple(Offset(v, v * ckk) for v in range(kv)),
             XB=x_lanes, X_NESTED=bool(x_lanes) and c % x_lanes == 0, CG_XBLOCKS=c // x_lanes if x_lanes else 0,
@@ -330,11 +360,14 @@ class Direct(Kernel):
             ROWS_INSIDE=all(lo == 0 and hi == kh for lo, hi in zip(geometry["row_lo"], geometry["row_hi"])),
             rows_outer=chunk == c and reread_weights < reread_input, CHUNKED=chunk < c, CHUNK=chunk,
             CHUNK_BYTES=chunk * kh * kw * kv * lanes * 4, ROWS=rows, ROW_ITEMS=row_items, PART_VECTORS=kv * rows * ow,
-            part_vectors=tuple(Offset(v, v * rows * ow) for v in range(kv)), ITEMS=(k_blocks // kv) * row_items,
+            part_vectors=tuple(Offset(v, v * rows * ow) for v in range(kv)), ITEMS=groups * row_items,
             parallel=layer.spec.macs(layer, in_shapes, out_shape) >= PARALLEL_MACS)
 
     def arrays(self, layer, weights, params):
-        packed, bias, _ = pack_filter_blocks(conv_weights(weights), params.VL)
+        packed, bias, k_blocks = pack_filter_blocks(conv_weights(weights), params.VL)
+        padding = params.KB_PACKED - k_blocks  # zero filter vectors completing the last register block
+        packed = np.concatenate([packed, np.zeros((padding, *packed.shape[1:]), np.float32)])
+        bias = np.concatenate([bias, np.zeros(padding * params.VL, np.float32)])
         return {"weight": packed, "bias": bias}
 
     def uses_thread_pool(self, params):

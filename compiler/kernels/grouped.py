@@ -41,6 +41,9 @@ class GroupedParams(ConvParams):
     KV: int  # filter vectors per register block
     PB: int  # output pixels per register block
     BLOCKS: int  # register blocks per group: KBG / KV
+    PADDED: bool  # always False: KV divides KBG
+    padding_vectors: tuple[bool, ...]  # all False: KV divides KBG (the direct kernel's zero-padded last block)
+    PIN_WEIGHTS: str  # "": the weights are not pinned in registers (common.pin_condition)
     ROW_ITEMS: int  # items per group: OH·BLOCKS
     filter_vectors: tuple[Offset, ...]  # per filter vector v of a block: v·CG·KH·KW (its weights' offset)
     output_vectors: tuple[Offset, ...]  # per filter vector v of a block: v·VL (its first filter's offset)
@@ -123,6 +126,7 @@ class Grouped(Kernel):
         return GroupedParams(
             **g, G=groups, VL=lanes, VECTOR_BYTES=4 * lanes, KBG=kbg, KB=groups * kbg, LAST_KB=kbg - 1,
             LASTN=lastn, PARTIAL_LAST=lastn != lanes, KV=kv, PB=pb, BLOCKS=blocks, ROW_ITEMS=g["OH"] * blocks,
+            PADDED=False, padding_vectors=(False,) * kv, PIN_WEIGHTS="",
             filter_vectors=tuple(Offset(v, v * cgkk) for v in range(kv)),
             output_vectors=tuple(Offset(v, v * lanes) for v in range(kv)),
             XB=x_lanes, X_NESTED=bool(x_lanes) and cg % x_lanes == 0, CG_XBLOCKS=cg // x_lanes if x_lanes else 0,
