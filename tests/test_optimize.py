@@ -308,15 +308,15 @@ def test_fast_kernels_match_the_interpreter(case, target, threads):
 
 # What each kernel's generated C says of its packed weights, per target: 16 lanes and 32 registers (AVX-512),
 # 8 lanes and 16 registers (AVX2). The row-vector and pointwise kernels pack MR filters per register block
-# (8 with 32 registers, 4 with 16), the blocked and Winograd kernels one vector of filters.
+# (8 with 32 registers, 6 with 16), the blocked and Winograd kernels one vector of filters.
 FAST_KERNEL_MARKERS = {
     "avx512": {"rowvec (c, C=3)": "packed [4][3][3][3][8]", "depthwise (d)": "zero-padded plane",
                "blocked (e, C=32)": "weights packed [1][32][3][3][16]", "pointwise (f)": "packed [3][16][8]",
                "winograd (h, C=32)": "U packed [16][2][32][16]",
                "padded max-pool": "window rows' maximum per input column",
                "blocked for a 1×1 on 8×8 pixels (i)": "weights packed [1][32][1][1][16]"},
-    "avx2": {"rowvec (c, C=3)": "packed [8][3][3][3][4]", "depthwise (d)": "zero-padded plane",
-             "blocked (e, C=32)": "weights packed [2][32][3][3][8]", "pointwise (f)": "packed [5][16][4]",
+    "avx2": {"rowvec (c, C=3)": "packed [6][3][3][3][6]", "depthwise (d)": "zero-padded plane",
+             "blocked (e, C=32)": "weights packed [2][32][3][3][8]", "pointwise (f)": "packed [4][16][6]",
              "winograd (h, C=32)": "U packed [16][4][32][8]",
              "padded max-pool": "window rows' maximum per input column",
              "blocked for a 1×1 on 8×8 pixels (i)": "weights packed [2][32][1][1][8]"},
