@@ -19,7 +19,7 @@ def conv(name, filters, inputs):
     return {"name": name, "op": "conv2d", "filters": filters, "kernel": 1, "inputs": inputs}
 
 
-def residual_net(channels, filters, hw):
+def residual_net(filters):
     """p = relu(c(x) + side(x)): the residual and the activation fused into the pointwise conv."""
     return [conv("c", filters, ["x"]), conv("side", filters, ["x"]), {"name": "s", "op": "add", "inputs": ["c", "side"]},
             {"name": "p", "op": "relu", "inputs": ["s"]}]
@@ -32,7 +32,8 @@ def pointwise_params(graph, target):
 
 def test_a_span_keeps_its_input_within_a_quarter_of_l2():
     avx2, avx512 = TARGETS
-    assert pixel_span(64, 16, 196, avx2) == int(SPAN_L2_SHARE * avx2.l2_bytes) // (4 * 64 * 16)  # 64 channels: 64 KB
+    assert avx2.l2_bytes == 1 << 20 and SPAN_L2_SHARE == 0.25
+    assert pixel_span(64, 16, 196, avx2) == 64  # 64 channels × 1,024 pixels × 4 bytes: 256 KB, a quarter of L2
     assert pixel_span(4096, 16, 196, avx2) == 1  # more channels than a quarter of L2 holds for one chunk
     assert pixel_span(8, 16, 5, avx2) == 5  # never past the layer's chunks
     assert pixel_span(64, 48, 196, avx512) == 1
@@ -45,7 +46,7 @@ def test_pointwise_spans_match_the_interpreter(shape, filters, target):
     span; 40 and 20 filters leave the last 6-filter block part filled. The small input of 8×16×16 fits the
     cache, so filter blocks run outermost there."""
     small = dataclasses.replace(target, l2_bytes=SMALL_L2)
-    graph = compiler.load(model_dict(residual_net(shape[0], filters, shape[1:]), shape=shape, name="spans", seed=9))
+    graph = compiler.load(model_dict(residual_net(filters), shape=shape, name="spans", seed=9))
     params = pointwise_params(graph, small)
     assert len(params) == 2 and any(p.residual for p in params)  # side, and c with the add and relu fused
     for p in params:
