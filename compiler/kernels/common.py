@@ -142,11 +142,13 @@ def row_segments(col_lo: list[int], col_hi: list[int], kw: int, pb: int) -> list
             for r in runs]
 
 
-def pack_filter_blocks(weights: dict[str, np.ndarray], block: int) -> tuple[np.ndarray, np.ndarray, int]:
-    """Filters zero-padded to whole blocks of `block`, the filter index innermost: [K/block][C][FH][FW][block],
-    so one vector load reads a tap of `block` filters. Returns (packed weight, zero-padded bias, blocks)."""
+def pack_filter_blocks(weights: dict[str, np.ndarray], block: int,
+                       blocks: int = 0) -> tuple[np.ndarray, np.ndarray, int]:
+    """Filters zero-padded to whole blocks of `block` (at least `blocks` of them), the filter index innermost:
+    [K/block][C][FH][FW][block], so one vector load reads a tap of `block` filters. Returns (packed weight,
+    zero-padded bias, blocks)."""
     k, c, kh, kw = weights["weight"].shape
-    k_blocks = -(-k // block)
+    k_blocks = max(-(-k // block), blocks)
     packed = np.zeros((k_blocks * block, c, kh, kw), np.float32)
     packed[:k] = weights["weight"]
     packed = packed.reshape(k_blocks, block, c, kh, kw).transpose(0, 2, 3, 4, 1)

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
-
 from . import Kernel, register_kernel
 from .common import (PARALLEL_MACS, ConvParams, Offset, PixelRun, block_shape, cache_bytes, conv_fields,
                      TransposeStage, conv_weights, pack_filter_blocks, pin_condition, row_segments, transpose_stages)
@@ -364,10 +362,8 @@ class Direct(Kernel):
             parallel=layer.spec.macs(layer, in_shapes, out_shape) >= PARALLEL_MACS)
 
     def arrays(self, layer, weights, params):
-        packed, bias, k_blocks = pack_filter_blocks(conv_weights(weights), params.VL)
-        padding = params.KB_PACKED - k_blocks  # zero filter vectors completing the last register block
-        packed = np.concatenate([packed, np.zeros((padding, *packed.shape[1:]), np.float32)])
-        bias = np.concatenate([bias, np.zeros(padding * params.VL, np.float32)])
+        # zero filter vectors complete the last register block
+        packed, bias, _ = pack_filter_blocks(conv_weights(weights), params.VL, params.KB_PACKED)
         return {"weight": packed, "bias": bias}
 
     def uses_thread_pool(self, params):
