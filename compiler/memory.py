@@ -3,8 +3,8 @@
 Tensors of view ops (flatten, dropout) share their input's storage; the model input
 and outputs live in the caller's arrays and constants in the weights, not in the arena.
 
-A concat whose inputs are each one contiguous part of its output (a channel concat of C×H×W tensors, per
-sample) has its inputs computed in place (opt level 1 and up): each input that a layer computes is a slice of
+A concat whose inputs are each one contiguous part of its output (a channel concat of C×H×W tensors, or of
+channel-blocked ones whose parts are whole blocks, per sample) has its inputs computed in place (opt level 1 and up): each input that a layer computes is a slice of
 the concat's output at its part's offset, so the concat copies nothing for it (Inception, GoogLeNet,
 SqueezeNet). The concat's buffer is placed when its first slice is computed and lives until the last reader of
 it or of any slice; a slice of a concat that is itself a slice (cat(cat(a, b), c)) lies in the outermost one.
@@ -69,7 +69,8 @@ def storage_root(graph: Graph, name: str) -> str:
 
 def concat_slices(graph: Graph, kernels: KernelPlan) -> dict[str, Slice]:
     """The concat inputs that can be computed in place: per sample each is one contiguous part of the concat's
-    output (the op's kernel_args say so; C×H×W tensors, none channel-blocked), at an offset that keeps 64-byte
+    output (the op's kernel_args say so; C×H×W tensors, or channel-blocked ones of whole blocks in the concat's
+    layout, whose parts lie at the same offsets), at an offset that keeps 64-byte
     alignment; the concat computes a tensor of its own in the arena (not a view, not an output); the input is
     computed by a layer (not a model input, constant, view or output), read once by this concat and in place in
     no other. An earlier such concat of this one's first inputs (same order, same axis) is a slice at offset 0."""
@@ -77,7 +78,7 @@ def concat_slices(graph: Graph, kernels: KernelPlan) -> dict[str, Slice]:
     outputs = {storage_root(graph, out) for out in graph.outputs}  # computed in (or copied to) the caller's arrays
     earlier: list = []  # the contiguous concats so far (candidates to be prefixes of a later one)
     for layer in graph.layers():
-        if layer.op != "concat" or layer.name in outputs or layer.name in kernels.layouts:
+        if layer.op != "concat" or layer.name in outputs:
             continue
         args = layer.spec.kernel_args(layer, graph.in_shapes(layer.name), graph.out_shape(layer.name))
         if not args["contiguous"]:
@@ -91,7 +92,8 @@ def concat_slices(graph: Graph, kernels: KernelPlan) -> dict[str, Slice]:
         earlier.append(layer)
         for src, (_, offset) in zip(layer.inputs, args["parts"]):
             producer = graph.layer(src)
-            if (layer.inputs.count(src) == 1 and src not in slices and src not in outputs and src not in kernels.layouts
+            same_layout = kernels.layouts.get(src, 0) == kernels.layouts.get(layer.name, 0)
+            if (layer.inputs.count(src) == 1 and src not in slices and src not in outputs and same_layout
                     and offset % ALIGN_FLOATS == 0 and producer.op != "input"
                     and not producer.spec.is_constant and not producer.spec.is_view):
                 slices[src] = Slice(layer.name, offset)

@@ -143,12 +143,30 @@ CASES = {
     "depthwise-residual": ([conv("a", 16), conv("e", 32), {"name": "e_act", "op": "relu"},
                             conv("d", 32, 3, groups=32, padding=1), {"name": "s", "op": "add", "inputs": ["d", "e_act"]},
                             {"op": "relu6"}, conv("p", 16), conv("z", 16, 3, stride=2, padding=1)], (12, 9, 9)),
-    # a blocked input, a C×H×W output (its reader is a max-pool) and residual: the output tile is transposed
+    # a blocked input, a C×H×W output (its reader is a local response norm) and residual: the output tile is
+    # transposed
     "depthwise-to-c-h-w": ([conv("e", 32, inputs=["x"]), {"name": "e_act", "op": "relu"},
                             conv("r", 32, 3, padding=1, inputs=["x"]),
                             conv("d", 32, 3, groups=32, padding=1, inputs=["e_act"]),
                             {"name": "s", "op": "add", "inputs": ["d", "r"]}, {"op": "relu6"},
-                            {"op": "maxpool2d", "kernel": 2}], (12, 6, 19)),
+                            {"op": "lrn", "size": 3}], (12, 6, 19)),
+    # pools between blocked tensors (pool_blocked): padded and strided windows, ceil mode, counts with and
+    # without the padding, a dilated window, maps smaller than a window
+    "pools": ([conv("e", 32, 3, padding=1), {"name": "m", "op": "maxpool2d", "kernel": 3, "stride": 2, "padding": 1},
+               {"name": "a", "op": "avgpool2d", "kernel": 3, "stride": 1, "padding": 1},
+               {"name": "c", "op": "avgpool2d", "kernel": 2, "stride": 2, "ceil_mode": True,
+                "count_include_pad": False},
+               {"name": "dm", "op": "maxpool2d", "kernel": 2, "stride": 1, "dilation": 2, "padding": 1},
+               conv("z", 16, 3, stride=2, padding=1)], (12, 13, 11)),
+    "pools-tiny-map": ([conv("e", 32, 3, padding=1), {"name": "m", "op": "maxpool2d", "kernel": 3, "padding": 1},
+                        {"name": "a", "op": "avgpool2d", "kernel": 3, "stride": 2, "padding": 1, "ceil_mode": True},
+                        conv("z", 16, 3, stride=2, padding=1)], (12, 2, 3)),
+    # Inception's block: branches concatenated channel-blocked, one in place, one read by a pool as well
+    "concat": ([conv("s", 32), conv("b1", 16, inputs=["s"]), conv("b3", 32, [1, 3], padding=[0, 1], inputs=["s"]),
+                {"name": "p", "op": "maxpool2d", "kernel": 3, "stride": 1, "padding": 1, "inputs": ["s"]},
+                conv("bp", 16, inputs=["p"]), {"name": "cat", "op": "concat", "inputs": ["b1", "b3", "bp"]},
+                {"name": "after", "op": "avgpool2d", "kernel": 3, "stride": 1, "padding": 1},
+                conv("z", 16, 3, stride=2, padding=1, inputs=["after"])], (32, 7, 9)),
     # global pools read blocked tensors (their C×1×1 output is the same in both layouts)
     "global-avgpool": ([conv("e", 32), conv("d", 32, 3, groups=32, padding=1), {"op": "global_avgpool"}],
                        (12, 5, 6)),
@@ -157,6 +175,27 @@ CASES = {
     "wide-row-1x3": ([conv("e", 32), conv("d", 32, [1, 3], groups=32, padding=[0, 1]), conv("p", 16)],
                      (12, 3, 61)),
 }
+
+
+@each_target
+def test_pools_and_concats_keep_the_blocked_layout(target):
+    """Pools and channel concats of whole vectors read and write the layout of their neighbours: the pools hand
+    themselves to pool_blocked, and a blocked concat's parts are still computed in place."""
+    from compiler.memory import plan_memory
+
+    graph, plan = kernel_plan(load(*CASES["concat"]), target)
+    lanes = target.lanes
+    assert {"s", "b1", "b3", "p", "bp", "cat", "after"} <= set(plan.layouts)
+    assert plan["p"].kernel == plan["after"].kernel == "pool_blocked"
+    assert plan["p"].layouts == plan["after"].layouts == (lanes, lanes)
+    assert plan["cat"].kernel == "concat" and plan["cat"].layouts == (lanes,) * 4
+    slices = plan_memory(graph, plan).slices
+    assert {name: (s.parent, s.offset) for name, s in slices.items()} == {
+        "b1": ("cat", 0), "b3": ("cat", 16 * 7 * 9), "bp": ("cat", 48 * 7 * 9)}
+    # a pool of channels that are not whole vectors stays C×H×W
+    graph, plan = kernel_plan(load([conv("e", 20, 3, padding=1), {"name": "m", "op": "maxpool2d", "kernel": 2},
+                                    conv("z", 16, 3, stride=2, padding=1)], (12, 8, 8)), target)
+    assert plan["m"].kernel == "maxpool_interior" and not plan.layouts
 
 
 @pytest.mark.parametrize("threads", [1, 2])
@@ -168,7 +207,7 @@ def test_blocked_layouts_match_the_interpreter(case, threads):
 
 
 @pytest.mark.parametrize("case", ["7x7", "stride2", "dilated-no-bias", "leaky", "large-map", "depthwise-residual",
-                                  "global-maxpool", "depthwise-to-c-h-w"])
+                                  "global-maxpool", "depthwise-to-c-h-w", "pools", "concat"])
 def test_the_portable_path_matches_the_interpreter(case):
     """The scalar path (compilers without GNU vector extensions) reads and writes the same layouts."""
     graph = load(*CASES[case])
@@ -179,7 +218,7 @@ def test_the_portable_path_matches_the_interpreter(case):
 @pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc")
 @pytest.mark.parametrize("target", TARGETS, ids=TARGET_IDS)
 @pytest.mark.parametrize("case", ["depthwise-residual", "stride2", "global-maxpool", "large-map",
-                                  "depthwise-to-c-h-w"])
+                                  "depthwise-to-c-h-w", "pools"])
 def test_blocked_kernels_are_pedantic_c99(case, target, tmp_path):
     code = compiler.generate_c(load(*CASES[case]), opt_level=2, march=target, weights_mode="array").code
     (tmp_path / "m.c").write_text(code)
@@ -193,8 +232,8 @@ def test_blocked_kernels_are_pedantic_c99(case, target, tmp_path):
 @st.composite
 def channel_vector_chains(draw):
     """A 1×1 conv, then random 1×1 convs (whole vectors of channels), depthwise convs (kernel, stride,
-    dilation and asymmetric padding at random), activations, residual adds and max-pools (which read C×H×W
-    only), then a conv the blocked kernel takes (3×3, stride 2) or the model's output (C×H×W). Shapes are
+    dilation and asymmetric padding at random), activations, residual adds and max-pools (channel-blocked
+    too: pool_blocked), then a conv the blocked kernel takes (3×3, stride 2) or the model's output (C×H×W). Shapes are
     tracked with PyTorch's output-size rule."""
     h, w = draw(st.integers(1, 18)), draw(st.integers(1, 18))
     shape = (draw(st.sampled_from([16, 32])), h, w)
@@ -218,7 +257,7 @@ def channel_vector_chains(draw):
             layers.append(conv(name, c, [kh, kw], groups=c, stride=[sh, sw], dilation=[dh, dw], padding=pads,
                                bias=draw(st.booleans())))
             shapes[name] = (c, oh, ow)
-        elif kind == "pool":  # reads C×H×W only: a depthwise conv before it transposes its output
+        elif kind == "pool":
             c, ih, iw = shapes[prev]
             layers.append({"name": name, "op": "maxpool2d", "kernel": [min(2, ih), min(2, iw)], "stride": 1})
             shapes[name] = (c, ih - min(2, ih) + 1, iw - min(2, iw) + 1)
@@ -254,7 +293,8 @@ def test_without_vector_shuffles_the_tile_transposes_through_memory(case):
     compile_and_check(graph, batch=2, seed=6, opt_level=2, threads=2, cflags=["-DCONVC_HAS_SHUFFLE=0"], march=AVX512)
 
 
-@pytest.mark.parametrize("case", ["7x7", "stride2", "depthwise-to-c-h-w", "large-map-stride2", "global-avgpool"])
+@pytest.mark.parametrize("case", ["7x7", "stride2", "depthwise-to-c-h-w", "large-map-stride2", "global-avgpool",
+                                  "pools", "concat"])
 def test_eight_lane_blocks_as_on_avx2(case):
     """AVX2 targets get 8-lane vectors, blocks and transposes: the same kernels at L = 8."""
     graph = load(*CASES[case])

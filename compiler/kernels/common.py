@@ -80,6 +80,40 @@ def record_fields(cls: type, layer, in_shapes, out_shape, **extra) -> dict[str, 
             for f in dataclasses.fields(cls) if f.name in args}
 
 
+def inside_range(lo: tuple[int, ...], hi: tuple[int, ...], taps: int) -> tuple[int, int]:
+    """The range [a, b) of outputs whose window has all `taps` taps inside (they are consecutive), or (0, 0)."""
+    inside = [o for o, (l, h) in enumerate(zip(lo, hi)) if l == 0 and h == taps]
+    return (inside[0], inside[-1] + 1) if inside else (0, 0)
+
+
+@dataclass(frozen=True)
+class PoolParams(WindowParams):
+    """A max or average pool's window, its interior (every tap inside the input) apart from the frame."""
+    average: bool  # an average pool (sums divided by counts), else a max pool
+    row_div: tuple[int, ...]  # average: the divisor of output (oh, ow) is row_div[oh]·col_div[ow]
+    col_div: tuple[int, ...]
+    OH_A: int  # output rows [OH_A, OH_B) have every window row inside the input
+    OH_B: int
+    OW_A: int  # output columns [OW_A, OW_B) have every window column inside the input
+    OW_B: int
+    taps: tuple[int, ...]  # the interior window's taps as offsets from its first, rows then columns
+    KHW: int  # the interior windows' divisor (average): KH·KW
+
+
+def pool_fields(cls: type, layer, in_shapes, out_shape, average: bool, pixel_floats: int = 1) -> dict[str, Any]:
+    """The PoolParams fields (and those of `cls` the op's kernel_args give); pixel_floats: floats per input pixel
+    (the lanes of a channel-blocked input), which scales the taps' offsets."""
+    g = record_fields(cls, layer, in_shapes, out_shape)
+    if not average:
+        g["row_div"], g["col_div"] = (1,) * g["OH"], (1,) * g["OW"]
+    oh_a, oh_b = inside_range(g["row_lo"], g["row_hi"], g["KH"])
+    ow_a, ow_b = inside_range(g["col_lo"], g["col_hi"], g["KW"])
+    if oh_a == oh_b or ow_a == ow_b:
+        oh_a = oh_b = ow_a = ow_b = 0  # no interior: every window is in the frame
+    taps = tuple((i * g["DH"] * g["W"] + j * g["DW"]) * pixel_floats for i in range(g["KH"]) for j in range(g["KW"]))
+    return dict(g, average=average, OH_A=oh_a, OH_B=oh_b, OW_A=ow_a, OW_B=ow_b, taps=taps, KHW=g["KH"] * g["KW"])
+
+
 def conv_fields(layer, in_shapes, out_shape) -> dict[str, Any]:
     """The ConvParams fields of a conv or fused conv layer, for a kernel's params record."""
     return record_fields(ConvParams, layer, in_shapes, out_shape, OHW=out_shape[1] * out_shape[2])

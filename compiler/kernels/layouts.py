@@ -3,13 +3,16 @@
 A channel-blocked C×H×W tensor with L lanes is stored [C/L][H][W][L], so one vector load reads one
 pixel of L channels. The kernels whose vectors run along the channels use it: the blocked conv stores
 its output with whole-vector stores (in C×H×W it scatters them), and the depthwise conv fills every
-lane on small maps (its C×H×W kernel runs vectors along a row: a 7-wide row fills 7 of 16 lanes).
+lane on small maps (its C×H×W kernel runs vectors along a row: a 7-wide row fills 7 of 16 lanes). Pools and
+channel concats of whole blocks keep whichever layout their tensors share, so they do not send the convs
+around them back to C×H×W.
 
 A tensor is stored channel-blocked when
 - it is C×H×W with C a multiple of L, and not a model input or output (the caller sees C×H×W);
 - its producer's kernel can write it so and every reader's kernel can read it so
   (`Kernel.blocked_io`; readers include views, which cannot, so what a view shows stays C×H×W);
-- the kernels that tie two tensors together agree: a fused residual is read in the layout of the output
+- the kernels that tie two tensors together agree (a pool's input and output, a concat's inputs and output
+  are one group): a fused residual is read in the layout of the output
   it is added to (tied tensors are blocked together or not at all), a reader that takes it only "if_out"
   (a 1×1 conv on a large map, whose channel-vector kernel would otherwise scatter its output across the
   planes) writes a blocked output too, and a depthwise conv writes a blocked output only "for_out" of a

@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from . import Kernel, register_kernel
+from .blocked_pool import blocked_pool_io, hand_to_blocked_pool
 from .common import PARALLEL_READS, WindowParams, record_fields
 
 
@@ -43,6 +44,12 @@ class MaxPoolInterior(Kernel):
             # which overlap nowhere, were slower there on wide maps).
             return None
         return "every window inside the input: literal loops"
+
+    def blocked_io(self, layer, in_shapes, out_shape, target):
+        return blocked_pool_io(in_shapes, out_shape, target)
+
+    def refine(self, layer, in_shapes, out_shape, target, layouts):
+        return hand_to_blocked_pool(layouts)
 
     def params(self, layer, in_shapes, out_shape, target, layouts):
         g = record_fields(WindowParams, layer, in_shapes, out_shape)

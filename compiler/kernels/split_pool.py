@@ -16,7 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from . import KERNELS, Kernel, register_kernel
-from .common import PARALLEL_READS, STACK_BUFFER_BYTES, ColumnTap, WindowParams, column_taps, record_fields
+from .blocked_pool import blocked_pool_io, hand_to_blocked_pool
+from .common import PARALLEL_READS, STACK_BUFFER_BYTES, ColumnTap, PoolParams, column_taps, pool_fields
 
 
 @dataclass(frozen=True)
@@ -29,16 +30,7 @@ class FrameColumn:
 
 
 @dataclass(frozen=True)
-class SplitPoolParams(WindowParams):
-    average: bool  # an average pool (sums divided by counts), else a max pool
-    row_div: tuple[int, ...]  # average: the divisor of output (oh, ow) is row_div[oh]·col_div[ow]
-    col_div: tuple[int, ...]
-    OH_A: int  # output rows [OH_A, OH_B) have every window row inside the input
-    OH_B: int
-    OW_A: int  # output columns [OW_A, OW_B) have every window column inside the input
-    OW_B: int
-    taps: tuple[int, ...]  # the interior window's taps as offsets from its first, rows then columns
-    KHW: int  # the interior windows' divisor (average): KH·KW
+class SplitPoolParams(PoolParams):
     OHW: int
     flat: bool  # the interior rows as one loop over output indices P_A..P_B-1, reading input index p + SHIFT + tap
     row_max: bool  # max pool, strided: per interior row the window rows' maximum per input column first
@@ -52,21 +44,9 @@ class SplitPoolParams(WindowParams):
     parallel: bool
 
 
-def _inside(lo: tuple[int, ...], hi: tuple[int, ...], taps: int) -> tuple[int, int]:
-    """The range [a, b) of outputs whose window has all `taps` taps inside (they are consecutive), or (0, 0)."""
-    inside = [o for o, (l, h) in enumerate(zip(lo, hi)) if l == 0 and h == taps]
-    return (inside[0], inside[-1] + 1) if inside else (0, 0)
-
-
 def split_pool_params(layer, in_shapes, out_shape, average: bool) -> SplitPoolParams:
-    g = record_fields(SplitPoolParams, layer, in_shapes, out_shape)
-    if not average:
-        g["row_div"], g["col_div"] = (1,) * g["OH"], (1,) * g["OW"]
-    oh_a, oh_b = _inside(g["row_lo"], g["row_hi"], g["KH"])
-    ow_a, ow_b = _inside(g["col_lo"], g["col_hi"], g["KW"])
-    if oh_a == oh_b or ow_a == ow_b:
-        oh_a = oh_b = ow_a = ow_b = 0  # no interior: every window is in the frame
-    taps = tuple(i * g["DH"] * g["W"] + j * g["DW"] for i in range(g["KH"]) for j in range(g["KW"]))
+    g = pool_fields(SplitPoolParams, layer, in_shapes, out_shape, average)
+    oh_a, oh_b, ow_a, ow_b = g["OH_A"], g["OH_B"], g["OW_A"], g["OW_B"]
     flat = g["SH"] == g["SW"] == 1 and g["OW"] == g["W"] and oh_a < oh_b
     # A strided max pool reads each input value in KW windows' columns: the window rows' maximum per column
     # (contiguous, vectorized) first leaves KW strided reads per output instead of KH·KW. (Sums keep the plain
@@ -78,8 +58,7 @@ def split_pool_params(layer, in_shapes, out_shape, average: bool) -> SplitPoolPa
                     g["KH"] * g["col_div"][ow])
         for ow in range(g["OW"]) if not ow_a <= ow < ow_b) if oh_a < oh_b else ()
     reads = g["C"] * g["OH"] * g["OW"] * g["KH"] * g["KW"]
-    return SplitPoolParams(**g, average=average, OH_A=oh_a, OH_B=oh_b, OW_A=ow_a, OW_B=ow_b, taps=taps,
-                           KHW=g["KH"] * g["KW"], OHW=g["OH"] * g["OW"], flat=flat, row_max=row_max,
+    return SplitPoolParams(**g, OHW=g["OH"] * g["OW"], flat=flat, row_max=row_max,
                            row_taps=tuple(i * g["DH"] * g["W"] for i in range(g["KH"])),
                            col_taps_in_row=tuple(j * g["DW"] for j in range(g["KW"])),
                            P_A=oh_a * g["OW"] + ow_a, P_B=(oh_b - 1) * g["OW"] + ow_b,
@@ -97,6 +76,12 @@ class AvgPoolInterior(Kernel):
 
     def params(self, layer, in_shapes, out_shape, target, layouts):
         return split_pool_params(layer, in_shapes, out_shape, average=True)
+
+    def blocked_io(self, layer, in_shapes, out_shape, target):
+        return blocked_pool_io(in_shapes, out_shape, target)
+
+    def refine(self, layer, in_shapes, out_shape, target, layouts):
+        return hand_to_blocked_pool(layouts)
 
     def uses_thread_pool(self, params):
         return True
@@ -116,6 +101,12 @@ class MaxPoolPadded(Kernel):
 
     def params(self, layer, in_shapes, out_shape, target, layouts):
         return split_pool_params(layer, in_shapes, out_shape, average=False)
+
+    def blocked_io(self, layer, in_shapes, out_shape, target):
+        return blocked_pool_io(in_shapes, out_shape, target)
+
+    def refine(self, layer, in_shapes, out_shape, target, layouts):
+        return hand_to_blocked_pool(layouts)
 
     def uses_thread_pool(self, params):
         return True
