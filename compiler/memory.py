@@ -4,15 +4,15 @@ Tensors of view ops (flatten, dropout) share their input's storage; the model in
 and outputs live in the caller's arrays and constants in the weights, not in the arena.
 
 A concat whose inputs are each one contiguous part of its output (a channel concat of C×H×W tensors, or of
-channel-blocked ones whose parts are whole blocks, per sample) has its inputs computed in place (opt level 1 and up): each input that a layer computes is a slice of
-the concat's output at its part's offset, so the concat copies nothing for it (Inception, GoogLeNet,
-SqueezeNet). The concat's buffer is placed when its first slice is computed and lives until the last reader of
-it or of any slice; a slice of a concat that is itself a slice (cat(cat(a, b), c)) lies in the outermost one.
-A tensor read by several concats is a slice of the first only. But a concat whose inputs are the first inputs
-of a later concat, in order and along the same axis, is itself a slice of that one at offset 0 (a prefix):
-torchvision's DenseNet concatenates all earlier features anew in every layer, cat(x0, f1), cat(x0, f1, f2),
-..., so every feature of a dense block is computed once, in place in the block's last concat, and no concat
-of the block copies anything.
+channel-blocked ones whose parts are whole blocks, per sample) has its inputs computed in place (opt level 1 and
+up): each input that a layer computes is a slice of the concat's output at its part's offset, so the concat
+copies nothing for it (Inception, GoogLeNet, SqueezeNet). The concat's buffer is placed when its first slice is
+computed and lives until the last reader of it or of any slice; a slice of a concat that is itself a slice
+(cat(cat(a, b), c)) lies in the outermost one. A tensor read by several concats is a slice of the first only. But
+a concat whose inputs are the first inputs of a later concat, in order and along the same axis, is itself a slice
+of that one at offset 0 (a prefix): torchvision's DenseNet concatenates all earlier features anew in every layer,
+cat(x0, f1), cat(x0, f1, f2), ..., so every feature of a dense block is computed once, in place in the block's
+last concat, and no concat of the block copies anything.
 """
 from __future__ import annotations
 

@@ -233,8 +233,8 @@ def test_blocked_kernels_are_pedantic_c99(case, target, tmp_path):
 def channel_vector_chains(draw):
     """A 1×1 conv, then random 1×1 convs (whole vectors of channels), depthwise convs (kernel, stride,
     dilation and asymmetric padding at random), activations, residual adds and max-pools (channel-blocked
-    too: pool_blocked), then a conv the blocked kernel takes (3×3, stride 2) or the model's output (C×H×W). Shapes are
-    tracked with PyTorch's output-size rule."""
+    too: pool_blocked), then a conv the blocked kernel takes (3×3, stride 2) or the model's output (C×H×W).
+    Shapes are tracked with PyTorch's output-size rule."""
     h, w = draw(st.integers(1, 18)), draw(st.integers(1, 18))
     shape = (draw(st.sampled_from([16, 32])), h, w)
     layers = [conv("l0", shape[0])]

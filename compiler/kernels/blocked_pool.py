@@ -21,6 +21,7 @@ class BlockedPoolParams(PoolParams):  # taps: offsets in floats, VL per pixel
     VECTOR_BYTES: int
     CB: int  # channel blocks: C / VL
     INTERIOR: bool  # some windows lie inside the input: [OH_A, OH_B) × [OW_A, OW_B)
+    START: str  # a window's starting value: 0.0f (sum) or -INFINITY (max)
     X_BLOCK_FLOATS: int  # floats per channel block of the input: H·W·VL
     Y_ROW_FLOATS: int  # floats per output row of one channel block: OW·VL
     ITEMS: int  # CB·OH
@@ -33,6 +34,7 @@ def blocked_pool_io(in_shapes, out_shape, target) -> tuple[str, ...] | None:
 
 
 def hand_to_blocked_pool(layouts) -> tuple[Kernel, str] | None:
+    """The C×H×W pool kernels' refine: a pool between channel-blocked tensors goes to pool_blocked."""
     if layouts[0]:
         return KERNELS["pool_blocked"], "a pool between channel-blocked tensors: whole vectors of channels per tap"
     return None
@@ -60,8 +62,10 @@ class BlockedPool(Kernel):
         g = pool_fields(BlockedPoolParams, layer, in_shapes, out_shape, layer.op == "avgpool2d", lanes)
         cb = g["C"] // lanes
         reads = g["C"] * g["OH"] * g["OW"] * g["KH"] * g["KW"]
-        return BlockedPoolParams(**g, VL=lanes, VECTOR_BYTES=4 * lanes, CB=cb, INTERIOR=g["OH_A"] < g["OH_B"], X_BLOCK_FLOATS=g["HW"] * lanes,
-                                 Y_ROW_FLOATS=g["OW"] * lanes, ITEMS=cb * g["OH"], parallel=reads >= PARALLEL_READS)
+        return BlockedPoolParams(**g, VL=lanes, VECTOR_BYTES=4 * lanes, CB=cb, INTERIOR=g["OH_A"] < g["OH_B"],
+                                 START="0.0f" if g["average"] else "-INFINITY",
+                                 X_BLOCK_FLOATS=g["HW"] * lanes, Y_ROW_FLOATS=g["OW"] * lanes, ITEMS=cb * g["OH"],
+                                 parallel=reads >= PARALLEL_READS)
 
     def uses_thread_pool(self, params):
         return True
