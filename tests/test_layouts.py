@@ -198,6 +198,27 @@ def test_pools_and_concats_keep_the_blocked_layout(target):
     assert plan["m"].kernel == "maxpool_interior" and not plan.layouts
 
 
+@each_target
+def test_a_blocked_max_pool_skips_nan_taps_as_the_plain_loops_do(target):
+    """A NaN in a window (first tap or not) changes nothing in a max pool's plain loops, which start from −∞;
+    pool_blocked's interior and frame windows do the same. One NaN input pixel makes every channel NaN there."""
+    import numpy as np
+
+    from conftest import runnable
+
+    graph = load([conv("e", 16, 1), {"name": "m", "op": "maxpool2d", "kernel": 3, "stride": 1, "padding": 1},
+                  conv("z", 16, 3, stride=2, padding=1)], (12, 6, 7))
+    assert kernel_plan(graph, target)[1]["m"].kernel == "pool_blocked"
+    x = np.random.default_rng(3).standard_normal((2, 12, 6, 7)).astype(np.float32)
+    x[0, :, 0, 0] = np.nan  # a frame window's first tap
+    x[1, :, 2, 3] = np.nan  # interior windows, first tap of one of them
+    outputs = [compiler.compile(graph, opt_level=level, march=runnable(target), threads=1).run({"x": x})
+               for level in (0, 2)]
+    plain, blocked = (out[graph.outputs[0]] for out in outputs)
+    assert np.isfinite(plain).all()
+    np.testing.assert_allclose(blocked, plain, rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_blocked_layouts_match_the_interpreter(case, threads):
