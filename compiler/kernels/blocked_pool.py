@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from . import KERNELS, Kernel, register_kernel
-from .common import PARALLEL_READS, PoolParams, pool_fields
+from .common import PoolParams, pool_fields, window_parallel
 
 
 @dataclass(frozen=True)
@@ -33,11 +33,17 @@ def blocked_pool_io(in_shapes, out_shape, target) -> tuple[str, ...] | None:
     return ("same",) if out_shape[0] % target.lanes == 0 else None
 
 
-def hand_to_blocked_pool(layouts) -> tuple[Kernel, str] | None:
-    """The C×H×W pool kernels' refine: a pool between channel-blocked tensors goes to pool_blocked."""
-    if layouts[0]:
-        return KERNELS["pool_blocked"], "a pool between channel-blocked tensors: whole vectors of channels per tap"
-    return None
+class HandsBlockedPools:
+    """Mixed into the C×H×W pool kernels: they take either layout (the same for input and output) and hand a
+    pool between channel-blocked tensors to pool_blocked."""
+
+    def blocked_io(self, layer, in_shapes, out_shape, target):
+        return blocked_pool_io(in_shapes, out_shape, target)
+
+    def refine(self, layer, in_shapes, out_shape, target, layouts) -> tuple[Kernel, str] | None:
+        if layouts[0]:
+            return KERNELS["pool_blocked"], "a pool between channel-blocked tensors: whole vectors of channels per tap"
+        return None
 
 
 @register_kernel
@@ -61,11 +67,10 @@ class BlockedPool(Kernel):
                              f"only, got layouts {layouts}")
         g = pool_fields(BlockedPoolParams, layer, in_shapes, out_shape, layer.op == "avgpool2d", lanes)
         cb = g["C"] // lanes
-        reads = g["C"] * g["OH"] * g["OW"] * g["KH"] * g["KW"]
         return BlockedPoolParams(**g, VL=lanes, VECTOR_BYTES=4 * lanes, CB=cb, INTERIOR=g["OH_A"] < g["OH_B"],
                                  START="0.0f" if g["average"] else "-INFINITY",
                                  X_BLOCK_FLOATS=g["HW"] * lanes, Y_ROW_FLOATS=g["OW"] * lanes, ITEMS=cb * g["OH"],
-                                 parallel=reads >= PARALLEL_READS)
+                                 parallel=window_parallel(g))
 
     def uses_thread_pool(self, params):
         return True

@@ -80,7 +80,7 @@ def record_fields(cls: type, layer, in_shapes, out_shape, **extra) -> dict[str, 
             for f in dataclasses.fields(cls) if f.name in args}
 
 
-def inside_range(lo: tuple[int, ...], hi: tuple[int, ...], taps: int) -> tuple[int, int]:
+def _inside_range(lo: tuple[int, ...], hi: tuple[int, ...], taps: int) -> tuple[int, int]:
     """The range [a, b) of outputs whose window has all `taps` taps inside (they are consecutive), or (0, 0)."""
     inside = [o for o, (l, h) in enumerate(zip(lo, hi)) if l == 0 and h == taps]
     return (inside[0], inside[-1] + 1) if inside else (0, 0)
@@ -106,12 +106,19 @@ def pool_fields(cls: type, layer, in_shapes, out_shape, average: bool, pixel_flo
     g = record_fields(cls, layer, in_shapes, out_shape)
     if not average:
         g["row_div"], g["col_div"] = (1,) * g["OH"], (1,) * g["OW"]
-    oh_a, oh_b = inside_range(g["row_lo"], g["row_hi"], g["KH"])
-    ow_a, ow_b = inside_range(g["col_lo"], g["col_hi"], g["KW"])
+    oh_a, oh_b = _inside_range(g["row_lo"], g["row_hi"], g["KH"])
+    ow_a, ow_b = _inside_range(g["col_lo"], g["col_hi"], g["KW"])
     if oh_a == oh_b or ow_a == ow_b:
         oh_a = oh_b = ow_a = ow_b = 0  # no interior: every window is in the frame
     taps = tuple((i * g["DH"] * g["W"] + j * g["DW"]) * pixel_floats for i in range(g["KH"]) for j in range(g["KW"]))
     return dict(g, average=average, OH_A=oh_a, OH_B=oh_b, OW_A=ow_a, OW_B=ow_b, taps=taps, KHW=g["KH"] * g["KW"])
+
+
+
+def window_parallel(g: dict[str, Any]) -> bool:
+    """Whether a pool of this geometry splits its channels across threads: C·OH·OW·KH·KW reads or more than
+    PARALLEL_READS."""
+    return g["C"] * g["OH"] * g["OW"] * g["KH"] * g["KW"] >= PARALLEL_READS
 
 
 def conv_fields(layer, in_shapes, out_shape) -> dict[str, Any]:

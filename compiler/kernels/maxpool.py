@@ -8,8 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from . import Kernel, register_kernel
-from .blocked_pool import blocked_pool_io, hand_to_blocked_pool
-from .common import PARALLEL_READS, WindowParams, record_fields
+from .blocked_pool import HandsBlockedPools
+from .common import WindowParams, record_fields, window_parallel
 
 
 @dataclass(frozen=True)
@@ -25,7 +25,7 @@ def _inside(args: dict) -> bool:
 
 
 @register_kernel
-class MaxPoolInterior(Kernel):
+class MaxPoolInterior(HandsBlockedPools, Kernel):
     name = "maxpool_interior"
     ops = ("maxpool2d",)
     template = "ops/maxpool2d_interior.c.j2"
@@ -45,19 +45,12 @@ class MaxPoolInterior(Kernel):
             return None
         return "every window inside the input: literal loops"
 
-    def blocked_io(self, layer, in_shapes, out_shape, target):
-        return blocked_pool_io(in_shapes, out_shape, target)
-
-    def refine(self, layer, in_shapes, out_shape, target, layouts):
-        return hand_to_blocked_pool(layouts)
-
     def params(self, layer, in_shapes, out_shape, target, layouts):
         g = record_fields(WindowParams, layer, in_shapes, out_shape)
-        reads = g["C"] * g["OH"] * g["OW"] * g["KH"] * g["KW"]
         return InteriorParams(**g, ROW_STEP=g["SH"] * g["W"],
                               window_offsets=tuple(i * g["DH"] * g["W"] + j * g["DW"]
                                                    for i in range(g["KH"]) for j in range(g["KW"]) if i or j),
-                              parallel=reads >= PARALLEL_READS)
+                              parallel=window_parallel(g))
 
     def uses_thread_pool(self, params):
         return True

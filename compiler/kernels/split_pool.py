@@ -16,8 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from . import KERNELS, Kernel, register_kernel
-from .blocked_pool import blocked_pool_io, hand_to_blocked_pool
-from .common import PARALLEL_READS, STACK_BUFFER_BYTES, ColumnTap, PoolParams, column_taps, pool_fields
+from .blocked_pool import HandsBlockedPools
+from .common import STACK_BUFFER_BYTES, ColumnTap, PoolParams, column_taps, pool_fields, window_parallel
 
 
 @dataclass(frozen=True)
@@ -57,17 +57,16 @@ def split_pool_params(layer, in_shapes, out_shape, average: bool) -> SplitPoolPa
                               for i in range(g["KH"]) for j in range(g["col_lo"][ow], g["col_hi"][ow])),
                     g["KH"] * g["col_div"][ow])
         for ow in range(g["OW"]) if not ow_a <= ow < ow_b) if oh_a < oh_b else ()
-    reads = g["C"] * g["OH"] * g["OW"] * g["KH"] * g["KW"]
     return SplitPoolParams(**g, OHW=g["OH"] * g["OW"], flat=flat, row_max=row_max,
                            row_taps=tuple(i * g["DH"] * g["W"] for i in range(g["KH"])),
                            col_taps_in_row=tuple(j * g["DW"] for j in range(g["KW"])),
                            P_A=oh_a * g["OW"] + ow_a, P_B=(oh_b - 1) * g["OW"] + ow_b,
                            SHIFT=-g["PT"] * g["W"] - g["PL"], col_taps=column_taps(g),
-                           frame_cols=frame_cols, parallel=reads >= PARALLEL_READS)
+                           frame_cols=frame_cols, parallel=window_parallel(g))
 
 
 @register_kernel
-class AvgPoolInterior(Kernel):
+class AvgPoolInterior(HandsBlockedPools, Kernel):
     name = "avgpool_interior"
     ops = ("avgpool2d",)
     template = "ops/pool2d_split.c.j2"
@@ -77,18 +76,12 @@ class AvgPoolInterior(Kernel):
     def params(self, layer, in_shapes, out_shape, target, layouts):
         return split_pool_params(layer, in_shapes, out_shape, average=True)
 
-    def blocked_io(self, layer, in_shapes, out_shape, target):
-        return blocked_pool_io(in_shapes, out_shape, target)
-
-    def refine(self, layer, in_shapes, out_shape, target, layouts):
-        return hand_to_blocked_pool(layouts)
-
     def uses_thread_pool(self, params):
         return True
 
 
 @register_kernel
-class MaxPoolPadded(Kernel):
+class MaxPoolPadded(HandsBlockedPools, Kernel):
     name = "maxpool_padded"
     ops = ("maxpool2d",)
     template = "ops/pool2d_split.c.j2"
@@ -101,12 +94,6 @@ class MaxPoolPadded(Kernel):
 
     def params(self, layer, in_shapes, out_shape, target, layouts):
         return split_pool_params(layer, in_shapes, out_shape, average=False)
-
-    def blocked_io(self, layer, in_shapes, out_shape, target):
-        return blocked_pool_io(in_shapes, out_shape, target)
-
-    def refine(self, layer, in_shapes, out_shape, target, layouts):
-        return hand_to_blocked_pool(layouts)
 
     def uses_thread_pool(self, params):
         return True
