@@ -42,6 +42,11 @@ GEMM_EFFICIENCY = 0.75  # the products' share of the peak with ≥ 8 accumulator
 TRANSFORM_CYCLES = 6.0  # per input channel, tile row and vector of tiles: split row copies, Bᵀ d B, 16 stores
 OUTPUT_CYCLES = 6.0  # per output value: Aᵀ M A share, bias, residual, activation, scattered store
 L3_BYTES_PER_CYCLE = 24.0
+# At batch 1 a model's weights outgrow the caches and each layer's arrive from L3 or memory on every call; U is
+# 16/9 of the 3×3 weights. Fitted in-model on an AVX2 Zen 3: the same 7×7 layer ran 1.6× (Winograd) and 1.4×
+# (direct) its standalone time, ~2 bytes per cycle for the weights. Without this term the model gave Winograd
+# DenseNet-121's 7×7 layers and GoogLeNet's 5a/5b ones, 1.5-2× slower than direct there.
+COLD_WEIGHT_BYTES_PER_CYCLE = 2.0
 MAX_WEIGHT_BYTES = 8 << 20  # beyond this the transformed weights come from memory: keep the direct kernel
 
 
@@ -107,11 +112,17 @@ def plan(args: dict, c: int, k: int, target: Target) -> Plan:
     return Plan(lanes, k_blocks, kv, th, tw, rows, row_width, tuple(blocks))
 
 
+def direct_cycles(lanes: int, kv: int, c: int, k: int, args: dict) -> float:
+    """Cycles per sample of the direct kernel on the same layer, for the Winograd kernels' cost models."""
+    direct = k * args["OH"] * args["OW"] * c * 9 / (lanes * DIRECT_EFFICIENCY)
+    if kv == 1:  # the direct kernel's register blocks have the same shape (common.block_shape)
+        direct *= DIRECT_ONE_VECTOR_SLOWDOWN
+    return direct
+
+
 def predicted_cycles(p: Plan, c: int, k: int, args: dict, target: Target) -> tuple[float, float]:
     """(direct, winograd) cycles per sample from the cost model above."""
-    direct = k * args["OH"] * args["OW"] * c * 9 / (p.lanes * DIRECT_EFFICIENCY)
-    if p.kv == 1:  # the direct kernel's register blocks have the same shape (common.block_shape)
-        direct *= DIRECT_ONE_VECTOR_SLOWDOWN
+    direct = direct_cycles(p.lanes, p.kv, c, k, args)
     gemm = 0.0
     for b in p.blocks:  # vector FMAs; small blocks cannot hide the FMA latency (8 independent chains)
         fmas = 16 * c * len(b) * p.k_blocks
@@ -122,7 +133,13 @@ def predicted_cycles(p: Plan, c: int, k: int, args: dict, target: Target) -> tup
     u_bytes = weight_bytes(c, k, p.lanes)
     # transformed weights beyond 3/4 of L2 are re-read from L3 once per register block
     stream = u_bytes * p.items * len(p.blocks) / L3_BYTES_PER_CYCLE if u_bytes > target.l2_bytes * 3 // 4 else 0.0
-    return direct, gemm + transform + output + stream
+    return direct, gemm + transform + output + stream + cold_weight_cycles(c, k, p.lanes)
+
+
+def cold_weight_cycles(c: int, k: int, lanes: int) -> float:
+    """What fetching U costs beyond the direct kernel's 3×3 weights, once per call: in a model, each layer's
+    weights arrive from L3 or memory."""
+    return max(0, weight_bytes(c, k, lanes) - 4 * 9 * c * k) / COLD_WEIGHT_BYTES_PER_CYCLE
 
 
 def weight_bytes(c: int, k: int, lanes: int) -> int:

@@ -25,9 +25,8 @@ from dataclasses import dataclass
 from ..target import Target
 from . import register_kernel
 from .common import PARALLEL_MACS, STACK_BUFFER_BYTES, Offset, cache_bytes
-from .winograd import (DIRECT_EFFICIENCY, DIRECT_ONE_VECTOR_SLOWDOWN, GEMM_EFFICIENCY, MAX_WEIGHT_BYTES, MIN_CHANNELS,
-                       OUTPUT_CYCLES, TRANSFORM_CYCLES, WinogradFamily, WinogradVectors, equal_blocks, vector_fields,
-                       weight_bytes)
+from .winograd import (GEMM_EFFICIENCY, MAX_WEIGHT_BYTES, MIN_CHANNELS, OUTPUT_CYCLES, TRANSFORM_CYCLES,
+                       WinogradFamily, WinogradVectors, direct_cycles, equal_blocks, vector_fields, weight_bytes)
 
 MAX_DILATION = 4  # more phases than 4×4 leave each too few tiles (DeepLab's ASPP at 12–36 keeps the direct kernel)
 MEMORY_BYTES_PER_CYCLE = 8.0  # one core streaming from memory (the cost model's term for U, V and M)
@@ -168,9 +167,7 @@ def predicted_cycles(p: Plan, c: int, k: int, args: dict, target: Target) -> tup
     """(direct, winograd_planes) cycles per sample, the cost model of compiler/kernels/winograd.py plus the
     memory traffic of the passes where their data outgrow L2 (U read once, V written and read once, M written
     and read once per group of input channels)."""
-    direct = k * args["OH"] * args["OW"] * c * 9 / (p.lanes * DIRECT_EFFICIENCY)
-    if p.kv == 1:
-        direct *= DIRECT_ONE_VECTOR_SLOWDOWN
+    direct = direct_cycles(p.lanes, p.kv, c, k, args)
     gemm = sum(16 * c * n * count * p.k_blocks / GEMM_EFFICIENCY / min(1.0, p.kv * n / 8) for _, n, count in p.runs)
     transform = c * sum(r * -(-w // p.lanes) for _, _, r, w in p.phases) * TRANSFORM_CYCLES
     output = p.k_blocks * p.lanes * p.tiles * 4 * OUTPUT_CYCLES
