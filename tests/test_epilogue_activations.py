@@ -50,7 +50,7 @@ FAMILIES = {
     "direct-blocked-output": (branches(lambda n: conv(n, 32, 3, ["x"], padding=2, dilation=2),
                                        lambda n, src: conv(n, 16, 3, [src], stride=2, padding=1)), (12, 7, 9),
                               {"ops/conv2d_direct.c.j2"}),
-    "winograd": (branches(lambda n: conv(n, 32, 3, ["x"], padding=1)), (32, 16, 15), {"ops/conv2d_winograd.c.j2"}),
+    "winograd": (branches(lambda n: conv(n, 32, 3, ["x"], padding=1)), (32, 20, 19), {"ops/conv2d_winograd.c.j2"}),
     "pointwise": (branches(lambda n: conv(n, 16, 1, ["x"])), (16, 16, 18), {"ops/conv2d_pointwise.c.j2"}),
     "depthwise": (branches(lambda n: conv(n, 24, 3, ["x"], groups=24, stride=2, padding=1)), (24, 17, 16),
                   {"ops/conv2d_depthwise.c.j2"}),
