@@ -312,13 +312,15 @@ def test_fast_kernels_match_the_interpreter(case, target, threads):
 FAST_KERNEL_MARKERS = {
     "avx512": {"rowvec (c, C=3)": "packed [4][3][3][3][8]", "depthwise (d)": "zero-padded plane",
                "blocked (e, C=32)": "weights packed [1][32][3][3][16]", "pointwise (f)": "packed [3][16][8]",
-               "winograd (h, C=32)": "U packed [16][2][32][16]",
-               "padded max-pool": "window rows' maximum per input column",
+               "winograd (h, C=32), output blocked": "U packed [16][2][32][16]",
+               "blocked output of h": "channel-blocked output: each output is one vector of 16 channels",
+               "padded max-pool, blocked": "rows with every window row inside: the interior columns' windows",
                "blocked for a 1×1 on 8×8 pixels (i)": "weights packed [1][32][1][1][16]"},
     "avx2": {"rowvec (c, C=3)": "packed [6][3][3][3][6]", "depthwise (d)": "zero-padded plane",
              "blocked (e, C=32)": "weights packed [2][32][3][3][8]", "pointwise (f)": "packed [4][16][6]",
-             "winograd (h, C=32)": "U packed [16][4][32][8]",
-             "padded max-pool": "window rows' maximum per input column",
+             "winograd (h, C=32), output blocked": "U packed [16][4][32][8]",
+             "blocked output of h": "channel-blocked output: each output is one vector of 8 channels",
+             "padded max-pool, blocked": "rows with every window row inside: the interior columns' windows",
              "blocked for a 1×1 on 8×8 pixels (i)": "weights packed [2][32][1][1][8]"},
 }
 

@@ -45,7 +45,7 @@ class Kernel:
     def blocked_io(self, layer, in_shapes: list[Shape], out_shape: Shape, target: Target) -> tuple[str, ...] | None:
         """Whether it can write its output channel-blocked (compiler/kernels/layouts.py): None if not, else per
         input "any" (read in either layout), "same" (only in the output's layout), "if_out" (blocked only when
-        the output is) or "for_out" (blocked whenever the output is)."""
+        the output is), "for_out" (blocked whenever the output is) or "plain" (C×H×W only)."""
         return None
 
     def refine(self, layer, in_shapes: list[Shape], out_shape: Shape, target: Target,

@@ -208,9 +208,11 @@ class LaneStore:
 
 @dataclass(frozen=True)
 class TileOutput:
-    """One of a tile's four outputs: its vector's name and its offset from the tile's first output."""
+    """One of a tile's four outputs: its vector's name, its offset from the tile's first output and the C
+    condition under which it is inside the map ("": always)."""
     name: str
     offset: int
+    inside: str = ""
 
 
 @dataclass(frozen=True)
@@ -227,21 +229,33 @@ class WinogradVectors(ConvParams):
     PARTIAL_LAST: bool
     filter_vectors: tuple[Offset, ...]  # per filter vector q of a block: its weights' offset q·C
     lane_stores: tuple[LaneStore, ...]
-    tile_outputs: tuple[TileOutput, ...]
+    tile_outputs: tuple[TileOutput, ...]  # offsets in floats: pixels, or pixels × VL where Y_BLOCKED
     VECTOR_ACTIVATION: bool  # the activation runs on the output vectors before the lanes are stored (no residual)
+    Y_BLOCKED: bool  # the output is channel-blocked [K/VL][OH][OW][VL]: each output vector is one whole store
+    VECTOR_EPILOGUE: bool  # the activation runs on vectors anywhere (VECTOR_ACTIVATION, or at the blocked stores)
 
 
-def vector_fields(g: dict, lanes: int, k_blocks: int, kv: int, k: int, c: int) -> dict:
+def tile_outputs(g: dict, dw: int, dh_ow: int) -> tuple[TileOutput, ...]:
+    """A tile's outputs (oh, ow), (oh, ow + DW), (oh + DH, ow), (oh + DH, ow + DW), dw and dh_ow floats apart; the
+    second column (row) is past the map's edge in the last tiles where OW (OH) is not a multiple of 2·DW (2·DH)."""
+    col = f"ow + {g['DW']} < {g['OW']}" if g["OW"] % (2 * g["DW"]) else ""
+    row = f"oh + {g['DH']} < {g['OH']}" if g["OH"] % (2 * g["DH"]) else ""
+    return (TileOutput("y00", 0), TileOutput("y01", dw, col), TileOutput("y10", dh_ow, row),
+            TileOutput("y11", dh_ow + dw, " && ".join(c for c in (row, col) if c)))
+
+
+def vector_fields(g: dict, lanes: int, k_blocks: int, kv: int, k: int, c: int, y_blocked: bool) -> dict:
     """The WinogradVectors fields of a layer of ConvParams `g`."""
     lastn = k - (k_blocks - 1) * lanes
-    dh_ow = g["DH"] * g["OW"]
+    pixel = lanes if y_blocked else 1  # floats between two output pixels
+    dh_ow, dw = g["DH"] * g["OW"] * pixel, g["DW"] * pixel
     return dict(
         VL=lanes, VECTOR_BYTES=4 * lanes, KB=k_blocks, LAST_KB=k_blocks - 1, KV=kv, LASTN=lastn,
         PARTIAL_LAST=lastn != lanes, filter_vectors=tuple(Offset(q, q * c) for q in range(kv)),
         lane_stores=tuple(LaneStore(l, l * g["OHW"], lastn != lanes and l >= lastn) for l in range(lanes)),
-        tile_outputs=(TileOutput("y00", 0), TileOutput("y01", g["DW"]), TileOutput("y10", dh_ow),
-                      TileOutput("y11", dh_ow + g["DW"])),
-        VECTOR_ACTIVATION=bool(g["activation"]) and not g["residual"])
+        tile_outputs=tile_outputs(g, dw, dh_ow),
+        VECTOR_ACTIVATION=bool(g["activation"]) and not g["residual"] and not y_blocked, Y_BLOCKED=y_blocked,
+        VECTOR_EPILOGUE=bool(g["activation"]) and (y_blocked or not g["residual"]))
 
 
 @dataclass(frozen=True)
@@ -269,7 +283,7 @@ class WinogradParams(WinogradVectors):
     parallel: bool
 
 
-def winograd_params(geometry: dict, p: Plan, k: int, c: int, macs: int) -> WinogradParams:
+def winograd_params(geometry: dict, p: Plan, k: int, c: int, macs: int, y_blocked: bool) -> WinogradParams:
     """The template record of a layer of ConvParams `geometry` with plan p."""
     k_blocks = p.k_blocks
     pl, w = geometry["PL"], geometry["W"]
@@ -285,7 +299,7 @@ def winograd_params(geometry: dict, p: Plan, k: int, c: int, macs: int) -> Winog
     cb = min(c, max(1, -(-PAD_ROW_FLOATS // (4 * (p.row_width + p.lanes)))))
     ntmax = max(len(b) for b in p.blocks)
     return WinogradParams(
-        **geometry, **vector_fields(geometry, p.lanes, k_blocks, p.kv, k, c),
+        **geometry, **vector_fields(geometry, p.lanes, k_blocks, p.kv, k, c, y_blocked),
         TH=p.tile_rows, TW=p.tile_cols, R=p.rows_per_item, XW=p.row_width, XB=p.row_width + p.lanes,
         RXW=p.rows_per_item * p.row_width, XI_STRIDE=p.xi_stride(c), ITEM_FLOATS=p.item_floats(c),
         SCRATCH=scratch_floats(p, c),
@@ -305,7 +319,7 @@ class WinogradFamily(Kernel):
     eligibility: ClassVar  # why_not_eligible(attrs, c, args)
     planner: ClassVar  # plan(args, c, k, target)
     cost: ClassVar  # predicted_cycles(plan, c, k, args, target) -> (direct, this kernel)
-    record: ClassVar  # the params record from (geometry, plan, k, c, macs)
+    record: ClassVar  # the params record from (geometry, plan, k, c, macs, y_blocked)
 
     def unsuitable(self, layer, in_shapes, out_shape, target):
         return self.eligibility(layer.attrs, in_shapes[0][0], layer.spec.kernel_args(layer, in_shapes, out_shape))
@@ -323,7 +337,12 @@ class WinogradFamily(Kernel):
         geometry = conv_fields(layer, in_shapes, out_shape)
         c, k = in_shapes[0][0], layer.attrs.filters
         return self.record(geometry, self.planner(geometry, c, k, target), k, c,
-                           layer.spec.macs(layer, in_shapes, out_shape))
+                           layer.spec.macs(layer, in_shapes, out_shape), bool(layouts[-1]))
+
+    def blocked_io(self, layer, in_shapes, out_shape, target):
+        """Its products are vectors of output channels, which a channel-blocked output takes as whole stores
+        (C×H×W takes them lane by lane); its input transform reads C×H×W rows only."""
+        return ("plain",) + ("same",) * (len(in_shapes) - 1)
 
     def scratch_floats(self, params):
         return params.SCRATCH
