@@ -167,6 +167,14 @@ CASES = {
                 conv("bp", 16, inputs=["p"]), {"name": "cat", "op": "concat", "inputs": ["b1", "b3", "bp"]},
                 {"name": "after", "op": "avgpool2d", "kernel": 3, "stride": 1, "padding": 1},
                 conv("z", 16, 3, stride=2, padding=1, inputs=["after"])], (32, 7, 9)),
+    # DenseNet's BN-ReLU on a concat (batchnorm_blocked), one with a residual, both in place in the next concat
+    "bn-relu-concat": ([conv("s", 32, 3, padding=1), conv("c1", 16, 1, inputs=["s"]),
+                        {"name": "cat", "op": "concat", "inputs": ["s", "c1"]},
+                        {"name": "bn", "op": "batchnorm"}, {"name": "bn_act", "op": "relu"},
+                        {"name": "bn2", "op": "batchnorm", "inputs": ["cat"]},
+                        {"name": "sum", "op": "add", "inputs": ["bn2", "cat"]}, {"name": "sum_act", "op": "relu6"},
+                        {"name": "cat2", "op": "concat", "inputs": ["bn_act", "sum_act"]},
+                        conv("z", 16, 3, stride=2, padding=1)], (12, 7, 9)),
     # global pools read blocked tensors (their C×1×1 output is the same in both layouts)
     "global-avgpool": ([conv("e", 32), conv("d", 32, 3, groups=32, padding=1), {"op": "global_avgpool"}],
                        (12, 5, 6)),
@@ -230,6 +238,22 @@ def winograd_block(kernel):
              conv("z", 16, 3, stride=2, padding=1)], (12, 9, 11))
 
 
+@each_target
+def test_a_batchnorm_on_a_blocked_concat_stays_blocked(target):
+    """A BN-ReLU that no conv absorbs reads and writes the layout of the concat it reads (batchnorm_blocked,
+    the residual in the same layout); on C×H×W tensors the op's plain loops keep it."""
+    _, plan = kernel_plan(load(*CASES["bn-relu-concat"]), target)
+    lanes = target.lanes
+    assert plan["bn_act"].kernel == plan["sum_act"].kernel == "batchnorm_blocked"
+    assert plan["bn_act"].layouts == (lanes, lanes) and plan["sum_act"].layouts == (lanes,) * 3
+    assert {"cat", "bn_act", "sum_act", "cat2"} <= set(plan.layouts)
+    _, plan = kernel_plan(load([conv("s", 20, 3, padding=1), conv("c1", 12, 1, inputs=["s"]),
+                                {"name": "cat", "op": "concat", "inputs": ["s", "c1"]}, {"name": "bn", "op": "batchnorm"},
+                                {"name": "bn_act", "op": "relu"}, conv("z", 16, 3, stride=2, padding=1)], (12, 7, 9)),
+                          target)
+    assert plan["bn_act"].kernel == "plain" and not plan.layouts  # 32 channels, but s and c1 are not whole vectors
+
+
 @pytest.mark.parametrize("kernel", ["winograd", "winograd_planes"])
 @pytest.mark.parametrize("threads", [1, 2])
 @each_target
@@ -260,7 +284,7 @@ def test_blocked_layouts_match_the_interpreter(case, threads):
 
 
 @pytest.mark.parametrize("case", ["7x7", "stride2", "dilated-no-bias", "leaky", "large-map", "depthwise-residual",
-                                  "global-maxpool", "depthwise-to-c-h-w", "pools", "concat"])
+                                  "global-maxpool", "depthwise-to-c-h-w", "pools", "concat", "bn-relu-concat"])
 def test_the_portable_path_matches_the_interpreter(case):
     """The scalar path (compilers without GNU vector extensions) reads and writes the same layouts."""
     graph = load(*CASES[case])
@@ -271,7 +295,7 @@ def test_the_portable_path_matches_the_interpreter(case):
 @pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc")
 @pytest.mark.parametrize("target", TARGETS, ids=TARGET_IDS)
 @pytest.mark.parametrize("case", ["depthwise-residual", "stride2", "global-maxpool", "large-map",
-                                  "depthwise-to-c-h-w", "pools"])
+                                  "depthwise-to-c-h-w", "pools", "bn-relu-concat"])
 def test_blocked_kernels_are_pedantic_c99(case, target, tmp_path):
     code = compiler.generate_c(load(*CASES[case]), opt_level=2, march=target, weights_mode="array").code
     (tmp_path / "m.c").write_text(code)
@@ -347,7 +371,7 @@ def test_without_vector_shuffles_the_tile_transposes_through_memory(case):
 
 
 @pytest.mark.parametrize("case", ["7x7", "stride2", "depthwise-to-c-h-w", "large-map-stride2", "global-avgpool",
-                                  "pools", "concat"])
+                                  "pools", "concat", "bn-relu-concat"])
 def test_eight_lane_blocks_as_on_avx2(case):
     """AVX2 targets get 8-lane vectors, blocks and transposes: the same kernels at L = 8."""
     graph = load(*CASES[case])
