@@ -175,6 +175,16 @@ CASES = {
                         {"name": "sum", "op": "add", "inputs": ["bn2", "cat"]}, {"name": "sum_act", "op": "relu6"},
                         {"name": "cat2", "op": "concat", "inputs": ["bn_act", "sum_act"]},
                         conv("z", 16, 3, stride=2, padding=1)], (12, 7, 9)),
+    # squeeze-excitation's scale (a per-channel operand first or second) and a full-size operand, between blocked
+    # convs: elementwise_blocked
+    "se-scale": ([conv("e", 32), {"name": "e_act", "op": "relu"}, conv("d", 32, 3, groups=32, padding=1),
+                  {"name": "d_act", "op": "relu"}, {"name": "g", "op": "global_avgpool"}, conv("f1", 8),
+                  {"op": "relu"}, conv("f2", 32), {"name": "sig", "op": "sigmoid"},
+                  conv("f3", 32, inputs=["g"]), {"name": "sig3", "op": "sigmoid"},
+                  {"name": "m", "op": "mul", "inputs": ["sig", "d_act"]},
+                  {"name": "q", "op": "div", "inputs": ["m", "sig3"]},
+                  {"name": "r", "op": "sub", "inputs": ["q", "e_act"]},
+                  conv("p", 16), conv("z", 16, 3, stride=2, padding=1)], (12, 6, 7)),
     # global pools read blocked tensors (their C×1×1 output is the same in both layouts)
     "global-avgpool": ([conv("e", 32), conv("d", 32, 3, groups=32, padding=1), {"op": "global_avgpool"}],
                        (12, 5, 6)),
@@ -254,6 +264,23 @@ def test_a_batchnorm_on_a_blocked_concat_stays_blocked(target):
     assert plan["bn_act"].kernel == "plain" and not plan.layouts  # 32 channels, but s and c1 are not whole vectors
 
 
+@each_target
+def test_elementwise_ops_with_per_channel_operands_stay_blocked(target):
+    """Squeeze-excitation's multiply (and div, sub) between blocked convs: elementwise_blocked, the per-channel
+    operand read as it is (C×1×1 is the same memory in both layouts), the others in the output's layout."""
+    _, plan = kernel_plan(load(*CASES["se-scale"]), target)
+    lanes = target.lanes
+    assert {plan[n].kernel for n in ("m", "q", "r")} == {"elementwise_blocked"}
+    assert {"e_act", "d_act", "m", "q", "r"} <= set(plan.layouts)
+    assert plan["m"].layouts[1:] == (lanes, lanes) and plan["q"].layouts[0] == plan["q"].layouts[2] == lanes
+    assert plan["r"].layouts == (lanes,) * 3
+    # an operand broadcast along the channels (1×H×W) keeps the op's loops, and its neighbours C×H×W
+    _, plan = kernel_plan(load([conv("e", 32), conv("h", 1, inputs=["x"]),
+                                {"name": "m", "op": "mul", "inputs": ["e", "h"]}, conv("z", 16, 3, stride=2, padding=1)],
+                               (12, 6, 7)), target)
+    assert plan["m"].kernel == "plain" and "e" not in plan.layouts
+
+
 @pytest.mark.parametrize("kernel", ["winograd", "winograd_planes"])
 @pytest.mark.parametrize("threads", [1, 2])
 @each_target
@@ -284,7 +311,8 @@ def test_blocked_layouts_match_the_interpreter(case, threads):
 
 
 @pytest.mark.parametrize("case", ["7x7", "stride2", "dilated-no-bias", "leaky", "large-map", "depthwise-residual",
-                                  "global-maxpool", "depthwise-to-c-h-w", "pools", "concat", "bn-relu-concat"])
+                                  "global-maxpool", "depthwise-to-c-h-w", "pools", "concat", "bn-relu-concat",
+                                  "se-scale"])
 def test_the_portable_path_matches_the_interpreter(case):
     """The scalar path (compilers without GNU vector extensions) reads and writes the same layouts."""
     graph = load(*CASES[case])
@@ -295,7 +323,7 @@ def test_the_portable_path_matches_the_interpreter(case):
 @pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc")
 @pytest.mark.parametrize("target", TARGETS, ids=TARGET_IDS)
 @pytest.mark.parametrize("case", ["depthwise-residual", "stride2", "global-maxpool", "large-map",
-                                  "depthwise-to-c-h-w", "pools", "bn-relu-concat"])
+                                  "depthwise-to-c-h-w", "pools", "bn-relu-concat", "se-scale"])
 def test_blocked_kernels_are_pedantic_c99(case, target, tmp_path):
     code = compiler.generate_c(load(*CASES[case]), opt_level=2, march=target, weights_mode="array").code
     (tmp_path / "m.c").write_text(code)
@@ -371,7 +399,7 @@ def test_without_vector_shuffles_the_tile_transposes_through_memory(case):
 
 
 @pytest.mark.parametrize("case", ["7x7", "stride2", "depthwise-to-c-h-w", "large-map-stride2", "global-avgpool",
-                                  "pools", "concat", "bn-relu-concat"])
+                                  "pools", "concat", "bn-relu-concat", "se-scale"])
 def test_eight_lane_blocks_as_on_avx2(case):
     """AVX2 targets get 8-lane vectors, blocks and transposes: the same kernels at L = 8."""
     graph = load(*CASES[case])

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from . import KERNELS, Kernel, register_kernel
+from . import Kernel, register_kernel
 from .common import PARALLEL_READS
+from .plain import HandsCHWToPlain
 
 
 @dataclass(frozen=True)
@@ -26,7 +27,7 @@ class BlockedBatchNormParams:
 
 
 @register_kernel
-class BlockedBatchNorm(Kernel):
+class BlockedBatchNorm(HandsCHWToPlain, Kernel):
     name = "batchnorm_blocked"
     ops = ("batchnorm", "fused_batchnorm")
     template = "ops/batchnorm_blocked.c.j2"
@@ -40,11 +41,6 @@ class BlockedBatchNorm(Kernel):
 
     def blocked_io(self, layer, in_shapes, out_shape, target):
         return ("same",) * len(in_shapes) if out_shape[0] % target.lanes == 0 else None
-
-    def refine(self, layer, in_shapes, out_shape, target, layouts):
-        if not layouts[-1]:
-            return KERNELS["plain"], "C×H×W: the op's plain loops"
-        return None
 
     def params(self, layer, in_shapes, out_shape, target, layouts):
         lanes = layouts[-1]

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from types import MappingProxyType
 
-from . import Kernel, register_kernel
+from . import KERNELS, Kernel, register_kernel
 
 
 @register_kernel
@@ -27,3 +27,13 @@ class Plain(Kernel):
         if any(layouts):
             raise ValueError(f"{layer.where}: the plain kernel reads and writes C×H×W only")
         return MappingProxyType(layer.spec.kernel_args(layer, in_shapes, out_shape))
+
+
+class HandsCHWToPlain:
+    """Mixed into the kernels for channel-blocked tensors that also take the op's C×H×W layers at level 2
+    (batchnorm_blocked, elementwise_blocked): where the layouts leave a layer C×H×W, the op's loops take it."""
+
+    def refine(self, layer, in_shapes, out_shape, target, layouts):
+        if not layouts[-1]:
+            return KERNELS["plain"], "C×H×W: the op's plain loops"
+        return None
