@@ -3,6 +3,10 @@
 
 Vectors run along the P = H·W pixels (contiguous in C×H×W); each step multiplies NR pixel vectors by MR
 broadcast weights, MR·NR accumulators in registers (weights packed [K/MR][C][MR]).
+
+With 16 registers and several filter blocks, an item is one chunk of pixels: its input rows are copied into a
+contiguous panel (per chunk of input channels that fits half of L1) which every filter block then reads from L1
+(see PANEL_MIN_BLOCKS).
 """
 from __future__ import annotations
 
@@ -44,6 +48,12 @@ class PointwiseParams(ConvParams):
     ITEMS: int  # KB·SPANS (filter block, span) pairs
     pixels_outer: bool  # items run pixel spans outermost (the weights stay in cache, the input would not)
     PIN_INPUT: str  # the C condition under which a step's NR pixel vectors are held in registers ("": never)
+    PANEL: bool  # items are single chunks whose input rows are packed into a panel for all filter blocks
+    C_CHUNK: int  # input channels per panel (C: one panel a chunk)
+    C_CHUNKS: int  # panels per chunk of pixels
+    PARTIAL_SUMS: bool  # C_CHUNKS > 1: past the first panel, the blocks go on from their partial sums in y
+    TAIL_FLOATS: int  # pixels in the last chunk when it is the short tail (P - TAIL_START)
+    TAIL_ZEROS: int  # CHUNK_FLOATS - TAIL_FLOATS: the tail's panel rows are zero after its pixels
     parallel: bool
 
 
@@ -61,6 +71,34 @@ def register_block(target) -> tuple[int, int]:
 # the prefetchers do not follow: 64 -> 256 with a residual at 56×56, standalone loop, AVX2 Zen 3: 25 GFLOP/s in
 # chunks, 47-54 over spans of 8-24 chunks. 32 registers (AVX-512) keep one chunk an item: not measured there.
 SPAN_L2_SHARE = 0.25
+
+
+# The panel: read in place, a chunk's input rows are C lines H·W floats apart (2 per row where H·W is not a
+# multiple of 16), which miss L1 and cross a page each; every filter block read them again from L2. Packed
+# once into a contiguous panel they stay in L1 for all the blocks, but a chunk then writes all K output rows
+# at once, each to its own line. In-model, AVX2 Zen 3, panel against the spans (one-process A/B, per layer):
+# SqueezeNet 1.0's squeeze layers (256-512 -> 32-64 at 27×27) 0.80-0.89, Inception v3's 35×35 1×1s (192-288 ->
+# 32-64) 0.91; but its expand layers (16-64 -> 64-256) 1.1-1.6 and DenseNet's 128-512 -> 128 at 28×28 and
+# 56×56 0.9-1.09. So panels only where many input rows meet few output rows; the weights, read once per
+# chunk, must stay in L2.
+PANEL_MIN_BLOCKS = 4  # the copy costs a pass over the chunk's input: several filter blocks must share it
+PANEL_MAX_FILTERS = 64
+PANEL_MIN_CHANNELS_PER_FILTER = 2
+PANEL_L1_SHARE = 0.5  # a panel (one chunk's rows of C_CHUNK channels) fills at most half of L1
+
+
+def panel_channels(c: int, chunk_floats: int, target) -> tuple[int, int]:
+    """(C_CHUNK, C_CHUNKS): the input channels split into equal panels of at most PANEL_L1_SHARE of L1."""
+    most = max(1, int(PANEL_L1_SHARE * target.l1d_bytes) // (4 * chunk_floats))
+    chunks = -(-c // most)
+    return -(-c // chunks), chunks
+
+
+def uses_panel(c: int, k: int, k_blocks: int, weight_bytes: int, target) -> bool:
+    """Whether each chunk's input is packed into a panel (16 registers only: not measured with 32, whose items
+    are single chunks of 8 × 3 already)."""
+    return (target.vector_registers < 32 and k_blocks >= PANEL_MIN_BLOCKS and k <= PANEL_MAX_FILTERS
+            and c >= PANEL_MIN_CHANNELS_PER_FILTER * k and weight_bytes <= cache_bytes(target))
 
 
 def pixel_span(c: int, chunk_pixels: int, chunks: int, target) -> int:
@@ -119,16 +157,20 @@ class Pointwise(Kernel):
         reread_weights = weight_bytes * chunks if weight_bytes > cache_bytes(target) else 0
         lastn = k - (k_blocks - 1) * mr
         chunks_with_tail = chunks + (tail_vecs > 0)
-        span = pixel_span(c, nr * lanes, chunks_with_tail, target)
+        panel = uses_panel(c, k, k_blocks, weight_bytes, target)
+        span = 1 if panel else pixel_span(c, nr * lanes, chunks_with_tail, target)
         spans = -(-chunks_with_tail // span)
+        c_chunk, c_chunks = panel_channels(c, nr * lanes, target) if panel else (c, 1)
         return PointwiseParams(
             **geometry, VL=lanes, VECTOR_BYTES=4 * lanes, MR=mr, NR=nr, KB=k_blocks, LAST_KB=k_blocks - 1,
             LASTN=lastn, PARTIAL_LAST=lastn != mr, BIAS_FLOATS=k_blocks * mr, P=p, CHUNKS=chunks,
             CHUNK_FLOATS=nr * lanes, chunk_vectors=tuple(Offset(r, r * lanes) for r in range(nr)),
             TAIL_VECS=tail_vecs, TAIL_START=chunks * nr * lanes,
             tail_vectors=tuple(Offset(r, r * lanes) for r in range(tail_vecs)), PARTIAL=partial,
-            NCH=chunks_with_tail, SPAN=span, SPANS=spans, ITEMS=k_blocks * spans,
+            NCH=chunks_with_tail, SPAN=span, SPANS=spans, ITEMS=spans if panel else k_blocks * spans,
             pixels_outer=reread_weights < reread_input, PIN_INPUT=pin_condition(target, mr * nr + nr + 1),
+            PANEL=panel, C_CHUNK=c_chunk, C_CHUNKS=c_chunks, PARTIAL_SUMS=c_chunks > 1,
+            TAIL_FLOATS=p - chunks * nr * lanes, TAIL_ZEROS=(chunks + 1) * nr * lanes - p,
             parallel=layer.spec.macs(layer, in_shapes, out_shape) >= PARALLEL_MACS)
 
     def arrays(self, layer, weights, params):
