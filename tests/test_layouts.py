@@ -274,6 +274,15 @@ def test_elementwise_ops_with_per_channel_operands_stay_blocked(target):
     assert {"e_act", "d_act", "m", "q", "r"} <= set(plan.layouts)
     assert plan["m"].layouts[1:] == (lanes, lanes) and plan["q"].layouts[0] == plan["q"].layouts[2] == lanes
     assert plan["r"].layouts == (lanes,) * 3
+    # a per-channel operand also read blocked elsewhere, by a multiply whose output is the model's (C×H×W): that
+    # multiply takes the op's loops, which read C×H×W only, so the operand stays C×H×W
+    graph = load([conv("e", 32), {"name": "g", "op": "global_avgpool"}, conv("s", 32),
+                  {"name": "m1", "op": "mul", "inputs": ["e", "s"]}, conv("z", 16, 3, stride=2, padding=1),
+                  conv("e2", 32, inputs=["x"]), {"name": "m2", "op": "mul", "inputs": ["e2", "s"]}], (12, 6, 7))
+    _, plan = kernel_plan(graph, target)
+    assert plan["m2"].kernel == "plain" and plan["m2"].layouts == (0, 0, 0) and "s" not in plan.layouts
+    assert plan["m1"].kernel == "elementwise_blocked" and plan["m1"].layouts == (lanes, 0, lanes)
+    compile_and_check(graph, batch=2, seed=2, opt_level=2, threads=1, march=target)
     # an operand broadcast along the channels (1×H×W) keeps the op's loops, and its neighbours C×H×W
     _, plan = kernel_plan(load([conv("e", 32), conv("h", 1, inputs=["x"]),
                                 {"name": "m", "op": "mul", "inputs": ["e", "h"]}, conv("z", 16, 3, stride=2, padding=1)],

@@ -37,13 +37,15 @@ class BlockedElementwiseParams:
 
 
 def operand_modes(in_shapes, out_shape) -> tuple[str, ...] | None:
-    """Per input: "same" (the output's shape) or "any" (C×1×1); None if an input broadcasts otherwise."""
+    """Per input: "same" (the output's shape) or "if_out" (C×1×1: either layout, the same memory, where the output
+    is blocked; where it is not, the op's loops read it and take C×H×W only); None if an input broadcasts
+    otherwise."""
     modes = []
     for s in in_shapes:
         if tuple(s) == tuple(out_shape):
             modes.append("same")
         elif tuple(s) == (out_shape[0], 1, 1):
-            modes.append("any")
+            modes.append("if_out")
         else:
             return None
     return tuple(modes) if "same" in modes else None
