@@ -4,9 +4,9 @@
 Vectors run along the P = H·W pixels (contiguous in C×H×W); each step multiplies NR pixel vectors by MR
 broadcast weights, MR·NR accumulators in registers (weights packed [K/MR][C][MR]).
 
-With 16 registers and several filter blocks, an item is one chunk of pixels: its input rows are copied into a
-contiguous panel (per chunk of input channels that fits half of L1) which every filter block then reads from L1
-(see PANEL_MIN_BLOCKS).
+With 16 registers, where many input channels meet few filters (uses_panel), an item is one chunk of pixels: its
+input rows are copied into a contiguous panel (per chunk of input channels that fits half of L1) which every
+filter block then reads from L1.
 """
 from __future__ import annotations
 
@@ -78,8 +78,8 @@ SPAN_L2_SHARE = 0.25
 # once into a contiguous panel they stay in L1 for all the blocks, but a chunk then writes all K output rows
 # at once, each to its own line. In-model, AVX2 Zen 3, panel against the spans (one-process A/B, per layer):
 # SqueezeNet 1.0's squeeze layers (256-512 -> 32-64 at 27×27) 0.80-0.89, Inception v3's 35×35 1×1s (192-288 ->
-# 32-64) 0.91; but its expand layers (16-64 -> 64-256) 1.1-1.6 and DenseNet's 128-512 -> 128 at 28×28 and
-# 56×56 0.9-1.09. So panels only where many input rows meet few output rows; the weights, read once per
+# 32-64) 0.76-0.91; but SqueezeNet's expand layers (16-64 -> 64-256) 1.1-1.6 and DenseNet's 128-512 -> 128 at
+# 28×28 and 56×56 0.9-1.09. So panels only where many input rows meet few output rows; the weights, read once per
 # chunk, must stay in L2.
 PANEL_MIN_BLOCKS = 4  # the copy costs a pass over the chunk's input: several filter blocks must share it
 PANEL_MAX_FILTERS = 64
