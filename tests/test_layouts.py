@@ -237,13 +237,14 @@ def test_a_blocked_max_pool_skips_nan_taps_as_the_plain_loops_do(target):
     np.testing.assert_allclose(blocked, plain, rtol=1e-5, atol=1e-5)
 
 
-def winograd_block(kernel):
+def winograd_block(kernel, a_channels):
     """A Winograd conv w (forced: `kernel`) with a fused residual and relu, writing its output blocked for a pool
-    and a direct conv; its input a stays C×H×W ("plain"), though its other reader r could read it blocked. The
-    9×11 map leaves the last tile row and column half outside (dilated by 2 for winograd_planes)."""
+    and a direct conv; its input a, also read by r, is blocked where a_channels is a multiple of the lanes (20:
+    C×H×W on both targets). The 9×11 map leaves the last tile row and column half outside (dilated by 2 for
+    winograd_planes)."""
     dilated = {"dilation": 2, "padding": 2} if kernel == "winograd_planes" else {"padding": 1}
-    return ([conv("a", 16, 3, padding=1), conv("w", 32, 3, inputs=["a"], **dilated), conv("r", 32, inputs=["a"]),
-             {"name": "s", "op": "add", "inputs": ["r", "w"]}, {"name": "act", "op": "relu"},
+    return ([conv("a", a_channels, 3, padding=1), conv("w", 32, 3, inputs=["a"], **dilated),
+             conv("r", 32, inputs=["a"]), {"name": "s", "op": "add", "inputs": ["r", "w"]}, {"name": "act", "op": "relu"},
              {"name": "m", "op": "maxpool2d", "kernel": 3, "stride": 1, "padding": 1},
              conv("z", 16, 3, stride=2, padding=1)], (12, 9, 11))
 
@@ -290,16 +291,19 @@ def test_elementwise_ops_with_per_channel_operands_stay_blocked(target):
     assert plan["m"].kernel == "plain" and "e" not in plan.layouts
 
 
+@pytest.mark.parametrize("x_blocked", [False, True], ids=["c_h_w-input", "blocked-input"])
 @pytest.mark.parametrize("kernel", ["winograd", "winograd_planes"])
 @pytest.mark.parametrize("threads", [1, 2])
 @each_target
-def test_winograd_writes_a_blocked_output_from_a_c_h_w_input(kernel, threads, target):
-    graph = load(*winograd_block(kernel))
-    _, plan = kernel_plan(graph, target, kernels={"w": kernel})
+def test_winograd_reads_either_layout_and_writes_a_blocked_output(kernel, threads, target, x_blocked):
+    """A blocked input is read XL floats per pixel; 3 vectors of input channels make the AVX2 build's last chunk of
+    split rows a part one (CB 16 of 24 channels), its chunks crossing channel blocks."""
     lanes = target.lanes
+    graph = load(*winograd_block(kernel, 3 * lanes if x_blocked else 20))
+    _, plan = kernel_plan(graph, target, kernels={"w": kernel})
     # w with the add and relu fused in (named after the relu): input, residual, output
-    assert plan["act"].kernel == kernel and plan["act"].layouts == (0, lanes, lanes)
-    assert "a" not in plan.layouts and {"r", "act", "m"} <= set(plan.layouts)
+    assert plan["act"].kernel == kernel and plan["act"].layouts == (lanes if x_blocked else 0, lanes, lanes)
+    assert ("a" in plan.layouts) == x_blocked and {"r", "act", "m"} <= set(plan.layouts)
     compile_and_check(graph, batch=2, seed=8, opt_level=2, threads=threads, march=target, kernels={"w": kernel})
     compile_and_check(graph, batch=1, seed=9, opt_level=2, threads=1, march=target, kernels={"w": kernel},
                       cflags=["-DCONVC_NO_VECTOR_EXTENSIONS"])

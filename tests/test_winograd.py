@@ -63,6 +63,24 @@ def test_winograd_matches_the_interpreter(case, threads):
     check(graph, batch=3, threads=threads)
 
 
+@pytest.mark.parametrize("target", [AVX2, AVX512], ids=["avx2", "avx512"])
+@pytest.mark.parametrize("case", sorted(SHAPES))
+def test_winograd_reads_a_channel_blocked_input(case, target):
+    """A 1×1 conv before it writes its input channel-blocked (C rounded up to whole vectors on both targets): the
+    transform runs on vectors of channels of one tile. 5x7-pad1 takes items of several tile rows, wide-row
+    several register blocks per row."""
+    c, k, h, w, padding = SHAPES[case]
+    c = -(-c // 16) * 16
+    layers = [{"name": "p", "op": "conv2d", "filters": c, "kernel": 1}, {"op": "relu"}, conv(k, padding)]
+    graph = load_quietly(model_dict(layers, shape=(12, h, w)))
+    _, plan = kernel_plan(graph, target, 2, {"c": "winograd"})
+    assert plan["c"].kernel == "winograd" and plan["c"].layouts[0] == target.lanes
+    compile_and_check(graph, 2, c + k, opt_level=2, threads=2, march=target, kernels={"c": "winograd"})
+    if case == "13x11-pad2":
+        compile_and_check(graph, 1, 3, opt_level=2, threads=1, march=target, kernels={"c": "winograd"},
+                          cflags=["-DCONVC_NO_VECTOR_EXTENSIONS"])
+
+
 EPILOGUES = {
     "relu": [{"op": "relu"}],
     "relu6": [{"op": "relu6"}],

@@ -10,8 +10,8 @@ around them back to C×H×W.
 A tensor is stored channel-blocked when
 - it is C×H×W with C a multiple of L, and not a model input or output (the caller sees C×H×W);
 - its producer's kernel can write it so and every reader's kernel can read it so
-  (`Kernel.blocked_io`; readers include views, which cannot, so what a view shows stays C×H×W, and a Winograd
-  conv, which writes either layout but reads C×H×W only: "plain");
+  (`Kernel.blocked_io`; readers include views, which cannot, so what a view shows stays C×H×W; a kernel
+  that reads C×H×W only says "plain");
 - the kernels that tie two tensors together agree (a pool's input and output, a concat's inputs and output
   are one group): a fused residual is read in the layout of the output
   it is added to (tied tensors are blocked together or not at all), a reader that takes it only "if_out"

@@ -9,7 +9,8 @@ of the 36·C of the direct kernel (2.25× fewer).
 Kernel shape (templates/ops/conv2d_winograd.c.j2): one work item is R rows of tiles. It first
 transforms its input patches into its own part of the layer's scratch, laid out [16][C][R][XW]
 (tile column tw at tw; the input rows are split into even and odd columns first, so the column
-transform runs on whole vectors of 16 tiles),
+transform runs on whole vectors of 16 tiles); from a channel-blocked input, on vectors of XL channels of
+one tile instead, into [16][R][XW][C],
 then for each pair of output-channel vectors and each register block of tiles accumulates the 16
 products over C in registers (like the blocked kernel), and turns them into outputs with Aᵀ M A.
 """
@@ -175,7 +176,7 @@ def winograd_arrays(weights: dict[str, np.ndarray], lanes: int) -> dict[str, np.
 class Tile:
     r: int  # tile row within the item
     dtw: int  # tile column from the block's first
-    off: int  # its column in the item's V: r·XW + dtw
+    off: int  # its offset in a plane of the item's V: r·XW + dtw, times C where V is [R][XW][C] (blocked input)
 
 
 @dataclass(frozen=True)
@@ -233,6 +234,10 @@ class WinogradVectors(ConvParams):
     VECTOR_ACTIVATION: bool  # the activation runs on the output vectors before the lanes are stored (no residual)
     Y_BLOCKED: bool  # the output is channel-blocked [K/VL][OH][OW][VL]: each output vector is one whole store
     VECTOR_EPILOGUE: bool  # the activation runs on vectors anywhere (VECTOR_ACTIVATION, or at the blocked stores)
+    X_BLOCKED: bool  # the input is channel-blocked [C/XL][H][W][XL]: a channel's pixels are XL floats apart
+    XL: int  # its lanes (0: C×H×W)
+    X_BLOCK_FLOATS: int  # H·W·XL: floats between two blocks of XL input channels
+    X_ROW: int  # floats between two input rows of a channel: W, or W·XL
 
 
 def tile_outputs(g: dict, dw: int, dh_ow: int) -> tuple[TileOutput, ...]:
@@ -244,8 +249,9 @@ def tile_outputs(g: dict, dw: int, dh_ow: int) -> tuple[TileOutput, ...]:
             TileOutput("y11", dh_ow + dw, " && ".join(c for c in (row, col) if c)))
 
 
-def vector_fields(g: dict, lanes: int, k_blocks: int, kv: int, k: int, c: int, y_blocked: bool) -> dict:
-    """The WinogradVectors fields of a layer of ConvParams `g`."""
+def vector_fields(g: dict, lanes: int, k_blocks: int, kv: int, k: int, c: int, y_blocked: bool,
+                  x_lanes: int) -> dict:
+    """The WinogradVectors fields of a layer of ConvParams `g` (x_lanes: the input's blocking, 0 for C×H×W)."""
     lastn = k - (k_blocks - 1) * lanes
     pixel = lanes if y_blocked else 1  # floats between two output pixels
     dh_ow, dw = g["DH"] * g["OW"] * pixel, g["DW"] * pixel
@@ -255,7 +261,8 @@ def vector_fields(g: dict, lanes: int, k_blocks: int, kv: int, k: int, c: int, y
         lane_stores=tuple(LaneStore(l, l * g["OHW"], lastn != lanes and l >= lastn) for l in range(lanes)),
         tile_outputs=tile_outputs(g, dw, dh_ow),
         VECTOR_ACTIVATION=bool(g["activation"]) and not g["residual"] and not y_blocked, Y_BLOCKED=y_blocked,
-        VECTOR_EPILOGUE=bool(g["activation"]) and (y_blocked or not g["residual"]))
+        VECTOR_EPILOGUE=bool(g["activation"]) and (y_blocked or not g["residual"]),
+        X_BLOCKED=bool(x_lanes), XL=x_lanes, X_BLOCK_FLOATS=g["HW"] * x_lanes, X_ROW=g["W"] * (x_lanes or 1))
 
 
 @dataclass(frozen=True)
@@ -276,6 +283,7 @@ class WinogradParams(WinogradVectors):
     ODD_SHIFT: int  # 1 − PL
     CB: int  # channels per chunk of split rows
     CHANNEL_REMAINDER: int  # C mod CB
+    X_BLOCKS: int  # C/XL: blocks of input channels of a channel-blocked input (0: C×H×W)
     blocks: tuple[TileBlock, ...]
     NTMAX: int
     M_SLOTS: int  # KV·NTMAX
@@ -283,14 +291,19 @@ class WinogradParams(WinogradVectors):
     parallel: bool
 
 
-def winograd_params(geometry: dict, p: Plan, k: int, c: int, macs: int, y_blocked: bool) -> WinogradParams:
+def winograd_params(geometry: dict, p: Plan, k: int, c: int, macs: int, y_blocked: bool,
+                    x_lanes: int) -> WinogradParams:
     """The template record of a layer of ConvParams `geometry` with plan p."""
     k_blocks = p.k_blocks
     pl, w = geometry["PL"], geometry["W"]
+    if x_lanes and (x_lanes != p.lanes or c % x_lanes):
+        raise ValueError(f"a channel-blocked input needs {p.lanes}-lane blocks and C a multiple of them, got "
+                         f"{x_lanes} lanes for C = {c}")
+    tile_floats = c if x_lanes else 1  # floats between two tiles in V: [XW][C] per row, or [C][XW]
     # the split input rows: padded column 2j (+ 1) is input column 2j (+ 1) - PL
     blocks: list[dict] = []  # consecutive equal blocks of one tile row become one C loop
     for b in p.blocks:
-        tiles = [Tile(r, tw - b[0][1], r * p.row_width + tw - b[0][1]) for r, tw in b]
+        tiles = [Tile(r, tw - b[0][1], (r * p.row_width + tw - b[0][1]) * tile_floats) for r, tw in b]
         last = blocks[-1] if blocks else None
         if p.rows_per_item == 1 and last and len(last["tiles"]) == len(tiles):
             last["count"] += 1
@@ -299,12 +312,12 @@ def winograd_params(geometry: dict, p: Plan, k: int, c: int, macs: int, y_blocke
     cb = min(c, max(1, -(-PAD_ROW_FLOATS // (4 * (p.row_width + p.lanes)))))
     ntmax = max(len(b) for b in p.blocks)
     return WinogradParams(
-        **geometry, **vector_fields(geometry, p.lanes, k_blocks, p.kv, k, c, y_blocked),
+        **geometry, **vector_fields(geometry, p.lanes, k_blocks, p.kv, k, c, y_blocked, x_lanes),
         TH=p.tile_rows, TW=p.tile_cols, R=p.rows_per_item, XW=p.row_width, XB=p.row_width + p.lanes,
         RXW=p.rows_per_item * p.row_width, XI_STRIDE=p.xi_stride(c), ITEM_FLOATS=p.item_floats(c),
         SCRATCH=scratch_floats(p, c),
         even_lo=(pl + 1) // 2, even_hi=(w - 1 + pl) // 2 + 1, odd_lo=pl // 2, odd_hi=(w - 2 + pl) // 2 + 1,
-        ODD_SHIFT=1 - pl, CB=cb, CHANNEL_REMAINDER=c % cb,
+        ODD_SHIFT=1 - pl, CB=cb, CHANNEL_REMAINDER=c % cb, X_BLOCKS=c // x_lanes if x_lanes else 0,
         blocks=tuple(TileBlock(b["tw0"], b["count"], len(b["tiles"]), b["cols"], tuple(b["tiles"]),
                                tuple(Slot(q, j, q * len(b["tiles"]) + j)
                                      for q in range(p.kv) for j in range(len(b["tiles"]))))
@@ -319,7 +332,7 @@ class WinogradFamily(Kernel):
     eligibility: ClassVar  # why_not_eligible(attrs, c, args)
     planner: ClassVar  # plan(args, c, k, target)
     cost: ClassVar  # predicted_cycles(plan, c, k, args, target) -> (direct, this kernel)
-    record: ClassVar  # the params record from (geometry, plan, k, c, macs, y_blocked)
+    record: ClassVar  # the params record from (geometry, plan, k, c, macs, y_blocked, x_lanes)
 
     def unsuitable(self, layer, in_shapes, out_shape, target):
         return self.eligibility(layer.attrs, in_shapes[0][0], layer.spec.kernel_args(layer, in_shapes, out_shape))
@@ -337,12 +350,13 @@ class WinogradFamily(Kernel):
         geometry = conv_fields(layer, in_shapes, out_shape)
         c, k = in_shapes[0][0], layer.attrs.filters
         return self.record(geometry, self.planner(geometry, c, k, target), k, c,
-                           layer.spec.macs(layer, in_shapes, out_shape), bool(layouts[-1]))
+                           layer.spec.macs(layer, in_shapes, out_shape), bool(layouts[-1]), layouts[0] or 0)
 
     def blocked_io(self, layer, in_shapes, out_shape, target):
         """Its products are vectors of output channels, which a channel-blocked output takes as whole stores
-        (C×H×W takes them lane by lane); its input transform reads C×H×W rows only."""
-        return ("plain",) + ("same",) * (len(in_shapes) - 1)
+        (C×H×W takes them lane by lane); its input transform copies each channel's rows into split rows, from
+        either layout (a blocked input's pixels XL floats apart)."""
+        return ("any",) + ("same",) * (len(in_shapes) - 1)
 
     def scratch_floats(self, params):
         return params.SCRATCH

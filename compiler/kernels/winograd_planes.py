@@ -204,7 +204,7 @@ class PlanesParams(WinogradVectors):
     parallel: bool
 
 
-def planes_params(g: dict, p: Plan, k: int, c: int, macs: int, y_blocked: bool) -> PlanesParams:
+def planes_params(g: dict, p: Plan, k: int, c: int, macs: int, y_blocked: bool, x_lanes: int) -> PlanesParams:
     """The template record of a layer of ConvParams `g` with plan p."""
     dh, dw, pt, pl = g["DH"], g["DW"], g["PT"], g["PL"]
     sr, xb, row_stride = buffer_shape(g, p.lanes)
@@ -226,7 +226,7 @@ def planes_params(g: dict, p: Plan, k: int, c: int, macs: int, y_blocked: bool) 
                                                 px + dw * (2 * inside[0] + parity) - pl, 2 * dw))
     v_floats, m_floats = scratch_parts(p, c)
     return PlanesParams(
-        **g, **vector_fields(g, p.lanes, p.k_blocks, p.kv, k, c, y_blocked),
+        **g, **vector_fields(g, p.lanes, p.k_blocks, p.kv, k, c, y_blocked, x_lanes),
         T=p.tiles, TS=p.tile_stride, V_PLANE=p.group * p.tile_stride, V_FLOATS=v_floats,
         GC=p.group, GC_LAST=c - (-(-c // p.group) - 1) * p.group, M_PLANE=m_floats // 16,
         SCRATCH=max(v_floats + m_floats, 16 * c),  # the portable path: V of one tile [16][C]
