@@ -3,6 +3,7 @@ model built here, units of its kernels that cc compiles in parallel beside it.""
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,7 +47,10 @@ class UnitKernel:
 KERNELS_PER_UNIT = 8  # fewer kernel functions than this per unit: a separate cc process does not pay off
 
 
+@functools.lru_cache(maxsize=None)
 def environment() -> jinja2.Environment:
+    """The templates' environment, made once per process: each template is compiled on its first use only (made
+    per call, every model's build compiled them again: ~0.5 s of ResNet-50's on the AVX2 host)."""
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATE_DIR)), undefined=jinja2.StrictUndefined,
                              trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True, autoescape=False)
     kernel = env.get_template("ops/_kernel.c.j2").module  # header_comment(header), signature(inputs, scratch)
