@@ -226,8 +226,9 @@ def conv(name, filters, kernel=1, **kw):
     return {"name": name, "op": "conv2d", "filters": filters, "kernel": kernel, **kw}
 
 
-# An inverted residual (channel-blocked e_act and d_act on either target), a Winograd conv with its scratch, a view,
-# and three outputs: fc, f (a view of w, so w is computed in f's array) and the model input x (a copy).
+# An inverted residual (channel-blocked a_act, e_act, d_act and s on either target), a Winograd conv with its scratch
+# (reading s blocked), a view, and three outputs: fc, f (a view of w, so w is computed in f's array, C×H×W) and the
+# model input x (a copy).
 BASE = model_dict([conv("a", 16), {"name": "a_act", "op": "relu"}, conv("e", 32), {"name": "e_act", "op": "relu6"},
                    conv("d", 32, 3, groups=32, padding=1), {"name": "d_act", "op": "relu6"}, conv("p", 16),
                    {"name": "s", "op": "add", "inputs": ["p", "a_act"]}, conv("w", 16, 3, padding=1),
@@ -262,9 +263,10 @@ def test_the_base_model_is_what_the_breaks_below_assume():
     for target in TARGETS:
         s = base_stages(target)
         lanes = target.lanes
-        assert dict(s.plan.layouts) == {"e_act": lanes, "d_act": lanes}
-        assert s.plan["s"].layouts == (lanes, 0, 0) and s.plan["s"].sources == ("p", "s")
+        assert dict(s.plan.layouts) == {"a_act": lanes, "e_act": lanes, "d_act": lanes, "s": lanes}
+        assert s.plan["s"].layouts == (lanes, lanes, lanes) and s.plan["s"].sources == ("p", "s")
         assert s.plan["w"].kernel == "winograd" and s.plan["w"].scratch_floats > 0
+        assert s.plan["w"].layouts == (lanes, 0)
         assert s.arena.copies == [("x", "x")] and s.arena.buffers["w"] == s.arena.buffers["f"]
         verify_graph(s.graph)
         verify_kernel_plan(s.graph, s.plan)
@@ -391,9 +393,9 @@ PLAN_BREAKS = {
     "another template": (lambda s: _choice(s, "w", template="ops/conv2d.c.j2"), ["'w'", "conv2d_winograd"]),
     "scratch the kernel does not ask for": (lambda s: _choice(s, "w", scratch_floats=0),
                                             ["'w'", "scratch_floats 0", "winograd"]),
-    "a reader in another layout than the producer": (lambda s: _choice(s, "s", layouts=(0, 0, 0)),
+    "a reader in another layout than the producer": (lambda s: _choice(s, "s", layouts=(0, 16, 16)),
                                                      ["'d_act'", "writes C/16", "'s'", "input 0 in CxHxW"]),
-    "a producer in another layout than plan.layouts": (lambda s: _choice(s, "e_act", layouts=(0, 0)),
+    "a producer in another layout than plan.layouts": (lambda s: _choice(s, "e_act", layouts=(16, 0)),
                                                        ["'e_act'", "layouts say C/16", "producer writes CxHxW"]),
     "plan.layouts missing a blocked tensor": (lambda s: _plan(s, layouts=_without(s.plan.layouts, "d_act")),
                                               ["'d_act'", "layouts say CxHxW", "producer writes C/16"]),
@@ -402,11 +404,11 @@ PLAN_BREAKS = {
                               ["'x'", "model input must be C×H×W"]),
     "a blocked model output": (lambda s: _plan(_choice(s, "fc", layouts=(0, 16)), layouts={**s.plan.layouts, "fc": 16}),
                                ["'fc'", "model output must be C×H×W"]),
-    "a view reading a blocked tensor": (lambda s: _plan(_choice(s, "w", layouts=(0, 16)),
+    "a view reading a blocked tensor": (lambda s: _plan(_choice(s, "w", layouts=(16, 16)),
                                                         layouts={**s.plan.layouts, "w": 16}),
                                         ["'w'", "'f'", "flatten, which has no kernel and reads C×H×W"]),
     "blocked by other lanes than the target's": (lambda s: _plan(s, target=AVX2),
-                                                 ["'e_act'", "16 lanes", "target's vectors have 8"]),
+                                                 ["'a_act'", "16 lanes", "target's vectors have 8"]),
     "blocked layouts below opt level 2": (lambda s: _plan(level_1_stages(), layouts={"e_act": 16}),
                                           ["opt level 1 stores tensors channel-blocked"]),
     "a blocked tensor whose channels are not whole vectors": (lambda s: _blocked_24_channels(),
