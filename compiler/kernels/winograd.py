@@ -354,8 +354,9 @@ class WinogradFamily(Kernel):
 
     def blocked_io(self, layer, in_shapes, out_shape, target):
         """Its products are vectors of output channels, which a channel-blocked output takes as whole stores
-        (C×H×W takes them lane by lane); its input transform copies each channel's rows into split rows, from
-        either layout (a blocked input's pixels XL floats apart)."""
+        (C×H×W takes them lane by lane). It reads either layout: `winograd` transforms a blocked input on vectors
+        of XL channels of one tile, `winograd_planes` gathers each channel's pixels (XL floats apart) into its
+        split rows."""
         return ("any",) + ("same",) * (len(in_shapes) - 1)
 
     def scratch_floats(self, params):

@@ -15,8 +15,9 @@ then 3. outputs: per vector of output channels, Y = Aᵀ M A + bias (+ residual,
 A dilated conv (dilation DH×DW) is DH·DW undilated convs on the phases of its map: output rows py, py + DH,
 py + 2·DH, ... read only input rows of the same phase. A tile is two outputs DH apart by two DW apart; per
 input channel, the padded input is copied once into a buffer split by row phase, column phase and column
-parity, so four vector loads give 16 tiles' patch columns as in the undilated kernel. The tiles of all
-phases are numbered in one sequence (phase, tile row, tile column) that the products pass runs over whole.
+parity, so four vector loads give 16 tiles' patch columns as in the undilated kernel (from a channel-blocked
+input the copy gathers the channel's pixels, XL floats apart). The tiles of all phases are numbered in one
+sequence (phase, tile row, tile column) that the products pass runs over whole.
 """
 from __future__ import annotations
 
