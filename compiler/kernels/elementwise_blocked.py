@@ -21,6 +21,7 @@ OPERATORS = {"add": "+", "sub": "-", "mul": "*", "div": "/"}
 class Operand:
     name: str  # the input's C variable (x0, x1, ...)
     per_channel: bool  # C×1×1: one value per channel, a vector per channel block
+    scalar_index: str  # the portable path's index of lane l of pixel `at` (in block cb)
 
 
 @dataclass(frozen=True)
@@ -76,7 +77,8 @@ class BlockedElementwise(HandsCHWToPlain, Kernel):
         c, hw = out_shape[0], out_shape[1] * out_shape[2]
         return BlockedElementwiseParams(
             C=c, HW=hw, VL=lanes, VECTOR_BYTES=4 * lanes, CB=c // lanes, X_BLOCK_FLOATS=hw * lanes,
-            operands=tuple(Operand(f"x{i}", not f) for i, f in enumerate(full)), OPERATOR=OPERATORS[layer.op],
+            operands=tuple(Operand(f"x{i}", not f, "at" if f else f"cb * {lanes} + l") for i, f in enumerate(full)),
+            OPERATOR=OPERATORS[layer.op],
             parallel=c * hw * len(in_shapes) >= PARALLEL_READS)
 
     def arrays(self, layer, weights, params):

@@ -24,6 +24,24 @@ POINTWISE_MIN_PIXELS = 256
 
 
 @dataclass(frozen=True)
+class FilterRow:
+    """Row m of a register block of MR filters: `stored` is the C condition under which the filter exists (""
+    always; rows past LASTN exist in every block but the last), `reload` the one under which a panel past the
+    first reloads its partial sums."""
+    index: int
+    stored: str
+    reload: str
+
+
+def filter_rows(mr: int, lastn: int, last_kb: int) -> tuple[FilterRow, ...]:
+    rows = []
+    for m in range(mr):
+        stored = f"kb != {last_kb}" if m >= lastn else ""
+        rows.append(FilterRow(m, stored, f"c0 && {stored}" if stored else "c0"))
+    return tuple(rows)
+
+
+@dataclass(frozen=True)
 class PointwiseParams(ConvParams):
     VL: int  # pixels per vector
     VECTOR_BYTES: int
@@ -33,6 +51,7 @@ class PointwiseParams(ConvParams):
     LAST_KB: int
     LASTN: int  # filters in the last block
     PARTIAL_LAST: bool  # LASTN < MR
+    filter_rows: tuple[FilterRow, ...]
     BIAS_FLOATS: int  # KB·MR
     P: int  # pixels
     CHUNKS: int  # whole chunks of NR vectors
@@ -163,7 +182,7 @@ class Pointwise(Kernel):
         c_chunk, c_chunks = panel_channels(c, nr * lanes, target) if panel else (c, 1)
         return PointwiseParams(
             **geometry, VL=lanes, VECTOR_BYTES=4 * lanes, MR=mr, NR=nr, KB=k_blocks, LAST_KB=k_blocks - 1,
-            LASTN=lastn, PARTIAL_LAST=lastn != mr, BIAS_FLOATS=k_blocks * mr, P=p, CHUNKS=chunks,
+            LASTN=lastn, PARTIAL_LAST=lastn != mr, filter_rows=filter_rows(mr, lastn, k_blocks - 1), BIAS_FLOATS=k_blocks * mr, P=p, CHUNKS=chunks,
             CHUNK_FLOATS=nr * lanes, chunk_vectors=tuple(Offset(r, r * lanes) for r in range(nr)),
             TAIL_VECS=tail_vecs, TAIL_START=chunks * nr * lanes,
             tail_vectors=tuple(Offset(r, r * lanes) for r in range(tail_vecs)), PARTIAL=partial,
