@@ -12,7 +12,8 @@ import pytest
 
 import compiler
 from compiler.kernels.direct import channel_chunks
-from conftest import TARGET_IDS, TARGETS, compile_and_check, kernel_plan, model_dict
+from compiler.codegen import render
+from conftest import TARGET_IDS, TARGETS, compile_and_check, kernel_plan, lowered, model_dict
 
 SMALL_L2 = 160 * 1024  # a chunk's weights: at most 40 KB (AVX-512's 4 × 6 blocks of 128 filters: 16 channels, 37 KB)
 
@@ -165,14 +166,45 @@ def test_avx2_register_blocks_by_filter_vectors():
     assert [block_shape(kb, 32) for kb in (2, 3, 6)] == [(2, 12), (1, 16), (2, 12)]
 
 
-def test_avx2_one_column_kernels_take_blocks_whose_weights_stay_in_registers():
-    """AVX2, kernels one column wide: of 3 × 4, 2 × 6 and 1 × 12 (weights pinned in registers) the block with the
-    least FMA time per filter vector, the zero padding of the last block counted: 3 × 4 for K = 256 (32
-    vectors: 11 blocks, one vector of padding), 2 × 6 for 4, 8 or 16 vectors, where 3 × 4 would pad more."""
-    from compiler.kernels.direct import narrow_one_column_block
-    assert {kb: narrow_one_column_block(kb) for kb in (1, 2, 3, 4, 5, 8, 9, 16, 32, 128)} == {
-        1: (1, 12), 2: (2, 6), 3: (3, 4), 4: (2, 6), 5: (3, 4), 8: (2, 6), 9: (3, 4), 16: (2, 6), 32: (3, 4),
-        128: (3, 4)}
+def one_column_geometry(oh: int, ow: int) -> dict:
+    return dict(OH=oh, OW=ow, H=oh, W=ow, OHW=oh * ow, KW=1, CG=256, KHW=1, row_lo=(0,) * oh, row_hi=(1,) * oh,
+                col_lo=(0,) * ow, col_hi=(1,) * ow)
+
+
+def test_avx2_one_column_kernels_take_the_block_with_the_least_fma_time():
+    """AVX2, kernels one column wide: of 2 × 6 and 3 × 4 (weights pinned in registers) the one with the least FMA
+    time over the layer's rows, the last block's padding counted. A 1×1 at 56×56 (pixels re-cut into rows):
+    2 × 6 unless the vectors split into threes (3 of 9) and 2 × 6 would pad; 7-pixel rows (a strided 1×1, not
+    re-cut): 3 × 4 (6 + 1 pixels cost 2 × 6 a 1-pixel block); one vector: 1 × 12."""
+    from compiler.kernels.direct import direct_block_shape
+    wide = {kb: direct_block_shape(kb, 16, one_column_geometry(56, 56), True, False)[0]
+            for kb in (1, 2, 3, 4, 5, 8, 9, 16, 32, 256)}
+    assert wide == {1: (1, 12), 2: (2, 6), 3: (3, 4), 4: (2, 6), 5: (2, 6), 8: (2, 6), 9: (3, 4), 16: (2, 6),
+                    32: (2, 6), 256: (2, 6)}
+    narrow = {kb: direct_block_shape(kb, 16, one_column_geometry(7, 7), False, False)[0] for kb in (2, 8, 256)}
+    assert narrow == {2: (2, 6), 8: (3, 4), 256: (3, 4)}
+
+
+@pytest.mark.parametrize("case", ["unrolled", "chunked", "three-by-four", "chw-input", "avx512"])
+def test_the_channel_loop_of_one_tap_kernels_is_unrolled_over_the_input_lanes(case):
+    """AVX2, a 1×1 conv reading a channel-blocked input with a 2 × 6 block (a spare register) and its channels in
+    one chunk: the loop over input channels is unrolled over the input's 8 lanes (#pragma GCC unroll 8). Not when
+    the channels are chunked (a small L1), the block fills the registers (3 × 4: 24 filters), the input is
+    C×H×W, or on AVX-512. Each compiled against the interpreter."""
+    avx2, avx512 = TARGETS
+    filters = 24 if case == "three-by-four" else 32
+    layers = [conv("c", filters, 1, ["x" if case == "chw-input" else "er"])]
+    if case != "chw-input":
+        layers = [conv("e", 64, 3, ["x"], padding=1), {"name": "er", "op": "relu", "inputs": ["e"]}] + layers
+    graph = compiler.load(model_dict(layers, shape=(64, 10, 12), name="unroll", seed=3))
+    target = {"avx512": avx512, "chunked": dataclasses.replace(avx2, l1d_bytes=4 * 1024)}.get(case, avx2)
+    forced = {"c": "direct"}
+    p = kernel_plan(graph, target, kernels=forced)[1]["c"].params
+    assert (p.XB, p.CHUNKED) == (0 if case == "chw-input" else target.lanes, case == "chunked")
+    assert p.CHANNEL_UNROLL == (8 if case == "unrolled" else 0)
+    code = render(lowered(graph, target, kernels=forced)).code
+    assert ("#pragma GCC unroll 8" in code) == (case == "unrolled")
+    compile_and_check(graph, batch=2, march=target, kernels=forced)
 
 
 @pytest.mark.parametrize("target", TARGETS, ids=TARGET_IDS)

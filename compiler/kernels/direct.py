@@ -104,6 +104,7 @@ class DirectParams(ConvParams):
     X_NESTED: bool  # XB and CG a multiple of it: the channel loop runs over blocks, then lanes
     CG_XBLOCKS: int  # CG / XB when X_NESTED
     X_BLOCK_FLOATS: int  # floats per block of XB input channels: H·W·XB
+    CHANNEL_UNROLL: int  # the input-channel loop's unroll factor (channel_unroll; 0: GCC's choice)
     TAP_STEP: int  # floats between horizontal taps: DW · the input's pixel stride
     YB: int  # the output's (and residual's) channel-blocked lanes (0: C×H×W)
     Y_BLOCK_FLOATS: int  # floats per vector of output channels when blocked: OH·OW·VL
@@ -142,6 +143,25 @@ def pixel_blocks(geometry: dict, kv: int, pb: int, pixel_stride: int, ckk: int,
         segments.append(PixelBlock(**run, pixels=tuple(Offset(j, j * sw * pixel_stride) for j in range(run["n"])),
                                    taps=taps, chunks=store_chunks(run["n"], store_lanes) if store_lanes else ()))
     return tuple(segments)
+
+
+# A one-tap (1×1) kernel's step per input channel is a single register block's FMAs (2 × 6 on AVX2: 2 weight
+# loads, 6 broadcasts, 12 FMAs); GCC leaves that loop rolled, a branch and pointer updates per channel.
+# Unrolled over a blocked input's lanes, the broadcasts become constant displacements from one pointer per
+# channel block. Measured on an AVX2-only Zen 3, 1 thread: ResNet-50's 256 -> 64 1×1 at 56×56 (blocked in and
+# out, 2 × 6; the generated function in a harness) 1.32-1.34 -> 1.12-1.14 ms (77 -> 90 GFLOP/s). Not unrolled:
+# a block that fills every register (AVX2's 3 × 4: 12 accumulators, 3 weights, 1 broadcast spill accumulators
+# when unrolled: 64 -> 256 at 56×56 1.07-1.09 × the rolled loop's time; a C×H×W input's loop, unrolled 8, took
+# 1.60 × with 3 × 4 and was not tried with 2 × 6), and a layer whose channels run in chunks (channel_chunks; ResNeXt-50's 1024 -> 1024 1×1s at 14×14, 2 × 6: 1.09
+# unrolled, 0.94-0.95 rolled, both against 3 × 4 rolled). Nor with 32 registers: GCC spills accumulators of
+# AVX-512's unrolled 2 × 12 and 4 × 6 blocks to the stack (FMAs with stack operands in the 1×1 convs of a
+# ResNet bottleneck, none rolled); not timed on an AVX-512 host.
+def channel_unroll(khw: int, x_lanes: int, block_registers: int, chunked: bool, target) -> int:
+    """The unroll factor of the input-channel loop: with 16 vector registers, a blocked input's lanes for
+    one-tap kernels whose register block (block_registers vector registers) leaves one spare and whose
+    channels are not chunked; else 0 (GCC's choice)."""
+    unrolls = khw == 1 and block_registers < target.vector_registers < 32 and not chunked
+    return x_lanes if unrolls else 0
 
 
 def block_cost(row: int, kv: int, pb: int) -> int:
@@ -202,41 +222,44 @@ def narrow_wide_kernel(shape: tuple[int, int], kw: int) -> tuple[int, int]:
 
 
 # AVX2 (16 registers), kernels one column wide (1×1, 7×1): register blocks whose weight vectors fit in registers
-# beside the accumulators (common.pin_condition), with their speed relative to 3 × 4's. The last register block is
-# completed with zero filter vectors (not stored) where KV does not divide the filter vectors: 3 × 4 takes K =
-# 256 as 11 blocks, one of them 1/3 padding. Measured on an AVX2-only Zen 3, 1 thread, per layer in alternating
-# rounds against 4 × 3 with its weights read as FMA memory operands: ResNet-50's direct layers (1×1, three 3×3
-# at stride 2) 0.77 with 3 × 4 and 0.85 with 2 × 6 everywhere; 3 × 4 on 1×1 convs only: 0.82 (ResNet-50),
-# 0.79 (GoogLeNet), 0.92 (Inception v3). 3×3 convs keep 4 × 3 (ResNet-18's at stride 2 from C×H×W: 1.20 with
-# 3 × 4). 1 × 12's factor is a guess that only decides K of one vector (where it is the only block without
-# padding).
-ONE_COLUMN_BLOCKS = ((3, 4, 1.0), (2, 6, 0.9), (1, 12, 0.8))
-
-
-def narrow_one_column_block(k_blocks: int) -> tuple[int, int]:
-    """(KV, PB) of ONE_COLUMN_BLOCKS for k_blocks filter vectors: the least FMA time per filter vector, the
-    padding vectors counted."""
-    kv, pb, _ = min(ONE_COLUMN_BLOCKS, key=lambda s: -(-k_blocks // s[0]) * s[0] / s[2])
-    return kv, pb
+# beside the accumulators (common.pin_condition). The last register block is completed with zero filter vectors
+# (not stored) where KV does not divide the filter vectors: 3 × 4 takes K = 256 as 11 blocks, one of them 1/3
+# padding. direct_block_shape weighs that padding and how each block cuts the layer's rows (block_cost): 2 × 6
+# leaves a 1-pixel block in a 7-pixel row where 3 × 4 leaves 3 (ResNeXt-50's 1024 -> 2048 1×1 at stride 2, 7×7
+# output, took 1.37 × 3 × 4's time with 2 × 6). Measured on an AVX2-only Zen 3, 1 thread, per layer in
+# alternating rounds: with the channel loop rolled, against 4 × 3 with its weights as FMA memory operands,
+# ResNet-50's direct layers 0.77 with 3 × 4, 0.85 with 2 × 6 everywhere; then, with 2 × 6's loop unrolled
+# (channel_unroll), this choice against 3 × 4 alone: ResNet-50's 256 -> 64 1×1s at 56×56 0.60-0.81 (3 runs),
+# ResNeXt-50's 256 -> 128 0.79-0.81, the two models' 1×1s at 28×28 and 14×14 0.90-1.02, whole models 0.95 and
+# 0.94. 3×3 convs keep 4 × 3 (ResNet-18's at stride 2 from C×H×W: 1.20 with 3 × 4). One filter vector takes
+# 1 × 12 (ONE_VECTOR_BLOCK), the only block without padding; not timed against the others.
+ONE_COLUMN_BLOCKS = ((2, 6), (3, 4))
+ONE_VECTOR_BLOCK = (1, 12)
 
 
 def direct_block_shape(k_blocks: int, registers: int, geometry: dict, pointwise: bool,
                        transposed_store: bool) -> tuple[tuple[int, int], dict]:
     """The register block (KV, PB), and the geometry it runs on (a stride-1 unpadded 1×1 conv's pixels re-cut
-    into rows: pixel_rows). With 32 registers, of WIDE_BLOCK_SHAPES the one that wastes least on this layer's
-    rows (block_cost per filter vector; the first of equals, 2 × 12 first for a transposed store of
-    C·KH·KW < TRANSPOSED_WIDE_CKK); with 16, narrow_one_column_block's for kernels one column wide, else
-    block_shape's, but NARROW_WIDE_KERNEL_BLOCK for its 2 × 6 under kernels wider than one column."""
+    into rows: pixel_rows). Of the candidates, the one with the least FMA time over the layer's rows: register
+    blocks (the last one's zero padding counted) × rows × block_cost; the first of equals. With 32 registers,
+    the WIDE_BLOCK_SHAPES that divide the filter vectors (2 × 12 first for a transposed store of C·KH·KW <
+    TRANSPOSED_WIDE_CKK); with 16, for kernels one column wide, ONE_COLUMN_BLOCKS (ONE_VECTOR_BLOCK for one
+    filter vector); else block_shape's, but NARROW_WIDE_KERNEL_BLOCK for its 2 × 6 under wider kernels."""
     order = WIDE_BLOCK_SHAPES
     if transposed_store and geometry["CG"] * geometry["KHW"] < TRANSPOSED_WIDE_CKK:
         order = order[::-1]
     shapes = [(kv, pb) for kv, pb in order if k_blocks % kv == 0] if registers >= 32 else []
+    if not shapes and registers < 32 and geometry["KW"] == 1:
+        shapes = list(ONE_COLUMN_BLOCKS) if k_blocks > 1 else [ONE_VECTOR_BLOCK]
     if not shapes:
-        shapes = [narrow_one_column_block(k_blocks) if registers < 32 and geometry["KW"] == 1
-                  else narrow_wide_kernel(block_shape(k_blocks, registers), geometry["KW"])]
+        shapes = [narrow_wide_kernel(block_shape(k_blocks, registers), geometry["KW"])]
 
     runs = {shape: pixel_rows(geometry, *shape) if pointwise else geometry for shape in shapes}
-    best = min(shapes, key=lambda s: runs[s]["OH"] * block_cost(runs[s]["OW"], *s) / s[0])
+
+    def fma_time(shape: tuple[int, int]) -> int:
+        kv, pb = shape
+        return -(-k_blocks // kv) * runs[shape]["OH"] * block_cost(runs[shape]["OW"], kv, pb)
+    best = min(shapes, key=fma_time)
     return best, runs[best]
 
 
@@ -352,7 +375,9 @@ class Direct(Kernel):
             LASTN=lastn, PARTIAL_LAST=lastn != lanes, CKK=ckk,
             filter_vectors=tuple(Offset(v, v * ckk) for v in range(kv)),
             XB=x_lanes, X_NESTED=bool(x_lanes) and c % x_lanes == 0, CG_XBLOCKS=c // x_lanes if x_lanes else 0,
-            X_BLOCK_FLOATS=h * w * x_lanes, TAP_STEP=geometry["DW"] * pixel_stride,
+            X_BLOCK_FLOATS=h * w * x_lanes,
+            CHANNEL_UNROLL=channel_unroll(kh * kw, x_lanes, kv * pb + kv + 1, chunk < c, target),
+            TAP_STEP=geometry["DW"] * pixel_stride,
             YB=y_lanes, Y_BLOCK_FLOATS=oh * ow * lanes, segments=segments,
             **store_fields(transposed, y_lanes, geometry["activation"], kv, lanes, oh * ow, lastn),
             ROWS_INSIDE=all(lo == 0 and hi == kh for lo, hi in zip(geometry["row_lo"], geometry["row_hi"])),

@@ -23,7 +23,7 @@ import numpy as np
 
 from . import Kernel, register_kernel
 from .common import PARALLEL_MACS, ConvParams, Offset, TransposeStage, block_shape, conv_fields, conv_weights
-from .direct import CONV_OPS, PixelBlock, StoreVector, narrow_wide_kernel, pixel_blocks, store_fields
+from .direct import CONV_OPS, PixelBlock, StoreVector, channel_unroll, narrow_wide_kernel, pixel_blocks, store_fields
 
 NARROW_LANES = (8, 4)  # the vector widths below the target's for groups of fewer filters
 
@@ -51,6 +51,7 @@ class GroupedParams(ConvParams):
     X_NESTED: bool  # XB and CG a multiple of it: the channel loop runs over blocks, then lanes
     CG_XBLOCKS: int  # CG / XB when X_NESTED
     X_BLOCK_FLOATS: int  # H·W·XB
+    CHANNEL_UNROLL: int  # the input-channel loop's unroll factor (direct.channel_unroll; 0: GCC's choice)
     TAP_STEP: int  # floats between horizontal taps: DW · the input's pixel stride
     YB: int  # the output's (and residual's) channel-blocked lanes (0: C×H×W)
     Y_BLOCK_FLOATS: int  # OH·OW·YB
@@ -130,7 +131,9 @@ class Grouped(Kernel):
             filter_vectors=tuple(Offset(v, v * cgkk) for v in range(kv)),
             output_vectors=tuple(Offset(v, v * lanes) for v in range(kv)),
             XB=x_lanes, X_NESTED=bool(x_lanes) and cg % x_lanes == 0, CG_XBLOCKS=cg // x_lanes if x_lanes else 0,
-            X_BLOCK_FLOATS=g["HW"] * x_lanes, TAP_STEP=g["DW"] * pixel_stride,
+            X_BLOCK_FLOATS=g["HW"] * x_lanes,
+            CHANNEL_UNROLL=channel_unroll(g["KHW"], x_lanes, kv * pb + kv + 1, False, target),
+            TAP_STEP=g["DW"] * pixel_stride,
             YB=y_lanes, Y_BLOCK_FLOATS=g["OHW"] * y_lanes, segments=segments,
             **store_fields(transposed, y_lanes, g["activation"], kv, lanes, g["OHW"], lastn), CHUNKED=False,
             ITEMS=groups * g["OH"] * blocks,
