@@ -42,7 +42,12 @@ DIRECT_ONE_VECTOR_SLOWDOWN = 1.5  # ... and at ~62% with an odd number of filter
 GEMM_EFFICIENCY = 0.75  # the products' share of the peak with ≥ 8 accumulators (more loads per FMA than direct)
 TRANSFORM_CYCLES = 6.0  # per input channel, tile row and vector of tiles: split row copies, Bᵀ d B, 16 stores
 OUTPUT_CYCLES = 6.0  # per output value: Aᵀ M A share, bias, residual, activation, scattered store
-L3_BYTES_PER_CYCLE = 24.0
+# The stream term's L3 bytes per cycle, by vector lanes: 24 fitted on the AVX-512 machine (Zen 4), 36 an empirical
+# fit for 8-lane vectors on an AVX2-only Zen 3 (1 thread, per layer in alternating rounds): with 24 the model gave
+# the direct kernel AlexNet's 192 -> 384 and 256 -> 256 3×3s at 13×13 and SqueezeNet's 13×13 expand 3×3s (the
+# two costs within 1%), which Winograd runs in 0.86-0.95 of its time. These five are the only layers of the 24
+# zoo models whose kernel changes, with 36 or with 48 (with 30 SqueezeNet's stay direct).
+L3_BYTES_PER_CYCLE = {16: 24.0, 8: 36.0}
 # At batch 1 a model's weights outgrow the caches and each layer's arrive from L3 or memory on every call; U is
 # 16/9 of the 3×3 weights. Fitted in-model on an AVX2 Zen 3: the same 7×7 layer ran 1.6× (Winograd) and 1.4×
 # (direct) its standalone time, ~2 bytes per cycle for the weights. Without this term the model gave Winograd
@@ -133,7 +138,8 @@ def predicted_cycles(p: Plan, c: int, k: int, args: dict, target: Target) -> tup
     output = k * args["OH"] * args["OW"] * OUTPUT_CYCLES
     u_bytes = weight_bytes(c, k, p.lanes)
     # transformed weights beyond 3/4 of L2 are re-read from L3 once per register block
-    stream = u_bytes * p.items * len(p.blocks) / L3_BYTES_PER_CYCLE if u_bytes > target.l2_bytes * 3 // 4 else 0.0
+    l3_bytes_per_cycle = L3_BYTES_PER_CYCLE.get(p.lanes, L3_BYTES_PER_CYCLE[16])
+    stream = u_bytes * p.items * len(p.blocks) / l3_bytes_per_cycle if u_bytes > target.l2_bytes * 3 // 4 else 0.0
     return direct, gemm + transform + output + stream + cold_weight_cycles(c, k, p.lanes)
 
 
