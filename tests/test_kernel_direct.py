@@ -185,6 +185,22 @@ def test_avx2_one_column_kernels_take_the_block_with_the_least_fma_time():
     assert narrow == {2: (2, 6), 8: (3, 4), 256: (3, 4)}
 
 
+@pytest.mark.parametrize("filters, stride, block", [(128, 2, (2, 4)), (64, 2, (2, 4)), (24, 2, (3, 4)),
+                                                    (128, 1, (4, 3))])
+def test_avx2_strided_wide_kernels_take_two_by_four_blocks(filters, stride, block):
+    """AVX2, 3×3 convs reading a blocked input: at stride 2, 2 × 4 blocks for an even number of filter vectors
+    (16 or 8; 4 × 3 otherwise), 3 × 4 for three; at stride 1, 4 × 3. Against the interpreter; odd output sizes
+    leave part-filled blocks at the row ends."""
+    avx2 = TARGETS[0]
+    layers = [conv("e", 32, 1, ["x"]), {"name": "er", "op": "relu", "inputs": ["e"]},
+              conv("c", filters, 3, ["er"], stride=stride, padding=1), {"name": "r", "op": "relu", "inputs": ["c"]}]
+    graph = compiler.load(model_dict(layers, shape=(32, 15, 21), name="strided", seed=4))
+    forced = {"c": "direct", "e": "direct"}
+    p = kernel_plan(graph, avx2, kernels=forced)[1]["r"].params
+    assert (p.KV, p.PB, p.SW, p.XB) == (*block, stride, 8)
+    compile_and_check(graph, batch=2, march=avx2, kernels=forced)
+
+
 @pytest.mark.parametrize("case", ["unrolled", "chunked", "three-by-four", "chw-input", "avx512"])
 def test_the_channel_loop_of_one_tap_kernels_is_unrolled_over_the_input_lanes(case):
     """AVX2, a 1×1 conv reading a channel-blocked input with a 2 × 6 block (a spare register) and its channels in

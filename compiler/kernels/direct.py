@@ -213,6 +213,11 @@ TRANSPOSED_WIDE_CKK = 4096
 # 14×14: 2 × 4 was 1.07).
 # The grouped kernel takes the same block (narrow_wide_kernel): regnet_x_400mf's 3×3 convs of 16-filter groups,
 # AVX2 build, 1 thread, per layer against 2 × 6: 0.62-0.68 at 56×56 and 28×28, 0.79-0.92 at 14×14.
+# Strided convs wider than one column take it too, for any even number of filter vectors. AVX2-only Zen 3, 1 thread,
+# per layer in alternating rounds against 4 × 3: ResNet-50's 3×3 stride-2 convs (blocked input; 28×28, 14×14 and
+# 7×7 outputs) 0.82-0.94 (0.82-0.90 on 2 threads), AlexNet's 11×11/4 stem 0.83-0.84, ConvNeXt's 2×2/2
+# downsampling convs 0.84-0.89, Inception v3's 3×3/2 in Mixed_7a 0.89-0.91; whole models 0.96-1.02 (the
+# noise of this host where only a stem changes).
 NARROW_WIDE_KERNEL_BLOCK = (2, 4)
 
 
@@ -244,13 +249,16 @@ def direct_block_shape(k_blocks: int, registers: int, geometry: dict, pointwise:
     blocks (the last one's zero padding counted) × rows × block_cost; the first of equals. With 32 registers,
     the WIDE_BLOCK_SHAPES that divide the filter vectors (2 × 12 first for a transposed store of C·KH·KW <
     TRANSPOSED_WIDE_CKK); with 16, for kernels one column wide, ONE_COLUMN_BLOCKS (ONE_VECTOR_BLOCK for one
-    filter vector); else block_shape's, but NARROW_WIDE_KERNEL_BLOCK for its 2 × 6 under wider kernels."""
+    filter vector), for wider strided kernels over an even number of vectors NARROW_WIDE_KERNEL_BLOCK; else
+    block_shape's, but NARROW_WIDE_KERNEL_BLOCK for its 2 × 6 under wider kernels."""
     order = WIDE_BLOCK_SHAPES
     if transposed_store and geometry["CG"] * geometry["KHW"] < TRANSPOSED_WIDE_CKK:
         order = order[::-1]
     shapes = [(kv, pb) for kv, pb in order if k_blocks % kv == 0] if registers >= 32 else []
     if not shapes and registers < 32 and geometry["KW"] == 1:
         shapes = list(ONE_COLUMN_BLOCKS) if k_blocks > 1 else [ONE_VECTOR_BLOCK]
+    if not shapes and registers < 32 and geometry["KW"] > 1 and geometry["SW"] > 1 and k_blocks % 2 == 0:
+        shapes = [NARROW_WIDE_KERNEL_BLOCK]
     if not shapes:
         shapes = [narrow_wide_kernel(block_shape(k_blocks, registers), geometry["KW"])]
 
