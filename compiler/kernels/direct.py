@@ -146,16 +146,16 @@ def pixel_blocks(geometry: dict, kv: int, pb: int, pixel_stride: int, ckk: int,
 
 
 # A one-tap (1×1) kernel's step per input channel is a single register block's FMAs (2 × 6 on AVX2: 2 weight
-# loads, 6 broadcasts, 12 FMAs); GCC leaves that loop rolled, a branch and pointer updates per channel.
-# Unrolled over a blocked input's lanes, the broadcasts become constant displacements from one pointer per
-# channel block. Measured on an AVX2-only Zen 3, 1 thread: ResNet-50's 256 -> 64 1×1 at 56×56 (blocked in and
-# out, 2 × 6; the generated function in a harness) 1.32-1.34 -> 1.12-1.14 ms (77 -> 90 GFLOP/s). Not unrolled:
-# a block that fills every register (AVX2's 3 × 4: 12 accumulators, 3 weights, 1 broadcast spill accumulators
-# when unrolled: 64 -> 256 at 56×56 1.07-1.09 × the rolled loop's time; a C×H×W input's loop, unrolled 8, took
-# 1.60 × with 3 × 4 and was not tried with 2 × 6), and a layer whose channels run in chunks (channel_chunks; ResNeXt-50's 1024 -> 1024 1×1s at 14×14, 2 × 6: 1.09
-# unrolled, 0.94-0.95 rolled, both against 3 × 4 rolled). Nor with 32 registers: GCC spills accumulators of
-# AVX-512's unrolled 2 × 12 and 4 × 6 blocks to the stack (FMAs with stack operands in the 1×1 convs of a
-# ResNet bottleneck, none rolled); not timed on an AVX-512 host.
+# loads, 6 broadcasts, 12 FMAs); GCC leaves that loop rolled, a branch and pointer updates per channel. Unrolled
+# over a blocked input's lanes, measured on an AVX2-only Zen 3, 1 thread: ResNet-50's 256 -> 64 1×1 at 56×56
+# (blocked in and out, 2 × 6; the generated function in a harness) 1.32-1.34 -> 1.12-1.14 ms (77 -> 90
+# GFLOP/s). Not unrolled: a block that fills every register (AVX2's 3 × 4: 12 accumulators, 3 weights and a
+# broadcast; unrolled, GCC spilled accumulators and the 64 -> 256 1×1 at 56×56 took 1.07-1.09 × the rolled
+# time; a C×H×W input's loop unrolled 8 took 1.60 × with 3 × 4, not tried with 2 × 6), a layer whose channels
+# run in chunks (channel_chunks; ResNeXt-50's 1024 -> 1024 1×1s at 14×14 with 2 × 6: 1.09 unrolled, 0.94-0.95
+# rolled, both against 3 × 4 rolled), nor 32-register targets: GCC spills accumulators of AVX-512's unrolled
+# 2 × 12 and 4 × 6 blocks to the stack (FMAs with stack operands in a ResNet bottleneck's 1×1 convs, none
+# rolled); not timed on an AVX-512 host.
 def channel_unroll(khw: int, x_lanes: int, block_registers: int, chunked: bool, target) -> int:
     """The unroll factor of the input-channel loop: with 16 vector registers, a blocked input's lanes for
     one-tap kernels whose register block (block_registers vector registers) leaves one spare and whose
