@@ -254,10 +254,12 @@ def direct_block_shape(k_blocks: int, registers: int, geometry: dict, pointwise:
     order = WIDE_BLOCK_SHAPES
     if transposed_store and geometry["CG"] * geometry["KHW"] < TRANSPOSED_WIDE_CKK:
         order = order[::-1]
-    shapes = [(kv, pb) for kv, pb in order if k_blocks % kv == 0] if registers >= 32 else []
-    if not shapes and registers < 32 and geometry["KW"] == 1:
+    shapes = []
+    if registers >= 32:
+        shapes = [(kv, pb) for kv, pb in order if k_blocks % kv == 0]
+    elif geometry["KW"] == 1:
         shapes = list(ONE_COLUMN_BLOCKS) if k_blocks > 1 else [ONE_VECTOR_BLOCK]
-    if not shapes and registers < 32 and geometry["KW"] > 1 and geometry["SW"] > 1 and k_blocks % 2 == 0:
+    elif geometry["SW"] > 1 and k_blocks % 2 == 0:
         shapes = [NARROW_WIDE_KERNEL_BLOCK]
     if not shapes:
         shapes = [narrow_wide_kernel(block_shape(k_blocks, registers), geometry["KW"])]

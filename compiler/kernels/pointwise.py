@@ -182,7 +182,8 @@ class Pointwise(Kernel):
         c_chunk, c_chunks = panel_channels(c, nr * lanes, target) if panel else (c, 1)
         return PointwiseParams(
             **geometry, VL=lanes, VECTOR_BYTES=4 * lanes, MR=mr, NR=nr, KB=k_blocks, LAST_KB=k_blocks - 1,
-            LASTN=lastn, PARTIAL_LAST=lastn != mr, filter_rows=filter_rows(mr, lastn, k_blocks - 1), BIAS_FLOATS=k_blocks * mr, P=p, CHUNKS=chunks,
+            LASTN=lastn, PARTIAL_LAST=lastn != mr, filter_rows=filter_rows(mr, lastn, k_blocks - 1),
+            BIAS_FLOATS=k_blocks * mr, P=p, CHUNKS=chunks,
             CHUNK_FLOATS=nr * lanes, chunk_vectors=tuple(Offset(r, r * lanes) for r in range(nr)),
             TAIL_VECS=tail_vecs, TAIL_START=chunks * nr * lanes,
             tail_vectors=tuple(Offset(r, r * lanes) for r in range(tail_vecs)), PARTIAL=partial,
