@@ -18,7 +18,8 @@ import pytest
 import compiler
 import runtime
 from compiler.passes import PIPELINES, optimize
-from conftest import AVX512, EXAMPLES, ROOT, TARGET_IDS, TARGETS, compile_and_check, model_dict, random_input
+from conftest import (AVX512, EXAMPLES, ROOT, TARGET_IDS, TARGETS, compile_and_check, model_dict, random_input,
+                      runnable)
 
 OPT_LEVELS = sorted(PIPELINES)
 
@@ -169,6 +170,83 @@ def test_spatial_reductions_become_global_pools(op, pool, keepdims):
 def test_other_reductions_stay(layer):
     graph = load_quietly(model_dict([{"name": "r", **layer}], shape=(3, 4, 5)))
     assert [layer.op for layer in optimize(graph, 1).layers()] == ["input", layer["op"]]
+
+
+# ---------------------------------------------------------------- subsample_strided_pointwise (level 2)
+def _downsample_block(first=True):
+    """A bottleneck's downsampling branch: an unpadded stride-2 1×1 conv added to a stride-2 3×3 conv's output."""
+    pre = [conv(name="pre", filters=16, kernel=1), {"name": "pr", "op": "relu"}] if first else []
+    src = "pr" if first else "x"
+    return pre + [conv(name="a", filters=24, kernel=3, stride=2, padding=1, inputs=[src]),
+                  conv(name="ds", filters=24, kernel=1, stride=2, inputs=[src]),
+                  {"name": "s", "op": "add", "inputs": ["a", "ds"]}, {"name": "o", "op": "relu"}]
+
+
+def test_strided_pointwise_convs_become_a_subsample_and_a_stride_1_conv():
+    graph = load_quietly(model_dict(_downsample_block(), shape=(8, 15, 13)))
+    assert not any(layer.op == "avgpool2d" for layer in optimize(graph, 1).layers())  # level 1: nothing to gain
+    opt = optimize(graph, 2)
+    subsamples = [layer for layer in opt.layers() if layer.op == "avgpool2d"]
+    assert [(s.attrs.kernel, s.attrs.stride, s.inputs) for s in subsamples] == [((1, 1), (2, 2), ("pr",))]
+    assert opt.shape(subsamples[0].name) == (16, 8, 7)  # (15 - 1)/2 + 1, (13 - 1)/2 + 1
+    (reader,) = opt.consumers(subsamples[0].name)
+    assert opt.layer(reader).attrs.kernel == (1, 1) and opt.layer(reader).attrs.stride == (1, 1)
+    convs = [layer for layer in opt.layers() if layer.op in ("conv2d", "fused_conv2d")]
+    assert [c.attrs.stride for c in convs if c.attrs.kernel == (3, 3)] == [(2, 2)]  # the 3×3 keeps its stride
+    assert opt.outputs == ["o"] and opt.shape("o") == graph.shape("o")
+
+
+@pytest.mark.parametrize("layers, shape, rewritten", [
+    ([conv(name="c", filters=8, kernel=1, stride=2, padding=1)], (4, 9, 9), False),  # padded: the padding is read
+    ([conv(name="c", filters=8, kernel=3, stride=2)], (4, 9, 9), False),
+    ([conv(name="c", filters=8, kernel=[1, 3], stride=2)], (4, 9, 9), False),
+    ([conv(name="c", filters=8, kernel=1)], (4, 9, 9), False),
+    ([conv(name="c", filters=8, kernel=1, stride=[1, 3])], (4, 9, 10), True),
+    ([conv(name="c", filters=8, kernel=1, stride=2, groups=2)], (4, 9, 9), False),  # the grouped kernel's own
+], ids=["padded", "3x3", "1x3", "stride-1", "stride-1x3", "grouped"])
+def test_only_unpadded_strided_1x1_convs_are_subsampled(layers, shape, rewritten):
+    graph = load_quietly(model_dict(layers, shape=shape))
+    opt = optimize(graph, 2)
+    assert any(layer.op == "avgpool2d" for layer in opt.layers()) == rewritten
+    assert opt.shape("c") == graph.shape("c") and opt.outputs == ["c"]
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("target", TARGETS, ids=TARGET_IDS)
+@pytest.mark.parametrize("layers, shape", [
+    (_downsample_block(), (8, 15, 13)),  # channel-blocked input, odd sizes, the add fused
+    (_downsample_block(first=False), (8, 16, 16)),  # the model's C×H×W input
+    ([conv(name="pre", filters=32, kernel=1), conv(name="c", filters=64, kernel=1, stride=[2, 3])], (16, 28, 29)),
+    ([conv(name="pre", filters=512, kernel=1), conv(name="c", filters=40, kernel=1, stride=2), {"op": "relu"}],
+     (8, 14, 14)),  # many channels, a 7×7 output re-cut into one row
+], ids=["bottleneck-odd", "from-the-input", "stride-2x3", "7x7-out"])
+def test_subsampled_pointwise_convs_match_the_interpreter(layers, shape, target, threads):
+    graph = load_quietly(model_dict(layers, shape=shape))
+    assert any(layer.op == "avgpool2d" for layer in optimize(graph, 2).layers())
+    check(graph, 2, batch=2, seed=4, threads=threads, march=target)
+
+
+@pytest.mark.parametrize("target", TARGETS, ids=TARGET_IDS)
+@pytest.mark.parametrize("blocked", [False, True], ids=["from-the-input", "channel-blocked"])
+def test_the_subsample_keeps_nan_and_infinity(target, blocked):
+    """The subsample copies its pixels: a NaN in one channel of a read pixel makes that output pixel NaN (a max
+    pool's compare would have dropped it for -inf, and the conv would give ±inf there)."""
+    pre = [conv(name="pre", filters=16, kernel=1)] if blocked else []
+    graph = load_quietly(model_dict(pre + [conv(name="c", filters=8, kernel=1, stride=2)], shape=(16, 10, 10)))
+    model = compiler.compile(graph, march=runnable(target))
+    x = random_input(graph.shape("x"), 1, 0)
+    x[0, 3, 4, 6] = np.nan  # read at stride 2: output pixel (2, 3)
+    x[0, 5, 1, 1] = np.nan  # not read
+    x[0, 2, 8, 0] = np.inf  # read: output pixel (4, 0)
+    got = model.run({"x": x})["c"]
+    ref = compiler.interpret(graph, {"x": x}, dtype=np.float64)["c"]
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(ref))
+    assert np.isnan(got[0, :, 2, 3]).all() and not np.isnan(got[0, :, 0, 0]).any()
+    if not blocked:  # (after the pre conv, the inf is ±inf in all channels, and their sum NaN)
+        assert np.isinf(got[0, :, 4, 0]).all()
+    np.testing.assert_array_equal(np.isinf(got), np.isinf(ref))
+    finite = np.isfinite(ref)
+    np.testing.assert_allclose(got[finite], ref[finite], rtol=1e-4, atol=1e-5)
 
 
 def _shuffle(groups: int, perm=(0, 2, 1, 3, 4), back=None, **extra):

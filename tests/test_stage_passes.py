@@ -23,6 +23,7 @@ from compiler.passes.fuse_channel_shuffle import fuse_channel_shuffle
 from compiler.passes.fuse_epilogue import fuse_epilogue
 from compiler.passes.recognize_activations import recognize_activations
 from compiler.passes.reduce_to_global_pool import reduce_to_global_pool
+from compiler.passes.subsample_strided_pointwise import subsample_strided_pointwise
 from compiler.verify import verify_graph
 from conftest import model_dict, random_input
 
@@ -69,9 +70,10 @@ def ops(graph) -> dict:
 
 def test_the_levels_run_the_passes_in_order():
     assert PIPELINES[0] == []
-    assert PIPELINES[1] == PIPELINES[2] == GRAPH_PASSES == [
+    assert PIPELINES[1] == GRAPH_PASSES == [
         drop_identity, recognize_activations, fold_transposed_layernorm, fold_channel_last_chain, fold_batchnorm,
         fold_channel_scale, fuse_epilogue, reduce_to_global_pool, fuse_channel_shuffle]
+    assert PIPELINES[2] == GRAPH_PASSES + [subsample_strided_pointwise]
     with pytest.raises(ValueError, match="opt_level must be one of"):
         optimize(load([conv("c")]), 3)
 

@@ -1,8 +1,9 @@
 """Graph optimization passes: each a small pure function Graph -> Graph, run in the listed order.
 
 Level 0 is the plain, literal lowering of every layer. Level 1 runs the graph passes and
-keeps the plain kernels; level 2 runs the same passes and lowers convs, pools and dense layers to
-the fast kernels (select_kernels chooses them, compiler/kernels/), so a bug can be isolated by level.
+keeps the plain kernels; level 2 runs the same passes, then the rewrites only the fast kernels gain from
+(KERNEL_PASSES), and lowers convs, pools and dense layers to the fast kernels (select_kernels chooses them,
+compiler/kernels/), so a bug can be isolated by level.
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from .fuse_channel_shuffle import fuse_channel_shuffle
 from .fuse_epilogue import fuse_epilogue
 from .recognize_activations import recognize_activations
 from .reduce_to_global_pool import reduce_to_global_pool
+from .subsample_strided_pointwise import subsample_strided_pointwise
 
 Pass = Callable[[Graph], Graph]
 
@@ -25,11 +27,14 @@ GRAPH_PASSES: list[Pass] = [drop_identity, recognize_activations, fold_transpose
                             fold_batchnorm, fold_channel_scale, fuse_epilogue, reduce_to_global_pool,
                             fuse_channel_shuffle]
 
+# Rewrites for the fast kernels of level 2.
+KERNEL_PASSES: list[Pass] = [subsample_strided_pointwise]
+
 # opt_level -> the passes it runs.
 PIPELINES: dict[int, list[Pass]] = {
     0: [],
     1: GRAPH_PASSES,
-    2: GRAPH_PASSES,
+    2: GRAPH_PASSES + KERNEL_PASSES,
 }
 
 
