@@ -151,17 +151,22 @@ def pixel_blocks(geometry: dict, kv: int, pb: int, pixel_stride: int, ckk: int,
 # (blocked in and out, 2 × 6; the generated function in a harness) 1.32-1.34 -> 1.12-1.14 ms (77 -> 90
 # GFLOP/s). Not unrolled: a block that fills every register (AVX2's 3 × 4: 12 accumulators, 3 weights and a
 # broadcast; unrolled, GCC spilled accumulators and the 64 -> 256 1×1 at 56×56 took 1.07-1.09 × the rolled
-# time; a C×H×W input's loop unrolled 8 took 1.60 × with 3 × 4, not tried with 2 × 6), a layer whose channels
-# run in chunks (channel_chunks; ResNeXt-50's 1024 -> 1024 1×1s at 14×14 with 2 × 6: 1.09 unrolled, 0.94-0.95
-# rolled, both against 3 × 4 rolled), nor 32-register targets: GCC spills accumulators of AVX-512's unrolled
-# 2 × 12 and 4 × 6 blocks to the stack (FMAs with stack operands in a ResNet bottleneck's 1×1 convs, none
-# rolled); not timed on an AVX-512 host.
+# time; a C×H×W input's loop unrolled 8 took 1.60 × with 3 × 4), a layer whose channels run in chunks
+# (channel_chunks; ResNeXt-50's 1024 -> 1024 1×1s at 14×14 with 2 × 6: 1.09 unrolled, 0.94-0.95 rolled, both
+# against 3 × 4 rolled), nor 32-register targets: GCC spills accumulators of AVX-512's unrolled 2 × 12 and
+# 4 × 6 blocks to the stack (FMAs with stack operands in a ResNet bottleneck's 1×1 convs, none rolled); not
+# timed on an AVX-512 host. A C×H×W input (each channel a plane of its own) is unrolled CHW_CHANNEL_UNROLL
+# times: DenseNet-121's 1×1 convs of its first dense block (64-256 -> 128 at 56×56, reading the C×H×W concat)
+# 0.85-0.94 of the rolled time and its first transition 0.80-0.85 (8: 0.90-1.00); the model 0.957.
+CHW_CHANNEL_UNROLL = 4
+
+
 def channel_unroll(khw: int, x_lanes: int, block_registers: int, chunked: bool, target) -> int:
-    """The unroll factor of the input-channel loop: with 16 vector registers, a blocked input's lanes for
-    one-tap kernels whose register block (block_registers vector registers) leaves one spare and whose
-    channels are not chunked; else 0 (GCC's choice)."""
+    """The unroll factor of the input-channel loop: with 16 vector registers, for one-tap kernels whose register
+    block (block_registers vector registers) leaves one spare and whose channels are not chunked, a blocked
+    input's lanes (CHW_CHANNEL_UNROLL for a C×H×W input); else 0 (GCC's choice)."""
     unrolls = khw == 1 and block_registers < target.vector_registers < 32 and not chunked
-    return x_lanes if unrolls else 0
+    return (x_lanes or CHW_CHANNEL_UNROLL) if unrolls else 0
 
 
 def block_cost(row: int, kv: int, pb: int) -> int:

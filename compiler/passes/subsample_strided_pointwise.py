@@ -1,8 +1,9 @@
 """subsample_strided_pointwise: a 1×1 conv with stride S and no padding reads only every S-th pixel of every
 S-th row, so it is a subsample (a 1×1 average pool with stride S: each window one pixel, copied, NaN
-included; 0.0 + v turns only a -0.0 into +0.0) then the same conv at stride 1. The fast kernels run the stride-1 conv as a pointwise one: its pixels are contiguous, so they can
-be re-cut into rows that fit the register blocks (compiler/kernels/direct.py, pixel_rows), and each input
-vector it loads is a whole one where the strided conv used every other one of each cache line.
+included; 0.0 + v turns only a -0.0 into +0.0) then the same conv at stride 1. The fast kernels run the
+stride-1 conv as a pointwise one: its pixels are contiguous, so they can be re-cut into rows that fit the
+register blocks (compiler/kernels/direct.py, pixel_rows), and each input vector it loads is a whole one where
+the strided conv used every other one of each cache line.
 
 Level 2 only: the plain kernels of level 1 gain nothing from it. Grouped convs keep their stride (the grouped
 kernel does not re-cut rows; not measured). Measured on an AVX2-only Zen 3 (8-lane vectors, half a
