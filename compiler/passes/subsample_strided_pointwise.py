@@ -51,6 +51,6 @@ def subsample_strided_pointwise(graph: Graph) -> Graph:
         if layer.inputs.count(source) == 1:
             graph.nx.remove_edge(source, layer.name)
         graph.nx.add_edge(name, layer.name)
-        graph.replace_layer(dataclasses.replace(layer, inputs=(name,) + layer.inputs[1:],
-                                                attrs=dataclasses.replace(layer.attrs, stride=(1, 1), padding=(0, 0, 0, 0))))
+        attrs = dataclasses.replace(layer.attrs, stride=(1, 1), padding=(0, 0, 0, 0))
+        graph.replace_layer(dataclasses.replace(layer, inputs=(name,) + layer.inputs[1:], attrs=attrs))
     return graph
