@@ -8,6 +8,7 @@ import dataclasses
 
 from ..ir import Graph, Layer
 from ..ops.base import NoAttrs
+from .rewrite import fresh_name
 
 POOLS = {"reduce_mean": "global_avgpool", "reduce_max": "global_maxpool"}
 
@@ -29,9 +30,7 @@ def reduce_to_global_pool(graph: Graph) -> Graph:
             graph.replace_layer(pool)
             continue
         c = graph.in_shapes(layer.name)[0][0]
-        name, k = f"{layer.name}_pool", 1
-        while name in graph.nx.nodes:
-            name, k = f"{layer.name}_pool_{k}", k + 1
+        name = fresh_name(graph, f"{layer.name}_pool")
         graph.nx.add_node(name, layer=dataclasses.replace(pool, name=name), shape=(c, 1, 1))
         graph.nx.add_edge(pool.inputs[0], name)
         graph.nx.remove_edge(pool.inputs[0], layer.name)

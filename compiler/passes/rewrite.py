@@ -8,6 +8,14 @@ import numpy as np
 from ..ir import Graph, Layer
 
 
+def fresh_name(graph: Graph, base: str) -> str:
+    """`base`, or `base_1`, `base_2` ...: the first that names no layer of `graph`."""
+    name, k = base, 1
+    while name in graph.nx.nodes:
+        name, k = f"{base}_{k}", k + 1
+    return name
+
+
 def sole_consumer(graph: Graph, name: str) -> str | None:
     """The one layer that reads `name` (once), if `name` is not a model output; else None."""
     if name in graph.outputs:

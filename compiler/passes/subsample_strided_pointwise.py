@@ -18,6 +18,7 @@ import dataclasses
 
 from ..ir import Graph
 from ..ops.spatial import AvgPoolAttrs
+from .rewrite import fresh_name
 
 CONVS = ("conv2d", "fused_conv2d")
 
@@ -39,14 +40,10 @@ def subsample_strided_pointwise(graph: Graph) -> Graph:
             continue
         graph = graph.copy()
         source = layer.inputs[0]
-        c, h, w = graph.shape(source)
-        (sh, sw) = layer.attrs.stride
-        name, k = f"{layer.name}_subsample", 1
-        while name in graph.nx.nodes:
-            name, k = f"{layer.name}_subsample_{k}", k + 1
+        name = fresh_name(graph, f"{layer.name}_subsample")
         pool = dataclasses.replace(layer, name=name, op="avgpool2d", inputs=(source,), merged=(),
-                                   attrs=AvgPoolAttrs(kernel=(1, 1), stride=(sh, sw)))
-        graph.nx.add_node(name, layer=pool, shape=(c, (h - 1) // sh + 1, (w - 1) // sw + 1))
+                                   attrs=AvgPoolAttrs(kernel=(1, 1), stride=tuple(layer.attrs.stride)))
+        graph.nx.add_node(name, layer=pool, shape=pool.spec.infer_shape(pool, [graph.shape(source)]))
         graph.nx.add_edge(source, name)
         if layer.inputs.count(source) == 1:
             graph.nx.remove_edge(source, layer.name)
