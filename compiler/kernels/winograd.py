@@ -49,10 +49,12 @@ OUTPUT_CYCLES = 6.0  # per output value: Aᵀ M A share, bias, residual, activat
 # zoo models whose kernel changes, with 36 or with 48 (with 30 SqueezeNet's stay direct).
 L3_BYTES_PER_CYCLE = {16: 24.0, 8: 36.0}
 # At batch 1 a model's weights outgrow the caches and each layer's arrive from L3 or memory on every call; U is
-# 16/9 of the 3×3 weights. Fitted in-model on an AVX2 Zen 3: the same 7×7 layer ran 1.6× (Winograd) and 1.4×
-# (direct) its standalone time, ~2 bytes per cycle for the weights. Without this term the model gave Winograd
-# DenseNet-121's 7×7 layers and GoogLeNet's 5a/5b ones, 1.5-2× slower than direct there.
-COLD_WEIGHT_BYTES_PER_CYCLE = 2.0
+# 16/9 of the 3×3 weights. Bytes per cycle by vector lanes. 8: fitted in-model on an AVX2 Zen 3, where the same
+# 7×7 layer ran 1.6× (Winograd) and 1.4× (direct) its standalone time; without the term the model gave Winograd
+# DenseNet-121's 7×7 layers and GoogLeNet's 5a/5b ones, 1.5-2× slower than direct there. 16: fitted on the
+# AVX-512 machine (Zen 4) against 145 Winograd-eligible layers of 11 zoo models timed in-model with both kernels
+# (any rate from 3 to 6 chose alike); with 2 it gave the direct kernel AlexNet's 13×13 layers, 1.3× slower.
+COLD_WEIGHT_BYTES_PER_CYCLE = {16: 4.0, 8: 2.0}
 MAX_WEIGHT_BYTES = 8 << 20  # beyond this the transformed weights come from memory: keep the direct kernel
 
 
@@ -119,8 +121,10 @@ def plan(args: dict, c: int, k: int, target: Target) -> Plan:
 
 
 def direct_cycles(lanes: int, kv: int, c: int, k: int, args: dict) -> float:
-    """Cycles per sample of the direct kernel on the same layer, for the Winograd kernels' cost models."""
-    direct = k * args["OH"] * args["OW"] * c * 9 / (lanes * DIRECT_EFFICIENCY)
+    """Cycles per sample of the direct kernel on the same layer, for the Winograd kernels' cost models. It
+    computes whole vectors of filters (24 filters on 16 lanes cost 32)."""
+    filters = -(-k // lanes) * lanes
+    direct = filters * args["OH"] * args["OW"] * c * 9 / (lanes * DIRECT_EFFICIENCY)
     if kv == 1:  # the direct kernel's register blocks have the same shape (common.block_shape)
         direct *= DIRECT_ONE_VECTOR_SLOWDOWN
     return direct
@@ -146,7 +150,8 @@ def predicted_cycles(p: Plan, c: int, k: int, args: dict, target: Target) -> tup
 def cold_weight_cycles(c: int, k: int, lanes: int) -> float:
     """What fetching U costs beyond the direct kernel's 3×3 weights, once per call: in a model, each layer's
     weights arrive from L3 or memory."""
-    return max(0, weight_bytes(c, k, lanes) - 4 * 9 * c * k) / COLD_WEIGHT_BYTES_PER_CYCLE
+    rate = COLD_WEIGHT_BYTES_PER_CYCLE.get(lanes, COLD_WEIGHT_BYTES_PER_CYCLE[16])
+    return max(0, weight_bytes(c, k, lanes) - 4 * 9 * c * k) / rate
 
 
 def weight_bytes(c: int, k: int, lanes: int) -> int:
